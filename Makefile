@@ -1,0 +1,28 @@
+# The two commands of the README:
+#   make demo   set up a virtualenv, migrate, create the demo user, run daphne on 127.0.0.1:8000
+#   make test   set up a virtualenv and run the whole test suite (ruff, migrations check, pytest)
+# PYTHON picks the interpreter (python3.11 → Django 5.2, python3.12+ → Django 6.1).
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test setup
+
+$(BIN)/.installed: requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	touch $@
+
+setup: $(BIN)/.installed
+
+demo: setup
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py demo_setup
+	$(BIN)/daphne -b 127.0.0.1 -p 8000 demo.asgi:application
+
+test: setup
+	$(BIN)/ruff check .
+	$(BIN)/python manage.py makemigrations --check --dry-run
+	$(BIN)/python -m pytest

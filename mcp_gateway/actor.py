@@ -1,0 +1,142 @@
+"""One live MCP session, run in the worker that holds its stream.
+
+The actor runs the SDK's server loop over two bounded in-memory streams.
+Client messages arrive through :meth:`SessionActor.deliver` (the consumer
+feeds it from the channel layer); server messages leave through a ``sink``
+that the transport supplies (an SSE stream, later Streamable HTTP responses).
+The actor knows nothing of HTTP, and nothing here touches the database: it
+only counts, and the consumer persists the counts now and then.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import anyio
+from django.utils import timezone
+from mcp.server.lowlevel import Server
+from mcp.shared.message import ServerMessageMetadata, SessionMessage
+from mcp_types import (
+    CLIENT_INFO_META_KEY,
+    PROTOCOL_VERSION_META_KEY,
+    JSONRPCMessage,
+    JSONRPCRequest,
+    JSONRPCResponse,
+    jsonrpc_message_adapter,
+)
+
+from .context import GatewayRequestContext
+
+Sink = Callable[[SessionMessage], Awaitable[None]]
+
+
+@dataclasses.dataclass
+class Activity:
+    """What the record should learn at the next flush."""
+
+    messages_in: int = 0
+    messages_out: int = 0
+    client_name: str = ""
+    client_version: str = ""
+    protocol_version: str = ""
+
+
+class SessionActor:
+    def __init__(
+        self,
+        server: Server[Any],
+        *,
+        context: GatewayRequestContext,
+        sink: Sink,
+        inbound_size: int,
+        outbound_size: int,
+    ) -> None:
+        self.server = server
+        self.context = context
+        self.sink = sink
+        self._in_send, self._in_recv = anyio.create_memory_object_stream[SessionMessage | Exception](inbound_size)
+        self._out_send, self._out_recv = anyio.create_memory_object_stream[SessionMessage](outbound_size)
+        self.activity = Activity()
+        self.last_seen = timezone.now()
+        self._flushed = dataclasses.replace(self.activity)
+        self._initialize_id: Any = None
+        self._client_known = False
+
+    async def run(self) -> None:
+        """Serve until the client side closes, the server ends, or the task is cancelled."""
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._pump)
+            await self.server.run(self._in_recv, self._out_send, self.server.create_initialization_options())
+
+    async def deliver(self, body: bytes, headers: Mapping[str, str]) -> None:
+        """Hand one client message (already validated by the POST handler) to the server.
+
+        Waits when the inbound queue is full, which in turn fills the session's
+        channel and makes further POSTs answer 503 instead of losing messages.
+        """
+        message = jsonrpc_message_adapter.validate_json(body, by_name=False)
+        self._observe_inbound(message)
+        context = dataclasses.replace(self.context, headers=dict(headers))
+        metadata = ServerMessageMetadata(request_context=context)
+        try:
+            await self._in_send.send(SessionMessage(message, metadata=metadata))
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            pass  # the session is ending; its stream is closing too
+
+    def close_input(self) -> None:
+        """No more client messages: the server loop ends once it has answered."""
+        self._in_send.close()
+
+    def pending_activity(self) -> dict[str, Any] | None:
+        """Fields changed since the last call, for the session record; None if nothing did."""
+        changed = {
+            f.name: getattr(self.activity, f.name)
+            for f in dataclasses.fields(self.activity)
+            if getattr(self.activity, f.name) != getattr(self._flushed, f.name)
+        }
+        if not changed:
+            return None
+        self._flushed = dataclasses.replace(self.activity)
+        changed["last_seen_at"] = self.last_seen
+        return changed
+
+    async def _pump(self) -> None:
+        async with self._out_recv:
+            async for session_message in self._out_recv:
+                self.activity.messages_out += 1
+                if self._initialize_id is not None:
+                    self._observe_initialize_result(session_message.message)
+                await self.sink(session_message)
+
+    def _observe_inbound(self, message: JSONRPCMessage) -> None:
+        self.activity.messages_in += 1
+        self.last_seen = timezone.now()
+        if self._client_known or not isinstance(message, JSONRPCRequest):
+            return
+        params = message.params or {}
+        if message.method == "initialize":
+            info = params.get("clientInfo") or {}
+            self._initialize_id = message.id
+            self._set_client(info, params.get("protocolVersion"))
+        else:
+            meta = params.get("_meta") or {}
+            if isinstance(meta, dict) and CLIENT_INFO_META_KEY in meta:
+                self._set_client(meta.get(CLIENT_INFO_META_KEY) or {}, meta.get(PROTOCOL_VERSION_META_KEY))
+
+    def _observe_initialize_result(self, message: JSONRPCMessage) -> None:
+        if isinstance(message, JSONRPCResponse) and message.id == self._initialize_id:
+            version = (message.result or {}).get("protocolVersion")
+            if isinstance(version, str):
+                self.activity.protocol_version = version[:40]
+            self._initialize_id = None
+
+    def _set_client(self, info: Any, protocol_version: Any) -> None:
+        if not isinstance(info, dict):
+            return
+        self._client_known = True
+        self.activity.client_name = str(info.get("name") or "")[:200]
+        self.activity.client_version = str(info.get("version") or "")[:100]
+        if isinstance(protocol_version, str):
+            self.activity.protocol_version = protocol_version[:40]

@@ -1,0 +1,93 @@
+"""Who is calling: the authentication step run on every gateway request.
+
+Each authenticator recognises one kind of credential. They are tried in the
+order of ``MCP_GATEWAY_AUTHENTICATORS``; the first that finds its kind of
+credential decides. A request nobody recognises is refused with 401 and a
+``WWW-Authenticate`` challenge from every authenticator.
+
+A :class:`Credential` says whether it is *ambient*, sent by a browser on its
+own (a cookie): only ambient credentials need the CSRF check.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from importlib import import_module
+from typing import Any, Protocol
+
+from django.conf import settings
+from django.contrib.auth import aget_user
+from django.utils.module_loading import import_string
+
+from .conf import gateway_settings
+from .exceptions import AuthenticationRequired
+from .http import GatewayRequest
+
+
+@dataclass(frozen=True)
+class Credential:
+    """An authenticated caller."""
+
+    user: Any
+    scheme: str
+    ambient: bool
+
+
+class Authenticator(Protocol):
+    scheme: str
+
+    def challenge(self) -> str:
+        """The ``WWW-Authenticate`` challenge naming this scheme."""
+        ...
+
+    async def authenticate(self, request: GatewayRequest) -> Credential | None:
+        """The caller, or ``None`` when no usable credential of this kind is present."""
+        ...
+
+
+class SessionCookieAuthenticator:
+    """The site's own login: Django's session cookie, exactly as views see it.
+
+    The user is resolved with :func:`django.contrib.auth.aget_user`, so session
+    hash verification (a password change logs the session out), inactive users
+    and custom backends behave as they do for the rest of the site.
+    """
+
+    scheme = "session"
+
+    def challenge(self) -> str:
+        return 'Cookie realm="mcp", cookie-name="{}"'.format(settings.SESSION_COOKIE_NAME)
+
+    async def authenticate(self, request: GatewayRequest) -> Credential | None:
+        django_request = request.django_request
+        session_key = django_request.COOKIES.get(settings.SESSION_COOKIE_NAME)
+        if not session_key:
+            return None
+        engine = import_module(settings.SESSION_ENGINE)
+        django_request.session = engine.SessionStore(session_key)
+        user = await aget_user(django_request)
+        if not user.is_authenticated:
+            return None
+        django_request.user = user
+        return Credential(user=user, scheme=self.scheme, ambient=True)
+
+
+@functools.cache
+def _load(paths: tuple[str, ...]) -> tuple[Authenticator, ...]:
+    return tuple(import_string(path)() for path in paths)
+
+
+def get_authenticators() -> tuple[Authenticator, ...]:
+    return _load(tuple(gateway_settings.AUTHENTICATORS))
+
+
+async def authenticate(request: GatewayRequest) -> Credential:
+    """The caller's credential, or :class:`AuthenticationRequired`."""
+    authenticators = get_authenticators()
+    for authenticator in authenticators:
+        credential = await authenticator.authenticate(request)
+        if credential is not None:
+            return credential
+    challenges = ", ".join(a.challenge() for a in authenticators)
+    raise AuthenticationRequired(headers=[(b"www-authenticate", challenges.encode())])

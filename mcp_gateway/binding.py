@@ -1,0 +1,65 @@
+"""Session binding: a request reaches a session only if its caller owns it.
+
+A session ID proves nothing by itself (it travels in URLs and leaks into logs
+and Referer headers). Every request naming one is checked here against the
+record of who opened it. Unknown, closed and foreign sessions all raise the
+same :class:`SessionNotFound`, so a probe learns nothing; a foreign one is
+also reported to the ``mcp_gateway.security`` logger, without the ID.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from mcp_sessions.ids import is_well_formed, public_ref
+from mcp_sessions.models import McpSession
+
+from .auth import Credential
+from .exceptions import MalformedSessionId, MissingSessionId, SessionNotFound
+from .http import GatewayRequest
+
+security_logger = logging.getLogger("mcp_gateway.security")
+
+
+@dataclass(frozen=True)
+class BoundSession:
+    pk: int
+    ref: str
+    channel_name: str
+
+
+def session_id_from_query(request: GatewayRequest) -> str:
+    """The ``session_id`` query parameter: exactly one, well formed."""
+    values = request.query.get("session_id")
+    if not values or values == [""]:
+        raise MissingSessionId()
+    if len(values) > 1 or not is_well_formed(values[0]):
+        raise MalformedSessionId()
+    return values[0]
+
+
+async def bind(request: GatewayRequest, credential: Credential, session_id: str, *, server: str, transport: str) -> BoundSession:
+    """The caller's open session with this ID on this server, or :class:`SessionNotFound`."""
+    sessions = McpSession.objects.open().with_session_id(session_id).filter(server=server, transport=transport)
+    row = await sessions.for_user(credential.user).values_list("pk", "id_hash", "channel_name").afirst()
+    if row is not None:
+        pk, id_hash, channel_name = row
+        return BoundSession(pk=pk, ref=public_ref(id_hash), channel_name=channel_name)
+    foreign = await sessions.values_list("id_hash", "user_id").afirst()
+    if foreign is not None:
+        ref = public_ref(foreign[0])
+        security_logger.warning(
+            "Refused request from user %s for session %s owned by user %s",
+            credential.user.pk,
+            ref,
+            foreign[1],
+            extra={
+                "reason": "foreign_session",
+                "session_ref": ref,
+                "owner_id": foreign[1],
+                "user_id": credential.user.pk,
+                "remote_addr": request.client_ip,
+            },
+        )
+    raise SessionNotFound()

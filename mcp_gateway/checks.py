@@ -1,0 +1,157 @@
+"""System checks for the gateway's configuration.
+
+Each message says what goes wrong if it is ignored; IDs are stable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.apps import apps
+from django.conf import settings
+from django.core.checks import CheckMessage, Error, Tags, Warning, register
+from django.core.exceptions import ImproperlyConfigured
+from django.utils.module_loading import import_string
+
+from .conf import gateway_settings
+
+POSITIVE_NUMBERS = (
+    "MAX_BODY_SIZE",
+    "PING_INTERVAL",
+    "OUTBOUND_QUEUE_SIZE",
+    "INBOUND_QUEUE_SIZE",
+    "STALL_TIMEOUT",
+)
+
+
+@register(Tags.compatibility)
+def check_settings(app_configs: Iterable[Any] | None = None, **kwargs: Any) -> list[CheckMessage]:
+    errors: list[CheckMessage] = []
+    errors += _check_server()
+    errors += _check_prefix()
+    errors += _check_channel_layer()
+    errors += _check_origins()
+    errors += _check_numbers()
+    errors += _check_authenticators()
+    if not apps.is_installed("mcp_sessions"):
+        errors.append(
+            Error(
+                "mcp_sessions is not in INSTALLED_APPS: sessions cannot be recorded or bound to users.",
+                hint="Add 'mcp_sessions' to INSTALLED_APPS next to 'mcp_gateway'.",
+                id="mcp_gateway.E004",
+            )
+        )
+    return errors
+
+
+def _check_server() -> list[CheckMessage]:
+    target = gateway_settings.SERVER
+    if target is None:
+        return [
+            Warning(
+                "MCP_GATEWAY_SERVER is not set: mcp_application() serves nothing unless given servers=.",
+                hint="Set MCP_GATEWAY_SERVER to the dotted path of an MCPServer or low-level Server.",
+                id="mcp_gateway.W002",
+            )
+        ]
+    from .servers import resolve_server
+
+    try:
+        resolve_server(target)
+    except (ImportError, ImproperlyConfigured) as exc:
+        return [
+            Error(
+                f"MCP_GATEWAY_SERVER does not name an MCP server: {exc}",
+                hint="Point it at an MCPServer or mcp.server.lowlevel.Server instance, e.g. 'myapp.mcp.server'.",
+                id="mcp_gateway.E001",
+            )
+        ]
+    return []
+
+
+def _check_prefix() -> list[CheckMessage]:
+    prefix = gateway_settings.PREFIX
+    if isinstance(prefix, str) and prefix.startswith("/") and prefix.endswith("/"):
+        return []
+    return [
+        Error(
+            f"MCP_GATEWAY_PREFIX {prefix!r} must start and end with '/': routes would not match.",
+            hint="For example '/mcp/'.",
+            id="mcp_gateway.E002",
+        )
+    ]
+
+
+def _check_channel_layer() -> list[CheckMessage]:
+    alias = gateway_settings.CHANNEL_LAYER
+    if alias in getattr(settings, "CHANNEL_LAYERS", {}):
+        return []
+    return [
+        Error(
+            f"No channel layer {alias!r} in CHANNEL_LAYERS: POSTed messages cannot reach their session's stream.",
+            hint="Configure CHANNEL_LAYERS (channels_redis in production, InMemoryChannelLayer for one process).",
+            id="mcp_gateway.E003",
+        )
+    ]
+
+
+def _check_origins() -> list[CheckMessage]:
+    messages: list[CheckMessage] = []
+    for origin in gateway_settings.ALLOWED_ORIGINS:
+        if origin == "*":
+            messages.append(
+                Warning(
+                    "MCP_GATEWAY_ALLOWED_ORIGINS contains '*': any web page may open streams and post "
+                    "messages with its visitors' credentials.",
+                    hint="List the exact origins of the apps that need access.",
+                    id="mcp_gateway.W001",
+                )
+            )
+            continue
+        parts = urlsplit(origin)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path or parts.query:
+            messages.append(
+                Error(
+                    f"MCP_GATEWAY_ALLOWED_ORIGINS entry {origin!r} is not an origin: it can never match.",
+                    hint="Origins are 'scheme://host[:port]' with no path or trailing slash.",
+                    id="mcp_gateway.E005",
+                )
+            )
+    return messages
+
+
+def _check_numbers() -> list[CheckMessage]:
+    messages: list[CheckMessage] = []
+    for name in POSITIVE_NUMBERS:
+        value = getattr(gateway_settings, name)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            messages.append(
+                Error(
+                    f"MCP_GATEWAY_{name} must be a positive number, not {value!r}.",
+                    id="mcp_gateway.E006",
+                )
+            )
+    return messages
+
+
+def _check_authenticators() -> list[CheckMessage]:
+    messages: list[CheckMessage] = []
+    paths = gateway_settings.AUTHENTICATORS
+    if not paths:
+        messages.append(
+            Error(
+                "MCP_GATEWAY_AUTHENTICATORS is empty: every request would be refused with 401.",
+                hint="Keep 'mcp_gateway.auth.SessionCookieAuthenticator' at least.",
+                id="mcp_gateway.E007",
+            )
+        )
+    for path in paths:
+        try:
+            import_string(path)
+        except ImportError as exc:
+            messages.append(
+                Error(f"Authenticator {path!r} cannot be imported: {exc}", id="mcp_gateway.E007")
+            )
+    return messages

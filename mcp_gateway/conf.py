@@ -1,0 +1,51 @@
+"""The gateway's settings, read lazily from ``django.conf.settings``.
+
+Every setting is a top-level Django setting prefixed ``MCP_GATEWAY_``; this
+module is the only place that reads them, so defaults live in one table and
+``override_settings`` works in tests.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings as django_settings
+
+DEFAULTS: dict[str, Any] = {
+    # Dotted path to the MCP server object (an ``MCPServer`` or a low-level ``Server``).
+    "SERVER": None,
+    # URL prefix the routes are mounted under; must start and end with "/".
+    "PREFIX": "/mcp/",
+    # Extra origins (``scheme://host[:port]``) allowed besides the site's own.
+    "ALLOWED_ORIGINS": (),
+    # Largest accepted POST body in bytes; larger ones get 413 unbuffered.
+    "MAX_BODY_SIZE": 4 * 1024 * 1024,
+    # Authenticators tried in order; the first that recognises a credential wins.
+    "AUTHENTICATORS": ("mcp_gateway.auth.SessionCookieAuthenticator",),
+    # Channel layer alias used to reach a session's stream.
+    "CHANNEL_LAYER": "default",
+    # Seconds between keep-alive comments on an idle stream.
+    "PING_INTERVAL": 15.0,
+    # Server messages a session may have waiting for a slow client.
+    "OUTBOUND_QUEUE_SIZE": 256,
+    # Client messages a session may have waiting for the MCP server.
+    "INBOUND_QUEUE_SIZE": 64,
+    # Seconds a stream may stay unwritable before it is closed as stalled.
+    "STALL_TIMEOUT": 10.0,
+}
+
+
+class GatewaySettings:
+    """Attribute access to ``MCP_GATEWAY_<NAME>`` settings with defaults.
+
+    Values are looked up on every access, never cached, so a test's
+    ``override_settings`` is always seen.
+    """
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in DEFAULTS:
+            raise AttributeError(f"No gateway setting named {name!r}")
+        return getattr(django_settings, f"MCP_GATEWAY_{name}", DEFAULTS[name])
+
+
+gateway_settings = GatewaySettings()

@@ -1,0 +1,288 @@
+"""Channels consumers for the HTTP+SSE transport.
+
+- :class:`SSEConsumer` (``GET <prefix>sse``) authenticates the caller, records
+  a session bound to them, and runs that session's MCP server in this worker
+  (:class:`~mcp_gateway.actor.SessionActor`). Its channel-layer address is
+  stored with the record: that is how client messages reach it.
+- :class:`MessagesConsumer` (``POST <prefix>messages/``) is a stateless
+  forwarder: authenticate, check CSRF, bind the session ID to the caller,
+  validate the message, send it to the session's channel, answer 202. It keeps
+  no per-process state, so it may run on any worker.
+
+Handlers never block: the stream itself runs in its own task, so
+``http.disconnect`` and channel-layer messages are handled as they come.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from channels.consumer import AsyncConsumer, get_handler_name
+from channels.exceptions import ChannelFull, StopConsumer
+from channels.layers import get_channel_layer
+from channels.utils import await_many_dispatch
+from django.utils import timezone
+from mcp.shared.message import SessionMessage
+from mcp_types import jsonrpc_message_adapter
+from pydantic import ValidationError
+
+from mcp_sessions.ids import hash_session_id, new_session_id
+from mcp_sessions.models import CloseReason, McpSession, Transport
+
+from . import sse
+from .actor import SessionActor
+from .auth import authenticate
+from .binding import bind, session_id_from_query
+from .conf import gateway_settings
+from .context import GatewayRequestContext
+from .csrf import check_csrf
+from .exceptions import GatewayError, InvalidMessage, ParseError, ServiceUnavailable
+from .flow import FlowControl, flow_control_for
+from .http import SECURITY_HEADERS, GatewayRequest, Message, Receive, Send, send_error, send_response
+
+if TYPE_CHECKING:
+    from .routing import Mount
+
+logger = logging.getLogger("mcp_gateway")
+
+
+class StreamStalled(Exception):
+    """The client stopped reading for longer than the stall timeout."""
+
+
+class GatewayConsumer(AsyncConsumer):
+    """Base consumer: one mount, one request, refusals answered in one place.
+
+    Subclasses return, from :meth:`start`, the extra message sources they
+    listen to (a channel-layer inbox, or none), and clean up in :meth:`stop`,
+    which runs however the consumer ends: normally, on a refusal, or when the
+    server cancels it at shutdown.
+    """
+
+    def __init__(self, mount: Mount) -> None:
+        self.mount = mount
+        self.response_started = False
+        self._internal: asyncio.Queue[Message] = asyncio.Queue()
+
+    async def __call__(self, scope: Any, receive: Receive, send: Send) -> None:
+        self.scope = scope
+        self.base_send = send
+        self.request = GatewayRequest.from_scope(scope)
+        self.channel_layer = get_channel_layer(gateway_settings.CHANNEL_LAYER)
+        try:
+            sources = [receive, self._internal.get, *await self.start()]
+            await await_many_dispatch(sources, self.dispatch)
+        except StopConsumer:
+            pass
+        except GatewayError as exc:
+            if not self.response_started:
+                await send_error(self.send, exc)
+        finally:
+            await self.stop()
+
+    async def start(self) -> list[Callable[[], Awaitable[Message]]]:
+        return []
+
+    async def stop(self) -> None:
+        return None
+
+    async def dispatch(self, message: Message) -> None:
+        # Unlike AsyncConsumer.dispatch, no aclose_old_connections() per
+        # message: database work here goes through the async ORM, whose
+        # threads manage their own connections.
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            logger.warning("Ignoring message of unknown type %r", message.get("type"))
+            return
+        await handler(message)
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.response_started = True
+        await self.base_send(message)
+
+    async def http_disconnect(self, message: Message) -> None:
+        raise StopConsumer()
+
+
+def parse_message(body: bytes) -> None:
+    """Refuse a body that is not one JSON-RPC message (or batch-free envelope)."""
+    try:
+        jsonrpc_message_adapter.validate_json(body, by_name=False)
+    except ValidationError as exc:
+        if any(error["type"] == "json_invalid" for error in exc.errors()):
+            raise ParseError() from None
+        raise InvalidMessage() from None
+
+
+class MessagesConsumer(GatewayConsumer):
+    """``POST <prefix>messages/?session_id=<id>``: forward one message to its session."""
+
+    async def start(self) -> list[Callable[[], Awaitable[Message]]]:
+        self.body = bytearray()
+        return []
+
+    async def http_request(self, message: Message) -> None:
+        self.body += message.get("body", b"")
+        if message.get("more_body"):
+            return
+        await self.forward(bytes(self.body))
+        raise StopConsumer()
+
+    async def forward(self, body: bytes) -> None:
+        credential = await authenticate(self.request)
+        check_csrf(self.request, credential)
+        session_id = session_id_from_query(self.request)
+        parse_message(body)
+        session = await bind(
+            self.request, credential, session_id, server=self.mount.prefix, transport=Transport.SSE
+        )
+        event = {"type": "mcp.inbound", "body": body, "headers": self.request.forwardable_headers()}
+        try:
+            await self.channel_layer.send(session.channel_name, event)
+        except ChannelFull:
+            raise ServiceUnavailable() from None
+        await send_response(self.send, 202, b"", content_type=None)
+
+
+class SSEConsumer(GatewayConsumer):
+    """``GET <prefix>sse``: open a session bound to the caller and stream it."""
+
+    record: McpSession | None = None
+    actor: SessionActor
+    flow: FlowControl
+    _task: asyncio.Task[None] | None = None
+    _closed = False
+
+    async def start(self) -> list[Callable[[], Awaitable[Message]]]:
+        credential = await authenticate(self.request)
+        self.channel_name = await self.channel_layer.new_channel()
+        session_id = new_session_id()
+        self.record = await McpSession.objects.acreate(
+            user=credential.user,
+            id_hash=hash_session_id(session_id),
+            server=self.mount.prefix,
+            transport=Transport.SSE,
+            channel_name=self.channel_name,
+            remote_addr=self.request.client_ip,
+            user_agent=self.request.user_agent[:400],
+            origin=(self.request.origin or "")[:400],
+        )
+        logger.info("Opened MCP session %s for user %s", self.record.ref, credential.user.pk)
+        self.actor = SessionActor(
+            self.mount.server,
+            context=GatewayRequestContext(
+                user=credential.user, session_ref=self.record.ref, transport=Transport.SSE, server=self.mount.prefix
+            ),
+            sink=self._send_message,
+            inbound_size=gateway_settings.INBOUND_QUEUE_SIZE,
+            outbound_size=gateway_settings.OUTBOUND_QUEUE_SIZE,
+        )
+        self.flow = flow_control_for(self.base_send)
+        # Headers go out with the first body chunk, so the endpoint event is sent at once.
+        await self.send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    *SECURITY_HEADERS,
+                    (b"content-type", sse.CONTENT_TYPE),
+                    (b"x-accel-buffering", b"no"),
+                ],
+            }
+        )
+        await self._write(sse.event("endpoint", self.mount.messages_url(self.scope, session_id)))
+        self._task = asyncio.create_task(self._run())
+        return [functools.partial(self.channel_layer.receive, self.channel_name)]
+
+    async def stop(self) -> None:
+        if self.record is not None:
+            await self._finish(CloseReason.SERVER_SHUTDOWN)
+
+    # Message handlers
+
+    async def http_request(self, message: Message) -> None:
+        """A GET has no body to read."""
+
+    async def http_disconnect(self, message: Message) -> None:
+        await self._finish(CloseReason.CLIENT_DISCONNECT)
+        raise StopConsumer()
+
+    async def session_ended(self, message: Message) -> None:
+        await self._finish(message["reason"])
+        raise StopConsumer()
+
+    async def mcp_inbound(self, message: Message) -> None:
+        await self.actor.deliver(message["body"], message.get("headers", {}))
+
+    async def mcp_close(self, message: Message) -> None:
+        """Close on request from anywhere on the channel layer (revocation)."""
+        reason = message.get("reason", CloseReason.REVOKED)
+        await self._finish(reason if reason in CloseReason.values else CloseReason.REVOKED)
+        raise StopConsumer()
+
+    # The stream
+
+    async def _run(self) -> None:
+        reason = CloseReason.SERVER_ENDED
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._keepalive)
+                await self.actor.run()
+                tg.cancel_scope.cancel()
+        except Exception as exc:
+            if _contains(exc, StreamStalled):
+                reason = CloseReason.STALLED
+            else:
+                reason = CloseReason.SERVER_ERROR
+                logger.exception("MCP session %s failed", self.record.ref if self.record else "?")
+        self._internal.put_nowait({"type": "session.ended", "reason": reason})
+
+    async def _keepalive(self) -> None:
+        while True:
+            await anyio.sleep(gateway_settings.PING_INTERVAL)
+            await self._write(sse.comment("ping"))
+            await self._save_activity()
+
+    async def _send_message(self, session_message: SessionMessage) -> None:
+        data = session_message.message.model_dump_json(by_alias=True, exclude_unset=True)
+        await self._write(sse.event("message", data))
+
+    async def _write(self, chunk: bytes) -> None:
+        try:
+            with anyio.fail_after(gateway_settings.STALL_TIMEOUT):
+                await self.flow.writable()
+                await self.send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except TimeoutError:
+            raise StreamStalled() from None
+
+    async def _save_activity(self, **fields: Any) -> None:
+        assert self.record is not None
+        changes = {**(self.actor.pending_activity() or {}), **fields}
+        if changes:
+            await McpSession.objects.filter(pk=self.record.pk).aupdate(**changes)
+
+    async def _finish(self, reason: str) -> None:
+        """End the session once: stop its task, close its record, end the response."""
+        if self._closed or self.record is None:
+            return
+        self._closed = True
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        self.flow.release()
+        await self._save_activity(closed_at=timezone.now(), close_reason=reason)
+        logger.info("Closed MCP session %s (%s)", self.record.ref, reason)
+        if reason != CloseReason.CLIENT_DISCONNECT:
+            await self.send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def _contains(exc: BaseException, kind: type[BaseException]) -> bool:
+    if isinstance(exc, BaseExceptionGroup):
+        return exc.subgroup(kind) is not None
+    return isinstance(exc, kind)

@@ -1,0 +1,133 @@
+"""The gateway's refusals.
+
+Every way a request can be refused is one of these exceptions; consumers and
+guards raise them and :func:`mcp_gateway.http.send_error` turns them into an
+HTTP response in one place. ``reason`` is a stable, machine-readable code that
+also names the refusal in logs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+# JSON-RPC 2.0 error codes used in refusal bodies.
+PARSE_ERROR = -32700
+INVALID_REQUEST = -32600
+INTERNAL_ERROR = -32603
+
+
+class GatewayError(Exception):
+    """Base class: a request the gateway refuses with an HTTP status."""
+
+    status: int = 400
+    reason: str = "bad_request"
+    message: str = "Bad request"
+    jsonrpc_code: int = INVALID_REQUEST
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        headers: Sequence[tuple[bytes, bytes]] = (),
+    ) -> None:
+        self.message = message or type(self).message
+        self.headers = list(headers)
+        super().__init__(self.message)
+
+
+class BadRequest(GatewayError):
+    pass
+
+
+class ParseError(BadRequest):
+    reason = "parse_error"
+    message = "Body is not valid JSON"
+    jsonrpc_code = PARSE_ERROR
+
+
+class InvalidMessage(BadRequest):
+    reason = "invalid_message"
+    message = "Body is not a valid JSON-RPC message"
+
+
+class MissingSessionId(BadRequest):
+    reason = "missing_session_id"
+    message = "session_id is required"
+
+
+class MalformedSessionId(BadRequest):
+    reason = "malformed_session_id"
+    message = "session_id is malformed"
+
+
+class AuthenticationRequired(GatewayError):
+    status = 401
+    reason = "authentication_required"
+    message = "Authentication required"
+
+
+class Forbidden(GatewayError):
+    status = 403
+    reason = "forbidden"
+    message = "Forbidden"
+
+
+class OriginNotAllowed(Forbidden):
+    reason = "origin_not_allowed"
+    message = "Origin not allowed"
+
+
+class CsrfFailed(Forbidden):
+    reason = "csrf_failed"
+    message = "CSRF verification failed"
+
+
+class SessionNotFound(GatewayError):
+    """Unknown, closed and foreign sessions alike: the bodies must not differ."""
+
+    status = 404
+    reason = "session_not_found"
+    message = "Session not found"
+
+
+class NotFound(GatewayError):
+    status = 404
+    reason = "not_found"
+    message = "Not found"
+
+
+class MethodNotAllowed(GatewayError):
+    status = 405
+    reason = "method_not_allowed"
+    message = "Method not allowed"
+
+    def __init__(self, allowed: Sequence[str]) -> None:
+        super().__init__(headers=[(b"allow", ", ".join(allowed).encode())])
+
+
+class PayloadTooLarge(GatewayError):
+    status = 413
+    reason = "payload_too_large"
+    message = "Request body too large"
+
+
+class UnsupportedMediaType(GatewayError):
+    status = 415
+    reason = "unsupported_media_type"
+    message = "Content-Type must be application/json"
+
+
+class MisdirectedRequest(GatewayError):
+    status = 421
+    reason = "host_not_allowed"
+    message = "Host not allowed"
+
+
+class ServiceUnavailable(GatewayError):
+    status = 503
+    reason = "unavailable"
+    message = "Session is busy, retry later"
+    jsonrpc_code = INTERNAL_ERROR
+
+    def __init__(self, message: str | None = None, *, retry_after: int = 1) -> None:
+        super().__init__(message, headers=[(b"retry-after", str(retry_after).encode())])

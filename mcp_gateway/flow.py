@@ -1,0 +1,87 @@
+"""Backpressure for long-lived streams.
+
+ASGI gives an application no way to know that a client stopped reading, and
+daphne's ``send`` never waits: a stalled client makes daphne buffer without
+bound. Under daphne we register a Twisted push producer on the request, so
+Twisted tells us when its send buffer fills (``pauseProducing``) and drains
+(``resumeProducing``). Servers whose ``send`` already waits for the socket
+(uvicorn, hypercorn) need nothing: :class:`NoFlowControl` is used there.
+
+Either way the caller bounds the wait with a stall timeout and closes the
+stream when it expires, so a worker's memory per stream stays bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from typing import Any, Protocol
+
+from zope.interface import implementer  # Twisted depends on zope.interface
+from twisted.internet.interfaces import IPushProducer
+
+
+class FlowControl(Protocol):
+    async def writable(self) -> None:
+        """Return when the transport can take more data."""
+        ...
+
+    def release(self) -> None:
+        """Stop watching the transport (before the response ends)."""
+        ...
+
+
+class NoFlowControl:
+    async def writable(self) -> None:
+        return None
+
+    def release(self) -> None:
+        return None
+
+
+@implementer(IPushProducer)
+class DaphneFlowControl:
+    """A Twisted push producer whose pause state gates our writes."""
+
+    def __init__(self, request: Any) -> None:
+        self._request = request
+        self._writable = asyncio.Event()
+        if not getattr(request.channel, "_waitingForTransport", False):
+            self._writable.set()
+        request.registerProducer(self, True)
+
+    async def writable(self) -> None:
+        if not self._writable.is_set():
+            await self._writable.wait()
+
+    def release(self) -> None:
+        self._writable.set()
+        if self._request.producer is self:
+            try:
+                self._request.unregisterProducer()
+            except Exception:  # the connection is already torn down
+                pass
+
+    # IPushProducer, called by Twisted on the event loop thread.
+    def pauseProducing(self) -> None:
+        self._writable.clear()
+
+    def resumeProducing(self) -> None:
+        self._writable.set()
+
+    def stopProducing(self) -> None:
+        # The connection is gone; ``http.disconnect`` follows and ends the stream.
+        self._writable.set()
+
+
+def flow_control_for(send: Any) -> FlowControl:
+    """The right flow control for the ASGI server behind ``send``."""
+    request = send.args[0] if isinstance(send, functools.partial) and send.args else None
+    if (
+        request is not None
+        and hasattr(request, "registerProducer")
+        and getattr(request, "channel", None) is not None
+        and getattr(request, "producer", None) is None
+    ):
+        return DaphneFlowControl(request)
+    return NoFlowControl()

@@ -1,0 +1,140 @@
+"""Transport guards: small stateless ASGI middleware in front of the consumers.
+
+Consumers bypass Django's middleware, so nothing else checks ``Host`` against
+``ALLOWED_HOSTS``, refuses foreign origins, or bounds request bodies. Each
+guard checks one thing, answers a refusal itself, and otherwise passes the
+request on untouched. :func:`guard` stacks them in their default order.
+
+- :class:`HostGuard`: ``Host`` not allowed by ``ALLOWED_HOSTS`` (Django's own
+  ``get_host()``), 421 Misdirected Request, as the MCP SDK answers DNS
+  rebinding attempts.
+- :class:`OriginGuard`: an ``Origin`` other than the site's own and not in
+  ``MCP_GATEWAY_ALLOWED_ORIGINS``, 403.
+- :class:`ContentTypeGuard`: a POST whose body is not ``application/json``, 415.
+- :class:`BodySizeGuard`: a POST body over ``MCP_GATEWAY_MAX_BODY_SIZE``, 413,
+  decided from ``Content-Length`` or while the body streams in, never by
+  buffering it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from django.core.exceptions import DisallowedHost
+
+from .conf import gateway_settings
+from .exceptions import GatewayError, MisdirectedRequest, OriginNotAllowed, PayloadTooLarge, UnsupportedMediaType
+from .http import ASGIApp, GatewayRequest, Message, Receive, Scope, Send, send_error
+
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+class Guard:
+    """Base: run :meth:`check` on every HTTP request; a raised refusal is answered here."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            try:
+                self.check(GatewayRequest.from_scope(scope))
+            except GatewayError as exc:
+                await send_error(send, exc)
+                return
+        await self.app(scope, receive, send)
+
+    def check(self, request: GatewayRequest) -> None:
+        raise NotImplementedError
+
+
+class HostGuard(Guard):
+    def check(self, request: GatewayRequest) -> None:
+        try:
+            request.django_request.get_host()
+        except DisallowedHost:
+            raise MisdirectedRequest() from None
+
+
+def site_origin(request: GatewayRequest) -> str:
+    """The request's own origin, computed as ``CsrfViewMiddleware`` does."""
+    django_request = request.django_request
+    scheme = "https" if django_request.is_secure() else "http"
+    return f"{scheme}://{django_request.get_host()}"
+
+
+def origin_allowed(origin: str, request: GatewayRequest) -> bool:
+    allowed = gateway_settings.ALLOWED_ORIGINS
+    if "*" in allowed or origin in allowed:
+        return True
+    try:
+        return origin == site_origin(request)
+    except DisallowedHost:
+        return False
+
+
+class OriginGuard(Guard):
+    def check(self, request: GatewayRequest) -> None:
+        origin = request.origin
+        if origin is not None and not origin_allowed(origin, request):
+            raise OriginNotAllowed()
+
+
+class ContentTypeGuard(Guard):
+    def check(self, request: GatewayRequest) -> None:
+        if request.method in BODY_METHODS and request.content_type != "application/json":
+            raise UnsupportedMediaType()
+
+
+class BodySizeGuard:
+    """Refuse bodies over the limit without holding them in memory.
+
+    A declared ``Content-Length`` over the limit is refused at once. Otherwise
+    the body is counted as it arrives; at the limit the guard answers 413 and
+    tells the application the client went away, so it stops waiting for more.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in BODY_METHODS:
+            await self.app(scope, receive, send)
+            return
+        limit: int = gateway_settings.MAX_BODY_SIZE
+        declared = GatewayRequest.from_scope(scope).content_length
+        if declared is not None and declared > limit:
+            await send_error(send, PayloadTooLarge())
+            return
+
+        received = 0
+        refused = False
+
+        async def counting_receive() -> Message:
+            nonlocal received, refused
+            if refused:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    refused = True
+                    await send_error(send, PayloadTooLarge())
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            if not refused:
+                await send(message)
+
+        await self.app(scope, counting_receive, guarded_send)
+
+
+DEFAULT_GUARDS: tuple[Callable[[ASGIApp], ASGIApp], ...] = (HostGuard, OriginGuard, ContentTypeGuard, BodySizeGuard)
+
+
+def guard(app: ASGIApp, guards: Iterable[Callable[[ASGIApp], ASGIApp]] = DEFAULT_GUARDS) -> ASGIApp:
+    """Wrap ``app`` in ``guards``, the first one outermost."""
+    for wrapper in reversed(tuple(guards)):
+        app = wrapper(app)
+    return app

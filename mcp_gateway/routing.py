@@ -1,0 +1,130 @@
+"""Mounting MCP servers in front of a site's ASGI application.
+
+In ``asgi.py``::
+
+    django_asgi_app = get_asgi_application()
+
+    from mcp_gateway.routing import mcp_application
+
+    application = mcp_application(django_asgi_app)
+
+HTTP requests under a mount's prefix (``MCP_GATEWAY_PREFIX``, ``/mcp/`` by
+default) go through the transport guards to the gateway's consumers;
+everything else, WebSocket and lifespan included, goes to the wrapped app.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from functools import cached_property
+from typing import Any
+from urllib.parse import quote
+
+from django.core.exceptions import ImproperlyConfigured
+from mcp.server.lowlevel import Server
+
+from .conf import gateway_settings
+from .consumers import MessagesConsumer, SSEConsumer
+from .exceptions import MethodNotAllowed, NotFound
+from .guards import DEFAULT_GUARDS, guard
+from .http import ASGIApp, Receive, Scope, Send, send_error
+from .servers import resolve_server
+
+SSE_PATH = "sse"
+MESSAGES_PATH = "messages/"
+
+mounted_prefixes: set[str] = set()
+"""Prefixes mounted in this process, for the system checks."""
+
+
+def _route_path(scope: Scope) -> str:
+    """The path below the application's root path."""
+    path: str = scope["path"]
+    root_path: str = scope.get("root_path", "")
+    return path[len(root_path) :] if root_path and path.startswith(root_path) else path
+
+
+class Mount:
+    """One MCP server served under one URL prefix."""
+
+    def __init__(self, prefix: str, server: str | Any) -> None:
+        if not (prefix.startswith("/") and prefix.endswith("/")):
+            raise ImproperlyConfigured(f"MCP mount prefix {prefix!r} must start and end with '/'.")
+        if server is None:
+            raise ImproperlyConfigured("Set MCP_GATEWAY_SERVER to the dotted path of your MCP server.")
+        self.prefix = prefix
+        self._target = server
+
+    @cached_property
+    def server(self) -> Server[Any]:
+        return resolve_server(self._target)
+
+    def messages_url(self, scope: Scope, session_id: str) -> str:
+        """Where the client POSTs: relative to the site, so it stays same-origin."""
+        root_path: str = scope.get("root_path", "").rstrip("/")
+        return f"{quote(root_path + self.prefix + MESSAGES_PATH)}?session_id={session_id}"
+
+
+class MountApplication:
+    """Dispatch a mount's paths to its consumers, by path then method."""
+
+    def __init__(self, mount: Mount) -> None:
+        self.mount = mount
+        self.routes: dict[str, tuple[tuple[str, ...], ASGIApp]] = {
+            SSE_PATH: (("GET",), SSEConsumer.as_asgi(mount=mount)),
+            MESSAGES_PATH: (("POST",), MessagesConsumer.as_asgi(mount=mount)),
+        }
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        route = self.routes.get(_route_path(scope)[len(self.mount.prefix) :])
+        if route is None:
+            await send_error(send, NotFound())
+            return
+        methods, app = route
+        if scope["method"] not in methods:
+            await send_error(send, MethodNotAllowed(methods))
+            return
+        await app(scope, receive, send)
+
+
+class McpRouter:
+    """Send HTTP requests under a mount prefix to the gateway, the rest to ``inner``."""
+
+    def __init__(
+        self,
+        inner: ASGIApp,
+        mounts: Iterable[Mount],
+        guards: Iterable[Callable[[ASGIApp], ASGIApp]] = DEFAULT_GUARDS,
+    ) -> None:
+        self.inner = inner
+        guards = tuple(guards)
+        self.mounts = sorted(mounts, key=lambda m: len(m.prefix), reverse=True)
+        self.apps = [(m.prefix, guard(MountApplication(m), guards)) for m in self.mounts]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path = _route_path(scope)
+            for prefix, app in self.apps:
+                if path.startswith(prefix):
+                    await app(scope, receive, send)
+                    return
+        await self.inner(scope, receive, send)
+
+
+def mcp_application(
+    django_app: ASGIApp,
+    *,
+    servers: Mapping[str, str | Any] | None = None,
+    guards: Iterable[Callable[[ASGIApp], ASGIApp]] = DEFAULT_GUARDS,
+) -> McpRouter:
+    """Serve MCP in front of ``django_app``.
+
+    ``servers`` maps URL prefixes to MCP servers (objects or dotted paths); by
+    default it is ``{MCP_GATEWAY_PREFIX: MCP_GATEWAY_SERVER}``. ``guards``
+    replaces the transport guards; the default stack is the safe one.
+    """
+    if servers is None:
+        servers = {gateway_settings.PREFIX: gateway_settings.SERVER}
+    mounts = [Mount(prefix, server) for prefix, server in servers.items()]
+    mounted_prefixes.update(m.prefix for m in mounts)
+    return McpRouter(django_app, mounts, guards)

@@ -1,0 +1,1 @@
+"""Who owns which MCP session: the ownership model, its admin and commands."""

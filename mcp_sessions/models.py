@@ -1,0 +1,102 @@
+"""The ownership record of every MCP session.
+
+A row is written when a stream opens and closed when it ends. It ties the
+session to the user who opened it (the binding checked on every request) and
+to the channel-layer address of the worker that runs it. The session ID itself
+is never stored: only its SHA-256 (:mod:`mcp_sessions.ids`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from .ids import hash_session_id, is_well_formed, public_ref
+
+
+class Transport(models.TextChoices):
+    SSE = "sse", _("HTTP+SSE")
+    STREAMABLE_HTTP = "streamable_http", _("Streamable HTTP")
+
+
+class CloseReason(models.TextChoices):
+    CLIENT_DISCONNECT = "client_disconnect", _("Client disconnected")
+    SERVER_SHUTDOWN = "server_shutdown", _("Server shut down")
+    SERVER_ENDED = "server_ended", _("MCP server ended the session")
+    SERVER_ERROR = "server_error", _("MCP server failed")
+    STALLED = "stalled", _("Client stopped reading")
+    REVOKED = "revoked", _("Revoked")
+
+
+class McpSessionQuerySet(models.QuerySet["McpSession"]):
+    def for_user(self, user: Any) -> McpSessionQuerySet:
+        """Sessions owned by ``user``; nobody else's ever leaves this queryset."""
+        if not getattr(user, "is_authenticated", False):
+            return self.none()
+        return self.filter(user=user)
+
+    def open(self) -> McpSessionQuerySet:
+        return self.filter(closed_at__isnull=True)
+
+    def closed(self) -> McpSessionQuerySet:
+        return self.filter(closed_at__isnull=False)
+
+    def with_session_id(self, session_id: str) -> McpSessionQuerySet:
+        """Match by the secret ID (hashed here); a malformed ID matches nothing."""
+        if not is_well_formed(session_id):
+            return self.none()
+        return self.filter(id_hash=hash_session_id(session_id))
+
+
+McpSessionManager = models.Manager.from_queryset(McpSessionQuerySet)
+
+
+class McpSession(models.Model):
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="mcp_sessions",
+        verbose_name=_("user"),
+    )
+    id_hash = models.CharField(_("session ID hash"), max_length=64, unique=True, editable=False)
+    server = models.CharField(_("server"), max_length=200, help_text=_("Mount prefix of the MCP server."))
+    transport = models.CharField(_("transport"), max_length=20, choices=Transport.choices)
+    channel_name = models.CharField(
+        _("channel"), max_length=200, editable=False, help_text=_("Channel-layer address of the live stream.")
+    )
+    client_name = models.CharField(_("client name"), max_length=200, blank=True)
+    client_version = models.CharField(_("client version"), max_length=100, blank=True)
+    protocol_version = models.CharField(_("protocol version"), max_length=40, blank=True)
+    remote_addr = models.GenericIPAddressField(_("remote address"), null=True, blank=True)
+    user_agent = models.CharField(_("user agent"), max_length=400, blank=True)
+    origin = models.CharField(_("origin"), max_length=400, blank=True)
+    created_at = models.DateTimeField(_("created"), default=timezone.now, db_index=True)
+    last_seen_at = models.DateTimeField(_("last seen"), default=timezone.now)
+    closed_at = models.DateTimeField(_("closed"), null=True, blank=True, db_index=True)
+    close_reason = models.CharField(_("close reason"), max_length=30, choices=CloseReason.choices, blank=True)
+    messages_in = models.PositiveBigIntegerField(_("messages in"), default=0)
+    messages_out = models.PositiveBigIntegerField(_("messages out"), default=0)
+
+    objects = McpSessionManager()
+
+    class Meta:
+        verbose_name = _("MCP session")
+        verbose_name_plural = _("MCP sessions")
+        ordering = ("-created_at",)
+        indexes = [models.Index(fields=("user", "closed_at"), name="mcp_session_user_open")]
+
+    def __str__(self) -> str:
+        return f"{self.ref} ({self.transport})"
+
+    @property
+    def ref(self) -> str:
+        """Non-secret handle for logs and admin."""
+        return public_ref(self.id_hash)
+
+    @property
+    def is_open(self) -> bool:
+        return self.closed_at is None
