@@ -11,6 +11,8 @@ only counts, and the consumer persists the counts now and then.
 from __future__ import annotations
 
 import dataclasses
+import functools
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -21,15 +23,21 @@ from mcp.shared.message import ServerMessageMetadata, SessionMessage
 from mcp_types import (
     CLIENT_INFO_META_KEY,
     PROTOCOL_VERSION_META_KEY,
+    ErrorData,
+    JSONRPCError,
     JSONRPCMessage,
     JSONRPCRequest,
     JSONRPCResponse,
+    RequestId,
     jsonrpc_message_adapter,
 )
 
 from .context import GatewayRequestContext
 
 Sink = Callable[[SessionMessage], Awaitable[None]]
+
+# JSON-RPC "server error" range: the session has too many requests in progress.
+TOO_MANY_REQUESTS = -32001
 
 
 @dataclasses.dataclass
@@ -52,6 +60,7 @@ class SessionActor:
         sink: Sink,
         inbound_size: int,
         outbound_size: int,
+        max_in_flight: int,
     ) -> None:
         self.server = server
         self.context = context
@@ -61,25 +70,41 @@ class SessionActor:
         self.activity = Activity()
         self.last_seen = timezone.now()
         self._flushed = dataclasses.replace(self.activity)
+        self.max_in_flight = max_in_flight
+        self._in_flight: Counter[RequestId] = Counter()
         self._initialize_id: Any = None
         self._client_known = False
 
     async def run(self) -> None:
         """Serve until the client side closes, the server ends, or the task is cancelled."""
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._pump)
-            await self.server.run(self._in_recv, self._out_send, self.server.create_initialization_options())
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._pump)
+                await self.server.run(self._in_recv, self._out_send, self.server.create_initialization_options())
+        finally:
+            # Wake a deliver() waiting on a full queue: nothing will read it now.
+            self._in_recv.close()
+            self._in_send.close()
 
     async def deliver(self, body: bytes, headers: Mapping[str, str]) -> None:
         """Hand one client message (already validated by the POST handler) to the server.
 
         Waits when the inbound queue is full, which in turn fills the session's
         channel and makes further POSTs answer 503 instead of losing messages.
+        A request beyond ``max_in_flight`` unanswered ones is answered at once
+        with a JSON-RPC error: every request in progress may hold a result in
+        memory, so their number is what bounds a session's memory.
         """
         message = jsonrpc_message_adapter.validate_json(body, by_name=False)
         self._observe_inbound(message)
         context = dataclasses.replace(self.context, headers=dict(headers))
         metadata = ServerMessageMetadata(request_context=context)
+        if isinstance(message, JSONRPCRequest):
+            if self._in_flight.total() >= self.max_in_flight:
+                self._refuse(message.id)
+                return
+            self._in_flight[message.id] += 1
+            metadata.on_request_unanswered = functools.partial(self._settled, message.id)
         try:
             await self._in_send.send(SessionMessage(message, metadata=metadata))
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
@@ -105,10 +130,29 @@ class SessionActor:
     async def _pump(self) -> None:
         async with self._out_recv:
             async for session_message in self._out_recv:
+                message = session_message.message
                 self.activity.messages_out += 1
-                if self._initialize_id is not None:
-                    self._observe_initialize_result(session_message.message)
+                if isinstance(message, JSONRPCResponse | JSONRPCError) and message.id is not None:
+                    self._release(message.id)
+                    if self._initialize_id is not None:
+                        self._observe_initialize_result(message)
                 await self.sink(session_message)
+
+    def _refuse(self, request_id: RequestId) -> None:
+        error = ErrorData(code=TOO_MANY_REQUESTS, message="Too many requests in progress in this session")
+        try:
+            self._out_send.send_nowait(SessionMessage(JSONRPCError(jsonrpc="2.0", id=request_id, error=error)))
+        except (anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError):
+            pass  # the client is not reading; the stall timeout will close the stream
+
+    def _release(self, request_id: RequestId) -> None:
+        if self._in_flight[request_id] > 0:
+            self._in_flight[request_id] -= 1
+            if not self._in_flight[request_id]:
+                del self._in_flight[request_id]
+
+    async def _settled(self, request_id: RequestId) -> None:
+        self._release(request_id)
 
     def _observe_inbound(self, message: JSONRPCMessage) -> None:
         self.activity.messages_in += 1

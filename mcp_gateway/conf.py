@@ -27,7 +27,9 @@ DEFAULTS: dict[str, Any] = {
     # Seconds between keep-alive comments on an idle stream.
     "PING_INTERVAL": 15.0,
     # Server messages a session may have waiting for a slow client.
-    "OUTBOUND_QUEUE_SIZE": 256,
+    "OUTBOUND_QUEUE_SIZE": 32,
+    # Client requests a session may have in progress; more are answered with an error.
+    "MAX_REQUESTS_IN_FLIGHT": 32,
     # Client messages a session may have waiting for the MCP server.
     "INBOUND_QUEUE_SIZE": 64,
     # Seconds a stream may stay unwritable before it is closed as stalled.

@@ -182,6 +182,7 @@ class SSEConsumer(GatewayConsumer):
             sink=self._send_message,
             inbound_size=gateway_settings.INBOUND_QUEUE_SIZE,
             outbound_size=gateway_settings.OUTBOUND_QUEUE_SIZE,
+            max_in_flight=gateway_settings.MAX_REQUESTS_IN_FLIGHT,
         )
         self.flow = flow_control_for(self.base_send)
         # Headers go out with the first body chunk, so the endpoint event is sent at once.

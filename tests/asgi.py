@@ -1,0 +1,15 @@
+"""The ASGI app the tests' daphne processes serve: two mounts, as a site with several servers would."""
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
+django_asgi_app = get_asgi_application()
+
+from mcp_gateway.routing import mcp_application  # noqa: E402
+
+application = mcp_application(
+    django_asgi_app,
+    servers={"/mcp/": "demo.mcp_server.mcp", "/mcp-test/": "tests.servers.lowlevel"},
+)

@@ -1,0 +1,110 @@
+"""Clients the tests drive the gateway with: the official SDK client, and a raw SSE reader."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import anyio
+import httpx2
+from mcp import Client
+from mcp.client.sse import sse_client
+
+
+@contextlib.asynccontextmanager
+async def mcp_client(base_url: str, headers: dict[str, str], prefix: str = "/mcp/") -> AsyncIterator[Client]:
+    """The official mcp 2.x client over HTTP+SSE, in its default (auto-negotiating) mode."""
+    async with Client(sse_client(f"{base_url}{prefix}sse", headers=headers)) as client:
+        yield client
+
+
+class RawStream:
+    """An SSE stream read event by event, for what the SDK client would hide."""
+
+    def __init__(self, response: httpx2.Response) -> None:
+        self.response = response
+        self._lines = response.aiter_lines()
+        self.endpoint = ""
+
+    @property
+    def session_id(self) -> str:
+        return parse_qs(urlsplit(self.endpoint).query)["session_id"][0]
+
+    async def next_event(self, timeout: float = 5.0) -> tuple[str, str]:
+        """The next (event, data) pair; comments are skipped."""
+        name, data = "message", []
+        with anyio.fail_after(timeout):
+            async for line in self._lines:
+                if line == "":
+                    if data:
+                        return name, "\n".join(data)
+                    continue
+                if line.startswith(":"):
+                    continue
+                field, _, value = line.partition(":")
+                value = value.removeprefix(" ")
+                if field == "event":
+                    name = value
+                elif field == "data":
+                    data.append(value)
+        raise EOFError("stream ended")
+
+    async def next_message(self, timeout: float = 5.0) -> dict[str, Any]:
+        event, data = await self.next_event(timeout)
+        assert event == "message", (event, data)
+        return json.loads(data)
+
+
+@contextlib.asynccontextmanager
+async def raw_stream(
+    http: httpx2.AsyncClient, url: str, headers: dict[str, str] | None = None
+) -> AsyncIterator[RawStream]:
+    """Open ``GET url`` and read its endpoint event; fails unless the stream opened."""
+    async with http.stream("GET", url, headers=headers or {}) as response:
+        assert response.status_code == 200, (response.status_code, await response.aread())
+        stream = RawStream(response)
+        event, stream.endpoint = await stream.next_event()
+        assert event == "endpoint"
+        yield stream
+
+
+def jsonrpc(method: str, params: dict[str, Any] | None = None, id: int | str | None = 1) -> dict[str, Any]:
+    message: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
+    if params is not None:
+        message["params"] = params
+    if id is not None:
+        message["id"] = id
+    return message
+
+
+INITIALIZE = jsonrpc(
+    "initialize",
+    {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw-test", "version": "1.0"}},
+    id=0,
+)
+INITIALIZED = jsonrpc("notifications/initialized", id=None)
+
+
+async def handshake(http: httpx2.AsyncClient, base_url: str, stream: RawStream, headers: dict[str, str]) -> None:
+    """The classic initialize handshake over a raw stream."""
+    response = await http.post(base_url + stream.endpoint, json=INITIALIZE, headers=headers)
+    assert response.status_code == 202, response.text
+    reply = await stream.next_message()
+    assert reply["id"] == 0 and "result" in reply, reply
+    response = await http.post(base_url + stream.endpoint, json=INITIALIZED, headers=headers)
+    assert response.status_code == 202, response.text
+
+
+async def closed_session(within: float = 1.0, **lookup: Any) -> Any:
+    """The session record matching ``lookup`` once it is closed; fails if it is not closed ``within`` seconds."""
+    from mcp_sessions.models import McpSession
+
+    with anyio.fail_after(within):
+        while True:
+            record = await McpSession.objects.filter(**lookup).afirst()
+            if record is not None and record.closed_at is not None:
+                return record
+            await anyio.sleep(0.02)

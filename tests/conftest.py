@@ -1,0 +1,144 @@
+"""Fixtures: real daphne processes on loopback ports, users and their login headers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.test import Client
+from django.utils.crypto import get_random_string
+
+ROOT = Path(__file__).resolve().parent.parent
+IN_CI = os.environ.get("CI") == "true"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Daphne:
+    """A daphne process serving ``tests.asgi`` on a free loopback port."""
+
+    def __init__(self, overrides: dict[str, Any] | None = None, extra_env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_file = tempfile.NamedTemporaryFile(prefix="daphne-", suffix=".log", delete=False)  # noqa: SIM115
+        env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", **(extra_env or {})}
+        if overrides:
+            env["MCP_TEST_OVERRIDES"] = json.dumps(overrides)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "tests.asgi:application"],
+            cwd=ROOT,
+            env=env,
+            stdout=self.log_file,
+            stderr=subprocess.STDOUT,
+        )
+        self._wait_until_listening()
+
+    def _wait_until_listening(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"daphne exited early:\n{self.log()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return
+            except OSError:
+                time.sleep(0.1)
+        self.stop(signal.SIGKILL)
+        raise RuntimeError(f"daphne did not listen within {timeout}s:\n{self.log()}")
+
+    def log(self) -> str:
+        return Path(self.log_file.name).read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int | None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def rss_bytes(self) -> int:
+        with open(f"/proc/{self.proc.pid}/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.fixture(scope="session")
+def daphne(django_db_setup: None, django_db_blocker: Any) -> Iterator[Daphne]:
+    """One shared server for tests that need no special settings."""
+    server = Daphne()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def start_daphne(django_db_setup: None) -> Iterator[Callable[..., Daphne]]:
+    """Start a server of this test's own (other settings, or one it may kill)."""
+    servers: list[Daphne] = []
+
+    def start(**kwargs: Any) -> Daphne:
+        server = Daphne(**kwargs)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop(signal.SIGKILL)
+
+
+def login_headers(user: Any, *, csrf: bool = True) -> dict[str, str]:
+    """The headers a non-browser client sends for ``user``'s login cookie (and CSRF token)."""
+    client = Client()
+    client.force_login(user)
+    cookie = f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}"
+    if not csrf:
+        return {"Cookie": cookie}
+    token = get_random_string(32)
+    return {"Cookie": f"{cookie}; {settings.CSRF_COOKIE_NAME}={token}", "X-CSRFToken": token}
+
+
+@pytest.fixture
+def make_user(transactional_db: None) -> Callable[..., Any]:
+    def make(username: str, **fields: Any) -> Any:
+        return get_user_model().objects.create_user(
+            username=username, email=f"{username}@example.com", password="x", **fields
+        )
+
+    return make
+
+
+@pytest.fixture
+def alice(make_user: Callable[..., Any]) -> Any:
+    return make_user("alice")
+
+
+@pytest.fixture
+def bob(make_user: Callable[..., Any]) -> Any:
+    return make_user("bob")
+
+
+@pytest.fixture
+def alice_headers(alice: Any) -> dict[str, str]:
+    return login_headers(alice)
+
+
+@pytest.fixture
+def bob_headers(bob: Any) -> dict[str, str]:
+    return login_headers(bob)

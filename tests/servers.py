@@ -1,0 +1,43 @@
+"""A low-level MCP server for the tests: knows its user, and can flood a slow client."""
+
+from typing import Any
+
+import anyio
+import mcp_types as types
+from mcp.server.lowlevel import Server
+
+from mcp_gateway.context import get_user
+
+TOOLS = [
+    types.Tool(name="whoami", description="The calling user's username.", input_schema={"type": "object"}),
+    types.Tool(
+        name="blob",
+        description="Return SIZE bytes of text.",
+        input_schema={"type": "object", "properties": {"size": {"type": "integer"}}, "required": ["size"]},
+    ),
+    types.Tool(
+        name="sleep",
+        description="Wait SECONDS, then answer.",
+        input_schema={"type": "object", "properties": {"seconds": {"type": "number"}}, "required": ["seconds"]},
+    ),
+]
+
+
+async def list_tools(ctx: Any, params: Any) -> types.ListToolsResult:
+    return types.ListToolsResult(tools=TOOLS)
+
+
+async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
+    if params.name == "whoami":
+        text = get_user(ctx).get_username()
+    elif params.name == "blob":
+        text = "x" * int((params.arguments or {})["size"])
+    elif params.name == "sleep":
+        await anyio.sleep(float((params.arguments or {})["seconds"]))
+        text = "slept"
+    else:
+        raise ValueError(f"Unknown tool {params.name}")
+    return types.CallToolResult(content=[types.TextContent(type="text", text=text)])
+
+
+lowlevel = Server("test-lowlevel", on_list_tools=list_tools, on_call_tool=call_tool)

@@ -1,0 +1,168 @@
+"""Stream lifecycle against real daphne processes: disconnects, shutdown, stalled readers, leftovers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import signal
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import httpx2
+import pytest
+
+from mcp_sessions.models import CloseReason, McpSession
+
+from .clients import closed_session, handshake, jsonrpc, mcp_client, raw_stream
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+MiB = 1024 * 1024
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx2.AsyncClient]:
+    async with httpx2.AsyncClient(timeout=10) as client:
+        yield client
+
+
+async def test_client_disconnect_closes_the_session_within_a_second(
+    daphne: Any, http: httpx2.AsyncClient, alice: Any, alice_headers: dict[str, str]
+) -> None:
+    async with raw_stream(http, f"{daphne.url}/mcp/sse", alice_headers) as stream:
+        await handshake(http, daphne.url, stream, alice_headers)
+        endpoint = stream.endpoint
+    record = await closed_session(within=1.0, user=alice)
+    assert record.close_reason == CloseReason.CLIENT_DISCONNECT
+    response = await http.post(daphne.url + endpoint, json=jsonrpc("ping"), headers=alice_headers)
+    assert response.status_code == 404
+
+
+async def test_sigterm_closes_open_sessions(
+    start_daphne: Any, http: httpx2.AsyncClient, alice: Any, alice_headers: dict[str, str]
+) -> None:
+    server = start_daphne()
+    async with (
+        raw_stream(http, f"{server.url}/mcp/sse", alice_headers) as first,
+        raw_stream(http, f"{server.url}/mcp/sse", alice_headers),
+    ):
+        await handshake(http, server.url, first, alice_headers)
+        assert await McpSession.objects.open().filter(user=alice).acount() == 2
+        await asyncio.to_thread(server.stop, signal.SIGTERM)
+    assert await McpSession.objects.open().acount() == 0
+    reasons = [r async for r in McpSession.objects.filter(user=alice).values_list("close_reason", flat=True)]
+    assert reasons == [CloseReason.SERVER_SHUTDOWN] * 2
+
+
+STALL_SETTINGS = {
+    "MCP_GATEWAY_STALL_TIMEOUT": 1.0,
+    "MCP_GATEWAY_OUTBOUND_QUEUE_SIZE": 4,
+    "MCP_GATEWAY_MAX_REQUESTS_IN_FLIGHT": 4,
+}
+
+
+def open_unread_stream(port: int, headers: dict[str, str]) -> tuple[socket.socket, str]:
+    """Open an SSE stream on a socket with a tiny receive buffer, read its endpoint, then never read again."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    lines = ["GET /mcp-test/sse HTTP/1.1", f"Host: 127.0.0.1:{port}"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+    received = b""
+    while (match := re.search(rb"data: (/mcp-test/messages/\?session_id=[A-Za-z0-9_-]{43})", received)) is None:
+        chunk = sock.recv(4096)
+        assert chunk, received
+        received += chunk
+    return sock, match.group(1).decode()
+
+
+async def test_stalled_reader_is_disconnected_and_memory_stays_bounded(
+    start_daphne: Any, http: httpx2.AsyncClient, alice: Any, alice_headers: dict[str, str]
+) -> None:
+    server = start_daphne(overrides=STALL_SETTINGS)
+    sock, endpoint = await asyncio.to_thread(open_unread_stream, server.port, alice_headers)
+    try:
+        rss_before = server.rss_bytes()
+        url = server.url + endpoint
+        for message in (jsonrpc("initialize", {"protocolVersion": "2025-11-25", "capabilities": {},
+                                                "clientInfo": {"name": "stall", "version": "0"}}, id=0),
+                        jsonrpc("notifications/initialized", id=None)):
+            assert (await http.post(url, json=message, headers=alice_headers)).status_code == 202
+        statuses = []
+        offered = 0
+        with anyio.fail_after(60):
+            for n in range(1, 5000):
+                call = jsonrpc("tools/call", {"name": "blob", "arguments": {"size": 2 * MiB}}, id=n)
+                status = (await http.post(url, json=call, headers=alice_headers)).status_code
+                statuses.append(status)
+                offered += 2 * MiB if status == 202 else 0
+                if status == 404:
+                    break
+        record = await closed_session(within=10, user=alice)
+        growth = server.rss_bytes() - rss_before
+    finally:
+        sock.close()
+    assert record.close_reason == CloseReason.STALLED
+    assert statuses[-1] == 404, "POSTs to a closed session must be refused"
+    assert set(statuses) <= {202, 404, 503}
+    # Unbounded, every accepted call's 2 MiB result would sit in daphne's buffer.
+    assert offered > 100 * MiB
+    print(f"stalled stream: {len(statuses)} POSTs, {offered / MiB:.0f} MiB offered, server grew {growth / MiB:.1f} MiB")
+    assert growth < 64 * MiB, f"server grew by {growth / MiB:.0f} MiB for {offered / MiB:.0f} MiB offered"
+    # The worker still serves everyone else.
+    async with mcp_client(server.url, alice_headers) as client:
+        assert (await client.call_tool("echo", {"text": "still here"})).structured_content == {"result": "still here"}
+
+
+async def test_requests_beyond_the_in_flight_limit_are_answered_with_an_error(
+    start_daphne: Any, http: httpx2.AsyncClient, alice_headers: dict[str, str]
+) -> None:
+    server = start_daphne(overrides=STALL_SETTINGS)
+    async with raw_stream(http, f"{server.url}/mcp-test/sse", alice_headers) as stream:
+        await handshake(http, server.url, stream, alice_headers)
+        for n in range(1, 6):
+            call = jsonrpc("tools/call", {"name": "sleep", "arguments": {"seconds": 0.5}}, id=n)
+            assert (await http.post(server.url + stream.endpoint, json=call, headers=alice_headers)).status_code == 202
+        replies = {}
+        for _ in range(5):
+            reply = await stream.next_message()
+            replies[reply["id"]] = reply
+    assert replies[5]["error"]["code"] == -32001
+    assert all(replies[n]["result"]["content"][0]["text"] == "slept" for n in range(1, 5))
+
+
+async def test_no_task_is_left_behind_after_disconnects(
+    daphne: Any, http: httpx2.AsyncClient, alice_headers: dict[str, str], alice: Any
+) -> None:
+    async def tasks() -> int:
+        return json.loads((await http.get(f"{daphne.url}/_test/tasks")).content)["tasks"]
+
+    # Wait for sessions of earlier tests to finish closing before taking the baseline.
+    with anyio.fail_after(5):
+        while await McpSession.objects.open().aexists():
+            await anyio.sleep(0.05)
+    baseline = await tasks()
+
+    async def session(n: int) -> None:
+        async with mcp_client(daphne.url, alice_headers) as client:
+            await client.call_tool("echo", {"text": str(n)})
+
+    async with anyio.create_task_group() as tg:
+        for n in range(10):
+            tg.start_soon(session, n)
+    async with raw_stream(http, f"{daphne.url}/mcp/sse", alice_headers):
+        pass  # and one that leaves before it ever initializes
+
+    with anyio.fail_after(5):
+        while await McpSession.objects.open().aexists():
+            await anyio.sleep(0.05)
+    counts = []
+    with anyio.fail_after(5):
+        while (count := await tasks()) > baseline:
+            counts.append(count)
+            await anyio.sleep(0.05)
+    assert count <= baseline
