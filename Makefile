@@ -20,9 +20,10 @@ setup: $(BIN)/.installed
 demo: setup
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py demo_setup
-	$(BIN)/daphne -b 127.0.0.1 -p 8000 demo.asgi:application
+	$(BIN)/python -m mcp_gateway.daphne -b 127.0.0.1 -p 8000 demo.asgi:application
 
 test: setup
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python manage.py makemigrations --check --dry-run
 	$(BIN)/python -m pytest

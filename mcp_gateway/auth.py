@@ -57,7 +57,7 @@ class SessionCookieAuthenticator:
     scheme = "session"
 
     def challenge(self) -> str:
-        return 'Cookie realm="mcp", cookie-name="{}"'.format(settings.SESSION_COOKIE_NAME)
+        return f'Cookie realm="mcp", cookie-name="{settings.SESSION_COOKIE_NAME}"'
 
     async def authenticate(self, request: GatewayRequest) -> Credential | None:
         django_request = request.django_request

@@ -39,7 +39,9 @@ def session_id_from_query(request: GatewayRequest) -> str:
     return values[0]
 
 
-async def bind(request: GatewayRequest, credential: Credential, session_id: str, *, server: str, transport: str) -> BoundSession:
+async def bind(
+    request: GatewayRequest, credential: Credential, session_id: str, *, server: str, transport: str
+) -> BoundSession:
     """The caller's open session with this ID on this server, or :class:`SessionNotFound`."""
     sessions = McpSession.objects.open().with_session_id(session_id).filter(server=server, transport=transport)
     row = await sessions.for_user(credential.user).values_list("pk", "id_hash", "channel_name").afirst()

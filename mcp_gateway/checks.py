@@ -152,7 +152,5 @@ def _check_authenticators() -> list[CheckMessage]:
         try:
             import_string(path)
         except ImportError as exc:
-            messages.append(
-                Error(f"Authenticator {path!r} cannot be imported: {exc}", id="mcp_gateway.E007")
-            )
+            messages.append(Error(f"Authenticator {path!r} cannot be imported: {exc}", id="mcp_gateway.E007"))
     return messages

@@ -139,9 +139,7 @@ class MessagesConsumer(GatewayConsumer):
         check_csrf(self.request, credential)
         session_id = session_id_from_query(self.request)
         parse_message(body)
-        session = await bind(
-            self.request, credential, session_id, server=self.mount.prefix, transport=Transport.SSE
-        )
+        session = await bind(self.request, credential, session_id, server=self.mount.prefix, transport=Transport.SSE)
         event = {"type": "mcp.inbound", "body": body, "headers": self.request.forwardable_headers()}
         try:
             await self.channel_layer.send(session.channel_name, event)

@@ -22,14 +22,13 @@ def _never_called(request: HttpRequest) -> HttpResponse:  # pragma: no cover
     raise AssertionError("the CSRF check never calls the view")
 
 
-_middleware = CsrfViewMiddleware(_never_called)
-
-
 def check_csrf(request: GatewayRequest, credential: Credential) -> None:
     """Raise :class:`CsrfFailed` if an ambient credential comes without CSRF proof."""
     if not credential.ambient:
         return
     django_request = request.django_request
-    _middleware.process_request(django_request)
-    if _middleware.process_view(django_request, _never_called, (), {}) is not None:
+    # A fresh instance: the middleware caches CSRF_TRUSTED_ORIGINS on itself.
+    middleware = CsrfViewMiddleware(_never_called)
+    middleware.process_request(django_request)
+    if middleware.process_view(django_request, _never_called, (), {}) is not None:
         raise CsrfFailed()

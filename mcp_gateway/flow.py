@@ -14,11 +14,12 @@ stream when it expires, so a worker's memory per stream stays bounded.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 from typing import Any, Protocol
 
-from zope.interface import implementer  # Twisted depends on zope.interface
 from twisted.internet.interfaces import IPushProducer
+from zope.interface import implementer  # Twisted depends on zope.interface
 
 
 class FlowControl(Protocol):
@@ -57,10 +58,9 @@ class DaphneFlowControl:
     def release(self) -> None:
         self._writable.set()
         if self._request.producer is self:
-            try:
+            # After connectionLost the request has no channel left to unregister from.
+            with contextlib.suppress(AttributeError, RuntimeError):
                 self._request.unregisterProducer()
-            except Exception:  # the connection is already torn down
-                pass
 
     # IPushProducer, called by Twisted on the event loop thread.
     def pauseProducing(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -15,8 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.db import connections
 from django.test import Client
 from django.utils.crypto import get_random_string
 
@@ -36,12 +39,21 @@ class Daphne:
     def __init__(self, overrides: dict[str, Any] | None = None, extra_env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log_file = tempfile.NamedTemporaryFile(prefix="daphne-", suffix=".log", delete=False)  # noqa: SIM115
+        self.log_file = tempfile.NamedTemporaryFile(prefix="daphne-", suffix=".log", delete=False)
         env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", **(extra_env or {})}
         if overrides:
             env["MCP_TEST_OVERRIDES"] = json.dumps(overrides)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "tests.asgi:application"],
+            [
+                sys.executable,
+                "-m",
+                "mcp_gateway.daphne",
+                "-b",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "tests.asgi:application",
+            ],
             cwd=ROOT,
             env=env,
             stdout=self.log_file,
@@ -78,6 +90,13 @@ class Daphne:
     def rss_bytes(self) -> int:
         with open(f"/proc/{self.proc.pid}/statm") as statm:
             return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _close_async_orm_connections(django_db_setup: None) -> Iterator[None]:
+    """Close what async tests opened in asgiref's sync thread, so the test database can be dropped."""
+    yield
+    asyncio.run(sync_to_async(connections.close_all)())
 
 
 @pytest.fixture(scope="session")
@@ -117,9 +136,8 @@ def login_headers(user: Any, *, csrf: bool = True) -> dict[str, str]:
 @pytest.fixture
 def make_user(transactional_db: None) -> Callable[..., Any]:
     def make(username: str, **fields: Any) -> Any:
-        return get_user_model().objects.create_user(
-            username=username, email=f"{username}@example.com", password="x", **fields
-        )
+        fields.setdefault("email", f"{username}@example.com")
+        return get_user_model().objects.create_user(username=username, password="x", **fields)
 
     return make
 

@@ -88,9 +88,14 @@ async def test_stalled_reader_is_disconnected_and_memory_stays_bounded(
     try:
         rss_before = server.rss_bytes()
         url = server.url + endpoint
-        for message in (jsonrpc("initialize", {"protocolVersion": "2025-11-25", "capabilities": {},
-                                                "clientInfo": {"name": "stall", "version": "0"}}, id=0),
-                        jsonrpc("notifications/initialized", id=None)):
+        for message in (
+            jsonrpc(
+                "initialize",
+                {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "stall", "version": "0"}},
+                id=0,
+            ),
+            jsonrpc("notifications/initialized", id=None),
+        ):
             assert (await http.post(url, json=message, headers=alice_headers)).status_code == 202
         statuses = []
         offered = 0
@@ -166,3 +171,23 @@ async def test_no_task_is_left_behind_after_disconnects(
             counts.append(count)
             await anyio.sleep(0.05)
     assert count <= baseline
+
+
+async def test_idle_stream_gets_keepalive_pings_and_activity_is_saved(
+    start_daphne: Any, http: httpx2.AsyncClient, alice: Any, alice_headers: dict[str, str]
+) -> None:
+    server = start_daphne(overrides={"MCP_GATEWAY_PING_INTERVAL": 0.2})
+    async with raw_stream(http, f"{server.url}/mcp/sse", alice_headers) as stream:
+        await handshake(http, server.url, stream, alice_headers)
+        pings = 0
+        with anyio.fail_after(5):
+            async for line in stream._lines:
+                pings += line == ": ping"
+                if pings == 2:
+                    break
+        # Counters reach the record with the pings, before the session closes.
+        record = await McpSession.objects.aget(user=alice)
+        assert record.closed_at is None
+        assert record.messages_in == 2 and record.messages_out == 1
+        assert record.client_name == "raw-test" and record.protocol_version == "2025-11-25"
+        assert record.last_seen_at > record.created_at

@@ -47,7 +47,9 @@ async def test_classic_initialize_handshake(daphne: Any, alice_headers: dict[str
     assert result.structured_content == {"result": "classic"}
 
 
-async def test_session_record_learns_client_and_protocol(daphne: Any, alice: Any, alice_headers: dict[str, str]) -> None:
+async def test_session_record_learns_client_and_protocol(
+    daphne: Any, alice: Any, alice_headers: dict[str, str]
+) -> None:
     async with sse_client(f"{daphne.url}/mcp/sse", headers=alice_headers) as (read, write):
         async with ClientSession(read, write) as session:
             await session.initialize()

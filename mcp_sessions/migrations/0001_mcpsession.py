@@ -7,7 +7,6 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -16,32 +15,81 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='McpSession',
+            name="McpSession",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('id_hash', models.CharField(editable=False, max_length=64, unique=True, verbose_name='session ID hash')),
-                ('server', models.CharField(help_text='Mount prefix of the MCP server.', max_length=200, verbose_name='server')),
-                ('transport', models.CharField(choices=[('sse', 'HTTP+SSE'), ('streamable_http', 'Streamable HTTP')], max_length=20, verbose_name='transport')),
-                ('channel_name', models.CharField(editable=False, help_text='Channel-layer address of the live stream.', max_length=200, verbose_name='channel')),
-                ('client_name', models.CharField(blank=True, max_length=200, verbose_name='client name')),
-                ('client_version', models.CharField(blank=True, max_length=100, verbose_name='client version')),
-                ('protocol_version', models.CharField(blank=True, max_length=40, verbose_name='protocol version')),
-                ('remote_addr', models.GenericIPAddressField(blank=True, null=True, verbose_name='remote address')),
-                ('user_agent', models.CharField(blank=True, max_length=400, verbose_name='user agent')),
-                ('origin', models.CharField(blank=True, max_length=400, verbose_name='origin')),
-                ('created_at', models.DateTimeField(db_index=True, default=django.utils.timezone.now, verbose_name='created')),
-                ('last_seen_at', models.DateTimeField(default=django.utils.timezone.now, verbose_name='last seen')),
-                ('closed_at', models.DateTimeField(blank=True, db_index=True, null=True, verbose_name='closed')),
-                ('close_reason', models.CharField(blank=True, choices=[('client_disconnect', 'Client disconnected'), ('server_shutdown', 'Server shut down'), ('server_ended', 'MCP server ended the session'), ('server_error', 'MCP server failed'), ('stalled', 'Client stopped reading'), ('revoked', 'Revoked')], max_length=30, verbose_name='close reason')),
-                ('messages_in', models.PositiveBigIntegerField(default=0, verbose_name='messages in')),
-                ('messages_out', models.PositiveBigIntegerField(default=0, verbose_name='messages out')),
-                ('user', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='mcp_sessions', to=settings.AUTH_USER_MODEL, verbose_name='user')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "id_hash",
+                    models.CharField(editable=False, max_length=64, unique=True, verbose_name="session ID hash"),
+                ),
+                (
+                    "server",
+                    models.CharField(
+                        help_text="Mount prefix of the MCP server.", max_length=200, verbose_name="server"
+                    ),
+                ),
+                (
+                    "transport",
+                    models.CharField(
+                        choices=[("sse", "HTTP+SSE"), ("streamable_http", "Streamable HTTP")],
+                        max_length=20,
+                        verbose_name="transport",
+                    ),
+                ),
+                (
+                    "channel_name",
+                    models.CharField(
+                        editable=False,
+                        help_text="Channel-layer address of the live stream.",
+                        max_length=200,
+                        verbose_name="channel",
+                    ),
+                ),
+                ("client_name", models.CharField(blank=True, max_length=200, verbose_name="client name")),
+                ("client_version", models.CharField(blank=True, max_length=100, verbose_name="client version")),
+                ("protocol_version", models.CharField(blank=True, max_length=40, verbose_name="protocol version")),
+                ("remote_addr", models.GenericIPAddressField(blank=True, null=True, verbose_name="remote address")),
+                ("user_agent", models.CharField(blank=True, max_length=400, verbose_name="user agent")),
+                ("origin", models.CharField(blank=True, max_length=400, verbose_name="origin")),
+                (
+                    "created_at",
+                    models.DateTimeField(db_index=True, default=django.utils.timezone.now, verbose_name="created"),
+                ),
+                ("last_seen_at", models.DateTimeField(default=django.utils.timezone.now, verbose_name="last seen")),
+                ("closed_at", models.DateTimeField(blank=True, db_index=True, null=True, verbose_name="closed")),
+                (
+                    "close_reason",
+                    models.CharField(
+                        blank=True,
+                        choices=[
+                            ("client_disconnect", "Client disconnected"),
+                            ("server_shutdown", "Server shut down"),
+                            ("server_ended", "MCP server ended the session"),
+                            ("server_error", "MCP server failed"),
+                            ("stalled", "Client stopped reading"),
+                            ("revoked", "Revoked"),
+                        ],
+                        max_length=30,
+                        verbose_name="close reason",
+                    ),
+                ),
+                ("messages_in", models.PositiveBigIntegerField(default=0, verbose_name="messages in")),
+                ("messages_out", models.PositiveBigIntegerField(default=0, verbose_name="messages out")),
+                (
+                    "user",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="mcp_sessions",
+                        to=settings.AUTH_USER_MODEL,
+                        verbose_name="user",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'MCP session',
-                'verbose_name_plural': 'MCP sessions',
-                'ordering': ('-created_at',),
-                'indexes': [models.Index(fields=['user', 'closed_at'], name='mcp_session_user_open')],
+                "verbose_name": "MCP session",
+                "verbose_name_plural": "MCP sessions",
+                "ordering": ("-created_at",),
+                "indexes": [models.Index(fields=["user", "closed_at"], name="mcp_session_user_open")],
             },
         ),
     ]

@@ -21,9 +21,7 @@ class Command(BaseCommand):
         User = get_user_model()
         password = secrets.token_urlsafe(12)
         for username, titles in USERS.items():
-            user, created = User.objects.get_or_create(
-                username=username, defaults={"email": f"{username}@example.com"}
-            )
+            user, created = User.objects.get_or_create(username=username, defaults={"email": f"{username}@example.com"})
             user.set_password(password if username == "demo" else secrets.token_urlsafe(16))
             user.is_staff = user.is_superuser = username == "demo"
             user.save()

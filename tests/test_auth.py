@@ -1,0 +1,94 @@
+"""The authentication step and the CSRF rule, in-process on real Django sessions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.test import override_settings
+
+from mcp_gateway.auth import Credential, authenticate
+from mcp_gateway.csrf import check_csrf
+from mcp_gateway.exceptions import AuthenticationRequired, CsrfFailed
+from mcp_gateway.http import GatewayRequest
+
+from .asgi_helpers import http_scope
+from .conftest import login_headers
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def request_with(headers: dict[str, str], method: str = "GET") -> GatewayRequest:
+    return GatewayRequest(http_scope(method, headers=list(headers.items())))
+
+
+async def test_login_cookie_identifies_the_user(alice: Any, alice_headers: dict[str, str]) -> None:
+    credential = await authenticate(request_with(alice_headers))
+    assert credential.user.pk == alice.pk
+    assert credential.ambient and credential.scheme == "session"
+
+
+@pytest.mark.parametrize(
+    "spoil",
+    ["deactivate", "change-password", "delete-user", "flush-login"],
+)
+async def test_login_that_no_longer_holds_is_refused(spoil: str, alice: Any, alice_headers: dict[str, str]) -> None:
+    def apply() -> None:
+        if spoil == "deactivate":
+            alice.is_active = False
+            alice.save()
+        elif spoil == "change-password":
+            alice.set_password("new password")
+            alice.save()
+        elif spoil == "delete-user":
+            alice.delete()
+        else:
+            from django.contrib.sessions.models import Session
+
+            Session.objects.all().delete()
+
+    await sync_to_async(apply)()
+    with pytest.raises(AuthenticationRequired) as refusal:
+        await authenticate(request_with(alice_headers))
+    assert refusal.value.status == 401
+    assert dict(refusal.value.headers)[b"www-authenticate"].startswith(b"Cookie ")
+
+
+async def test_no_cookie_is_refused() -> None:
+    with pytest.raises(AuthenticationRequired):
+        await authenticate(request_with({}))
+
+
+def credential_for(user: Any) -> Credential:
+    return Credential(user=user, scheme="session", ambient=True)
+
+
+CSRF_CASES = [
+    ("token-matches", lambda h: h, {}, True),
+    ("no-token", lambda h: {"Cookie": h["Cookie"]}, {}, False),
+    ("token-mismatch", lambda h: {**h, "X-CSRFToken": "y" * 32}, {}, False),
+    ("foreign-origin", lambda h: {**h, "Origin": "http://evil.example"}, {}, False),
+    ("same-origin", lambda h: {**h, "Origin": "http://127.0.0.1:8000"}, {}, True),
+    (
+        "trusted-origin",
+        lambda h: {**h, "Origin": "https://trusted.example"},
+        {"CSRF_TRUSTED_ORIGINS": ["https://trusted.example"]},
+        True,
+    ),
+]
+
+
+@pytest.mark.parametrize(("headers", "settings", "passes"), [c[1:] for c in CSRF_CASES], ids=[c[0] for c in CSRF_CASES])
+def test_csrf_rules_are_djangos(alice: Any, headers: Any, settings: dict[str, Any], passes: bool) -> None:
+    request = request_with(headers(login_headers(alice)), method="POST")
+    with override_settings(**settings):
+        if passes:
+            check_csrf(request, credential_for(alice))
+        else:
+            with pytest.raises(CsrfFailed):
+                check_csrf(request, credential_for(alice))
+
+
+def test_non_ambient_credentials_need_no_csrf_token(alice: Any) -> None:
+    check_csrf(request_with({}, method="POST"), Credential(user=alice, scheme="bearer", ambient=False))
