@@ -34,6 +34,8 @@ DEFAULTS: dict[str, Any] = {
     "INBOUND_QUEUE_SIZE": 64,
     # Seconds a stream may stay unwritable before it is closed as stalled.
     "STALL_TIMEOUT": 10.0,
+    # Days a closed session's record is kept before clear_mcp_sessions deletes it.
+    "SESSION_RETENTION_DAYS": 30,
 }
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from functools import cached_property
 from typing import Any
 from urllib.parse import parse_qs
@@ -136,7 +136,3 @@ async def send_response(
 async def send_error(send: Send, exc: GatewayError) -> None:
     """Turn a refusal into its HTTP response."""
     await send_response(send, exc.status, json_bytes(error_body(exc)), headers=exc.headers)
-
-
-def header_list(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
-    return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]

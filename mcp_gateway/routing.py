@@ -33,9 +33,6 @@ from .servers import resolve_server
 SSE_PATH = "sse"
 MESSAGES_PATH = "messages/"
 
-mounted_prefixes: set[str] = set()
-"""Prefixes mounted in this process, for the system checks."""
-
 
 def _route_path(scope: Scope) -> str:
     """The path below the application's root path."""
@@ -125,6 +122,4 @@ def mcp_application(
     """
     if servers is None:
         servers = {gateway_settings.PREFIX: gateway_settings.SERVER}
-    mounts = [Mount(prefix, server) for prefix, server in servers.items()]
-    mounted_prefixes.update(m.prefix for m in mounts)
-    return McpRouter(django_app, mounts, guards)
+    return McpRouter(django_app, [Mount(prefix, server) for prefix, server in servers.items()], guards)
