@@ -1,0 +1,203 @@
+"""Benchmark: the gateway (authentication and session binding on) against the MCP SDK's own SSE server.
+
+Both serve the same MCPServer (bench/servers.py) under daphne, on loopback ports, in one run; every figure is
+reported for both and as the ratio gateway / reference. Run it with
+
+    .venv/bin/python -m bench.run [--calls 500] [--seconds 5] [--sessions 32] [--streams 1000]
+
+It only talks to 127.0.0.1, and every loop is bounded in count and time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import re
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from mcp import Client
+from mcp.client.sse import sse_client
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    def __init__(self, name: str, app: str, env: dict[str, str], module: str = "daphne") -> None:
+        self.name = name
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", module, "-v", "0", "-b", "127.0.0.1", "-p", str(self.port), app],
+            cwd=ROOT,
+            env={**os.environ, **env},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"{name} did not start")
+
+    def rss(self) -> int:
+        with open(f"/proc/{self.proc.pid}/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(20)
+
+
+@asynccontextmanager
+async def client(server: Server, headers: dict[str, str]) -> Any:
+    async with Client(sse_client(f"{server.url}/{server.sse_path}", headers=headers)) as c:
+        yield c
+
+
+async def latency(server: Server, headers: dict[str, str], calls: int) -> dict[str, float]:
+    async with client(server, headers) as c:
+        for _ in range(20):
+            await c.call_tool("echo", {"text": "warm"})
+        samples = []
+        for n in range(calls):
+            start = time.perf_counter()
+            await c.call_tool("echo", {"text": str(n)})
+            samples.append((time.perf_counter() - start) * 1000)
+    samples.sort()
+    return {"p50_ms": statistics.median(samples), "p99_ms": samples[int(len(samples) * 0.99) - 1]}
+
+
+async def throughput(server: Server, headers: dict[str, str], sessions: int, seconds: float) -> float:
+    done = 0
+    stop_at = 0.0
+
+    async def worker(n: int) -> None:
+        nonlocal done
+        async with client(server, headers) as c:
+            await c.call_tool("echo", {"text": "warm"})
+            await ready.wait()
+            while time.perf_counter() < stop_at:
+                result = await c.call_tool("echo", {"text": f"{n}"})
+                assert result.structured_content == {"result": str(n)}, "misrouted reply"
+                done += 1
+
+    ready = asyncio.Event()
+    tasks = [asyncio.create_task(worker(n)) for n in range(sessions)]
+    await asyncio.sleep(2)  # sessions open
+    stop_at = time.perf_counter() + seconds
+    ready.set()
+    await asyncio.wait_for(asyncio.gather(*tasks), seconds + 60)
+    return done / seconds
+
+
+def idle_stream_bytes(server: Server, headers: dict[str, str], streams: int) -> float:
+    """Server memory per open, idle SSE stream: open many on raw sockets, read only the endpoint event."""
+    lines = [f"GET /{server.sse_path} HTTP/1.1", f"Host: 127.0.0.1:{server.port}"]
+    request = ("\r\n".join(lines + [f"{k}: {v}" for k, v in headers.items()]) + "\r\n\r\n").encode()
+    time.sleep(1)
+    before = server.rss()
+    socks = []
+    try:
+        for _ in range(streams):
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+            sock.sendall(request)
+            received = b""
+            while b"session_id=" not in received:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    raise RuntimeError(f"{server.name} closed a stream: {received[:200]!r}")
+                received += chunk
+            socks.append(sock)
+        time.sleep(2)
+        return (server.rss() - before) / streams
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def gateway_headers(env: dict[str, str]) -> dict[str, str]:
+    subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env={**os.environ, **env}, check=True)
+    script = (
+        "from django.contrib.auth import get_user_model;get_user_model().objects.create_user('bench', password='x')"
+    )
+    subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", script], cwd=ROOT, env={**os.environ, **env}, check=True
+    )
+    out = subprocess.check_output(
+        [sys.executable, "manage.py", "demo_headers", "bench", "--json"], cwd=ROOT, env={**os.environ, **env}
+    )
+    return json.loads(out)
+
+
+async def measure(server: Server, headers: dict[str, str], args: argparse.Namespace) -> dict[str, float]:
+    result = await latency(server, headers, args.calls)
+    result["calls_per_s"] = await throughput(server, headers, args.sessions, args.seconds)
+    result["idle_stream_kib"] = await asyncio.to_thread(idle_stream_bytes, server, headers, args.streams) / 1024
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--calls", type=int, default=500, help="sequential calls for latency")
+    parser.add_argument("--sessions", type=int, default=32, help="concurrent sessions for throughput")
+    parser.add_argument("--seconds", type=float, default=5.0, help="throughput measuring time")
+    parser.add_argument("--streams", type=int, default=1000, help="idle streams for memory")
+    args = parser.parse_args()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, args.streams * 2 + 256)), hard))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {"DJANGO_SETTINGS_MODULE": "bench.settings", "BENCH_DB": str(Path(tmp) / "bench.sqlite3")}
+        headers = gateway_headers(env)
+        results: dict[str, dict[str, float]] = {}
+        for name, app, module, sse_path, auth in (
+            ("reference", "bench.servers:reference_app", "daphne", "sse", {}),
+            ("gateway", "demo.asgi:application", "mcp_gateway.daphne", "mcp/sse", headers),
+        ):
+            server = Server(name, app, env, module)
+            server.sse_path = sse_path  # type: ignore[attr-defined]
+            try:
+                results[name] = asyncio.run(measure(server, auth, args))
+            finally:
+                server.stop()
+
+    models = [line.split(":", 1)[1] for line in Path("/proc/cpuinfo").read_text().splitlines() if "model name" in line]
+    cpu = re.sub(r"\s+", " ", models[0] if models else "?").strip()
+    print(f"Machine: {os.cpu_count()} cores, {cpu}; Python {platform.python_version()}; both under daphne")
+    print(f"{'metric':<22}{'reference':>12}{'gateway':>12}{'ratio':>9}")
+    for key, better in (
+        ("p50_ms", "lower"),
+        ("p99_ms", "lower"),
+        ("calls_per_s", "higher"),
+        ("idle_stream_kib", "lower"),
+    ):
+        ref, ours = results["reference"][key], results["gateway"][key]
+        print(f"{key:<22}{ref:>12.2f}{ours:>12.2f}{ours / ref:>8.2f}x  ({better} is better)")
+    out = ROOT / "bench" / "results"
+    out.mkdir(exist_ok=True)
+    (out / f"run-{int(time.time())}.json").write_text(json.dumps({"args": vars(args), "results": results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,10 @@
+"""The demo's settings serving the benchmark server, on a throwaway database."""
+
+import os
+
+from demo.settings import *  # noqa: F403
+from demo.settings import DATABASES
+
+DATABASES["default"]["NAME"] = os.environ["BENCH_DB"]
+MCP_GATEWAY_SERVER = "bench.servers.mcp"
+LOGGING = {"version": 1, "disable_existing_loggers": False, "root": {"level": "WARNING"}}
