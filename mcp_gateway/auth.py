@@ -6,7 +6,8 @@ credential decides. A request nobody recognises is refused with 401 and a
 ``WWW-Authenticate`` challenge from every authenticator.
 
 A :class:`Credential` says whether it is *ambient*, sent by a browser on its
-own (a cookie): only ambient credentials need the CSRF check.
+own (a cookie): only ambient credentials need the CSRF check. A bearer token is
+never ambient: a page on another origin cannot make a browser send it.
 """
 
 from __future__ import annotations
@@ -16,12 +17,15 @@ from dataclasses import dataclass
 from importlib import import_module
 from typing import Any, Protocol
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth import aget_user
 from django.utils.module_loading import import_string
 
+from mcp_sessions.models import AccessToken
+
 from .conf import gateway_settings
-from .exceptions import AuthenticationRequired
+from .exceptions import AuthenticationRequired, InvalidToken
 from .http import GatewayRequest
 
 
@@ -32,6 +36,7 @@ class Credential:
     user: Any
     scheme: str
     ambient: bool
+    token_id: int | None = None
 
 
 class Authenticator(Protocol):
@@ -71,6 +76,29 @@ class SessionCookieAuthenticator:
             return None
         django_request.user = user
         return Credential(user=user, scheme=self.scheme, ambient=True)
+
+
+class BearerTokenAuthenticator:
+    """``Authorization: Bearer <token>`` with a personal access token (:class:`~mcp_sessions.models.AccessToken`).
+
+    A request that presents a bearer token is decided by it alone: an unknown,
+    expired or revoked token, or one whose owner is inactive, is refused with
+    ``error="invalid_token"`` rather than falling back to a cookie.
+    """
+
+    scheme = "bearer"
+
+    def challenge(self) -> str:
+        return 'Bearer realm="mcp"'
+
+    async def authenticate(self, request: GatewayRequest) -> Credential | None:
+        kind, _, secret = request.headers.get("authorization", "").partition(" ")
+        if kind.lower() != "bearer":
+            return None
+        token = await sync_to_async(AccessToken.objects.authenticate)(secret.strip())
+        if token is None:
+            raise InvalidToken(headers=[(b"www-authenticate", b'Bearer realm="mcp", error="invalid_token"')])
+        return Credential(user=token.user, scheme=self.scheme, ambient=False, token_id=token.pk)
 
 
 @functools.cache

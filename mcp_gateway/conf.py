@@ -21,7 +21,10 @@ DEFAULTS: dict[str, Any] = {
     # Largest accepted POST body in bytes; larger ones get 413 unbuffered.
     "MAX_BODY_SIZE": 4 * 1024 * 1024,
     # Authenticators tried in order; the first that recognises a credential wins.
-    "AUTHENTICATORS": ("mcp_gateway.auth.SessionCookieAuthenticator",),
+    "AUTHENTICATORS": (
+        "mcp_gateway.auth.BearerTokenAuthenticator",
+        "mcp_gateway.auth.SessionCookieAuthenticator",
+    ),
     # Channel layer alias used to reach a session's stream.
     "CHANNEL_LAYER": "default",
     # Seconds between keep-alive comments on an idle stream.

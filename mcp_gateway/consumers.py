@@ -170,6 +170,7 @@ class SSEConsumer(GatewayConsumer):
             remote_addr=self.request.client_ip,
             user_agent=self.request.user_agent[:400],
             origin=(self.request.origin or "")[:400],
+            token_id=credential.token_id,
         )
         logger.info("Opened MCP session %s for user %s", self.record.ref, credential.user.pk)
         self.actor = SessionActor(

@@ -66,6 +66,13 @@ class AuthenticationRequired(GatewayError):
     message = "Authentication required"
 
 
+class InvalidToken(AuthenticationRequired):
+    """A bearer token was presented but is unknown, expired, revoked, or its owner inactive."""
+
+    reason = "invalid_token"
+    message = "Invalid bearer token"
+
+
 class Forbidden(GatewayError):
     status = 403
     reason = "forbidden"

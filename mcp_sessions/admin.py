@@ -6,14 +6,19 @@ is editable. The ID hash is never shown: only its short public reference.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from django.contrib import admin
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.http import HttpRequest
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from .models import McpSession
+from .ids import TOKEN_PREFIX_LENGTH, hash_token, new_token
+from .models import AccessToken, McpSession
 
 
 class StateFilter(admin.SimpleListFilter):
@@ -28,6 +33,25 @@ class StateFilter(admin.SimpleListFilter):
             return queryset.filter(closed_at__isnull=True)
         if self.value() == "closed":
             return queryset.filter(closed_at__isnull=False)
+        return queryset
+
+
+class TokenStateFilter(admin.SimpleListFilter):
+    title = _("state")
+    parameter_name = "state"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("active", _("Active")), ("expired", _("Expired")), ("revoked", _("Revoked"))]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[AccessToken]) -> QuerySet[AccessToken]:
+        now = timezone.now()
+        unexpired = Q(expires_at__isnull=True) | Q(expires_at__gt=now)
+        if self.value() == "active":
+            return queryset.filter(unexpired, revoked_at__isnull=True)
+        if self.value() == "expired":
+            return queryset.filter(revoked_at__isnull=True, expires_at__lte=now)
+        if self.value() == "revoked":
+            return queryset.filter(revoked_at__isnull=False)
         return queryset
 
 
@@ -50,6 +74,7 @@ class McpSessionAdmin(admin.ModelAdmin):
         "remote_addr",
         "user_agent",
         "origin",
+        "token",
         "created_at",
         "last_seen_at",
         "closed_at",
@@ -79,4 +104,70 @@ class McpSessionAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: McpSession | None = None) -> bool:
         # Deleting a live record would orphan its stream; closed ones age out by retention.
+        return False
+
+
+@admin.register(AccessToken)
+class AccessTokenAdmin(admin.ModelAdmin):
+    """Tokens are created here (the secret is shown once) and revoked, never edited."""
+
+    list_display = ("name", "user", "prefix_display", "state", "created_at", "last_used_at", "expires_at")
+    list_filter = (TokenStateFilter,)
+    list_select_related = ("user",)
+    search_fields = ("name", "prefix", "user__username", "user__email")
+    actions = ("revoke",)
+    add_fields = ("user", "name", "expires_at")
+    change_fields = (
+        "name",
+        "user",
+        "prefix_display",
+        "state",
+        "created_at",
+        "last_used_at",
+        "expires_at",
+        "revoked_at",
+    )
+    raw_id_fields = ("user",)
+
+    def get_fields(self, request: HttpRequest, obj: AccessToken | None = None) -> Sequence[str]:
+        return self.change_fields if obj else self.add_fields
+
+    def get_readonly_fields(self, request: HttpRequest, obj: AccessToken | None = None) -> Sequence[str]:
+        return self.change_fields if obj else ()
+
+    @admin.display(description=_("prefix"))
+    def prefix_display(self, obj: AccessToken) -> str:
+        return f"{obj.prefix}…"
+
+    @admin.display(description=_("state"))
+    def state(self, obj: AccessToken) -> str:
+        return obj.state
+
+    def save_model(self, request: HttpRequest, obj: AccessToken, form: Any, change: bool) -> None:
+        if change:
+            return
+        secret = new_token()
+        obj.prefix = secret[:TOKEN_PREFIX_LENGTH]
+        obj.token_hash = hash_token(secret)
+        obj.save()
+        request._mcp_token_secret = secret  # type: ignore[attr-defined]
+
+    def response_add(self, request: HttpRequest, obj: AccessToken, post_url_continue: str | None = None) -> Any:
+        """Show the secret in this one response instead of redirecting, so it is never stored anywhere."""
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "token": obj,
+            "secret": request._mcp_token_secret,  # type: ignore[attr-defined]
+            "changelist_url": reverse("admin:mcp_sessions_accesstoken_changelist"),
+        }
+        return TemplateResponse(request, "admin/mcp_sessions/accesstoken/created.html", context)
+
+    @admin.action(description=_("Revoke selected tokens"), permissions=["change"])
+    def revoke(self, request: HttpRequest, queryset: QuerySet[AccessToken]) -> None:
+        count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        self.message_user(request, _("Revoked %(count)d token(s).") % {"count": count})
+
+    def has_delete_permission(self, request: HttpRequest, obj: AccessToken | None = None) -> bool:
+        # Revoke instead: the record stays as evidence of what the token could do.
         return False

@@ -31,3 +31,23 @@ def hash_session_id(session_id: str) -> str:
 def public_ref(id_hash: str) -> str:
     """A short, non-secret handle for a session: the start of its ID's hash."""
     return id_hash[:12]
+
+
+# Personal access tokens: "mcp_" + 43 random url-safe characters. The first
+# TOKEN_PREFIX_LENGTH characters are stored in clear so owners can tell their
+# tokens apart; the rest only as part of the whole token's SHA-256.
+TOKEN_TAG = "mcp_"
+TOKEN_PREFIX_LENGTH = 12
+_TOKEN_RE = re.compile(r"mcp_[A-Za-z0-9_-]{43}")
+
+
+def new_token() -> str:
+    return TOKEN_TAG + secrets.token_urlsafe(SESSION_ID_BYTES)
+
+
+def is_token_shaped(token: str) -> bool:
+    return _TOKEN_RE.fullmatch(token) is not None
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode("ascii")).hexdigest()

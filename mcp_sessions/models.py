@@ -8,6 +8,8 @@ is never stored: only its SHA-256 (:mod:`mcp_sessions.ids`).
 
 from __future__ import annotations
 
+import hmac
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
@@ -15,7 +17,97 @@ from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from .ids import hash_session_id, is_well_formed, public_ref
+from .ids import (
+    TOKEN_PREFIX_LENGTH,
+    hash_session_id,
+    hash_token,
+    is_token_shaped,
+    is_well_formed,
+    new_token,
+    public_ref,
+)
+
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+class AccessTokenQuerySet(models.QuerySet["AccessToken"]):
+    def for_user(self, user: Any) -> AccessTokenQuerySet:
+        if not getattr(user, "is_authenticated", False):
+            return self.none()
+        return self.filter(user=user)
+
+    def usable(self) -> AccessTokenQuerySet:
+        """Neither revoked nor expired, owned by an active user."""
+        now = timezone.now()
+        return self.filter(revoked_at__isnull=True, user__is_active=True).filter(
+            models.Q(expires_at__isnull=True) | models.Q(expires_at__gt=now)
+        )
+
+
+class AccessTokenManager(models.Manager.from_queryset(AccessTokenQuerySet)):  # type: ignore[misc]
+    def issue(self, user: Any, name: str, expires_in: timedelta | None = None) -> tuple[AccessToken, str]:
+        """Create a token; the secret is returned once and never stored."""
+        secret = new_token()
+        token = self.create(
+            user=user,
+            name=name,
+            prefix=secret[:TOKEN_PREFIX_LENGTH],
+            token_hash=hash_token(secret),
+            expires_at=timezone.now() + expires_in if expires_in else None,
+        )
+        return token, secret
+
+    def find_usable(self, secret: str) -> AccessToken | None:
+        """The usable token with this secret, found by its hash and compared in constant time."""
+        if not is_token_shaped(secret):
+            return None
+        digest = hash_token(secret)
+        token = self.usable().select_related("user").filter(token_hash=digest).first()
+        if token is None or not hmac.compare_digest(token.token_hash, digest):
+            return None
+        return token
+
+    def authenticate(self, secret: str) -> AccessToken | None:
+        """:meth:`find_usable`, noting the use at most once a minute (not a write per request)."""
+        token = self.find_usable(secret)
+        now = timezone.now()
+        if token is not None and (token.last_used_at is None or now - token.last_used_at > LAST_USED_RESOLUTION):
+            self.filter(pk=token.pk).update(last_used_at=now)
+            token.last_used_at = now
+        return token
+
+
+class AccessToken(models.Model):
+    """A personal access token: a bearer credential owned by one user, for clients without a browser."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="mcp_tokens", verbose_name=_("user")
+    )
+    name = models.CharField(_("name"), max_length=100)
+    prefix = models.CharField(_("prefix"), max_length=TOKEN_PREFIX_LENGTH, editable=False)
+    token_hash = models.CharField(_("token hash"), max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(_("created"), default=timezone.now)
+    last_used_at = models.DateTimeField(_("last used"), null=True, blank=True)
+    expires_at = models.DateTimeField(_("expires"), null=True, blank=True)
+    revoked_at = models.DateTimeField(_("revoked"), null=True, blank=True)
+
+    objects = AccessTokenManager()
+
+    class Meta:
+        verbose_name = _("MCP access token")
+        verbose_name_plural = _("MCP access tokens")
+        ordering = ("-created_at",)
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def state(self) -> str:
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at is not None and self.expires_at <= timezone.now():
+            return "expired"
+        return "active"
 
 
 class Transport(models.TextChoices):
@@ -74,6 +166,15 @@ class McpSession(models.Model):
     remote_addr = models.GenericIPAddressField(_("remote address"), null=True, blank=True)
     user_agent = models.CharField(_("user agent"), max_length=400, blank=True)
     origin = models.CharField(_("origin"), max_length=400, blank=True)
+    token = models.ForeignKey(
+        AccessToken,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="sessions",
+        verbose_name=_("access token"),
+        help_text=_("The token the session was opened with; empty for the login cookie."),
+    )
     created_at = models.DateTimeField(_("created"), default=timezone.now, db_index=True)
     last_seen_at = models.DateTimeField(_("last seen"), default=timezone.now)
     closed_at = models.DateTimeField(_("closed"), null=True, blank=True, db_index=True)

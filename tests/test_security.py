@@ -230,7 +230,7 @@ async def test_status(
         assert error["error"]["data"]["reason"] == case.reason
         assert isinstance(error["error"]["code"], int) and error["error"]["message"]
     if case.status == 401:
-        assert response.headers["www-authenticate"].startswith("Cookie ")
+        assert response.headers["www-authenticate"] == 'Bearer realm="mcp", Cookie realm="mcp", cookie-name="sessionid"'
     if case.status == 405:
         assert response.headers["allow"] in ("GET", "POST")
     if case.status not in (200, 202):
