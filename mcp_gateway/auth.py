@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from datetime import datetime
 from importlib import import_module
 from typing import Any, Protocol
 
@@ -23,6 +24,7 @@ from django.contrib.auth import aget_user
 from django.utils.module_loading import import_string
 
 from mcp_sessions.models import AccessToken
+from mcp_sessions.revocation import login_session_hash
 
 from .conf import gateway_settings
 from .exceptions import AuthenticationRequired, InvalidToken
@@ -37,6 +39,8 @@ class Credential:
     scheme: str
     ambient: bool
     token_id: int | None = None
+    expires_at: datetime | None = None
+    login_session_hash: str = ""
 
 
 class Authenticator(Protocol):
@@ -75,7 +79,9 @@ class SessionCookieAuthenticator:
         if not user.is_authenticated:
             return None
         django_request.user = user
-        return Credential(user=user, scheme=self.scheme, ambient=True)
+        return Credential(
+            user=user, scheme=self.scheme, ambient=True, login_session_hash=login_session_hash(session_key)
+        )
 
 
 class BearerTokenAuthenticator:
@@ -98,7 +104,9 @@ class BearerTokenAuthenticator:
         token = await sync_to_async(AccessToken.objects.authenticate)(secret.strip())
         if token is None:
             raise InvalidToken(headers=[(b"www-authenticate", b'Bearer realm="mcp", error="invalid_token"')])
-        return Credential(user=token.user, scheme=self.scheme, ambient=False, token_id=token.pk)
+        return Credential(
+            user=token.user, scheme=self.scheme, ambient=False, token_id=token.pk, expires_at=token.expires_at
+        )
 
 
 @functools.cache

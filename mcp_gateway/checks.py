@@ -124,8 +124,17 @@ def _check_origins() -> list[CheckMessage]:
     return messages
 
 
+OPTIONAL_POSITIVE_NUMBERS = ("IDLE_TIMEOUT", "MAX_LIFETIME")
+
+
 def _check_numbers() -> list[CheckMessage]:
     messages: list[CheckMessage] = []
+    for name in OPTIONAL_POSITIVE_NUMBERS:
+        value = getattr(gateway_settings, name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or value <= 0):
+            messages.append(
+                Error(f"MCP_GATEWAY_{name} must be a positive number or None, not {value!r}.", id="mcp_gateway.E006")
+            )
     for name in POSITIVE_NUMBERS:
         value = getattr(gateway_settings, name)
         if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:

@@ -37,6 +37,10 @@ DEFAULTS: dict[str, Any] = {
     "INBOUND_QUEUE_SIZE": 64,
     # Seconds a stream may stay unwritable before it is closed as stalled.
     "STALL_TIMEOUT": 10.0,
+    # Seconds without a client message before a session is closed; None: never.
+    "IDLE_TIMEOUT": 3600.0,
+    # Seconds a session may live at most (a token's own expiry may end it sooner); None: no limit.
+    "MAX_LIFETIME": 86400.0,
     # Days a closed session's record is kept before clear_mcp_sessions deletes it.
     "SESSION_RETENTION_DAYS": 30,
 }

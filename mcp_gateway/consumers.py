@@ -19,7 +19,8 @@ import asyncio
 import functools
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 from channels.consumer import AsyncConsumer, get_handler_name
@@ -50,9 +51,15 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("mcp_gateway")
 
+E = TypeVar("E", bound=BaseException)
 
-class StreamStalled(Exception):
-    """The client stopped reading for longer than the stall timeout."""
+
+class SessionEnded(Exception):
+    """Raised inside a stream's task to end the session for ``reason``."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class GatewayConsumer(AsyncConsumer):
@@ -171,7 +178,9 @@ class SSEConsumer(GatewayConsumer):
             user_agent=self.request.user_agent[:400],
             origin=(self.request.origin or "")[:400],
             token_id=credential.token_id,
+            login_session_hash=credential.login_session_hash,
         )
+        self.sessions = McpSession.objects.filter(pk=self.record.pk)
         logger.info("Opened MCP session %s for user %s", self.record.ref, credential.user.pk)
         self.actor = SessionActor(
             self.mount.server,
@@ -197,7 +206,7 @@ class SSEConsumer(GatewayConsumer):
             }
         )
         await self._write(sse.event("endpoint", self.mount.messages_url(self.scope, session_id)))
-        self._task = asyncio.create_task(self._run())
+        self._task = asyncio.create_task(self._run(self._deadline(credential)))
         return [functools.partial(self.channel_layer.receive, self.channel_name)]
 
     async def stop(self) -> None:
@@ -228,26 +237,47 @@ class SSEConsumer(GatewayConsumer):
 
     # The stream
 
-    async def _run(self) -> None:
+    def _deadline(self, credential: Any) -> datetime | None:
+        """When the session must end: its maximum lifetime, or its token's expiry if sooner."""
+        lifetime = gateway_settings.MAX_LIFETIME
+        candidates = [credential.expires_at]
+        if lifetime is not None:
+            candidates.append(timezone.now() + timedelta(seconds=lifetime))
+        return min((c for c in candidates if c is not None), default=None)
+
+    async def _run(self, deadline: datetime | None) -> None:
         reason = CloseReason.SERVER_ENDED
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._keepalive)
+                if deadline is not None:
+                    tg.start_soon(self._expire, deadline)
                 await self.actor.run()
                 tg.cancel_scope.cancel()
         except Exception as exc:
-            if _contains(exc, StreamStalled):
-                reason = CloseReason.STALLED
+            ended = _first(exc, SessionEnded)
+            if ended is not None:
+                reason = ended.reason
             else:
                 reason = CloseReason.SERVER_ERROR
                 logger.exception("MCP session %s failed", self.record.ref if self.record else "?")
         self._internal.put_nowait({"type": "session.ended", "reason": reason})
 
     async def _keepalive(self) -> None:
+        """Ping, save activity, and end the session if it went idle or was closed elsewhere."""
+        idle_timeout = gateway_settings.IDLE_TIMEOUT
         while True:
             await anyio.sleep(gateway_settings.PING_INTERVAL)
             await self._write(sse.comment("ping"))
-            await self._save_activity()
+            if not await self._save_activity():
+                reason = await self.sessions.values_list("close_reason", flat=True).afirst()
+                raise SessionEnded(reason or CloseReason.REVOKED)
+            if idle_timeout is not None and (timezone.now() - self.actor.last_seen).total_seconds() > idle_timeout:
+                raise SessionEnded(CloseReason.EXPIRED)
+
+    async def _expire(self, deadline: datetime) -> None:
+        await anyio.sleep(max(0.0, (deadline - timezone.now()).total_seconds()))
+        raise SessionEnded(CloseReason.EXPIRED)
 
     async def _send_message(self, session_message: SessionMessage) -> None:
         data = session_message.message.model_dump_json(by_alias=True, exclude_unset=True)
@@ -259,13 +289,15 @@ class SSEConsumer(GatewayConsumer):
                 await self.flow.writable()
                 await self.send({"type": "http.response.body", "body": chunk, "more_body": True})
         except TimeoutError:
-            raise StreamStalled() from None
+            raise SessionEnded(CloseReason.STALLED) from None
 
-    async def _save_activity(self, **fields: Any) -> None:
-        assert self.record is not None
-        changes = {**(self.actor.pending_activity() or {}), **fields}
+    async def _save_activity(self) -> bool:
+        """Save new activity to the record; whether the record is still open."""
+        changes = self.actor.pending_activity()
+        still_open = self.sessions.filter(closed_at__isnull=True)
         if changes:
-            await McpSession.objects.filter(pk=self.record.pk).aupdate(**changes)
+            return await still_open.aupdate(**changes) == 1
+        return await still_open.aexists()
 
     async def _finish(self, reason: str) -> None:
         """End the session once: stop its task, close its record, end the response."""
@@ -276,13 +308,23 @@ class SSEConsumer(GatewayConsumer):
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         self.flow.release()
-        await self._save_activity(closed_at=timezone.now(), close_reason=reason)
+        # Closed elsewhere already (revoked), the record keeps that time and reason.
+        changes = self.actor.pending_activity() or {}
+        closing = self.sessions.filter(closed_at__isnull=True)
+        if not await closing.aupdate(closed_at=timezone.now(), close_reason=reason, **changes) and changes:
+            await self.sessions.aupdate(**changes)
         logger.info("Closed MCP session %s (%s)", self.record.ref, reason)
         if reason != CloseReason.CLIENT_DISCONNECT:
             await self.send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-def _contains(exc: BaseException, kind: type[BaseException]) -> bool:
+def _first(exc: BaseException, kind: type[E]) -> E | None:
+    """The first ``kind`` exception in ``exc``, looking into exception groups."""
+    if isinstance(exc, kind):
+        return exc
     if isinstance(exc, BaseExceptionGroup):
-        return exc.subgroup(kind) is not None
-    return isinstance(exc, kind)
+        for inner in exc.exceptions:
+            found = _first(inner, kind)
+            if found is not None:
+                return found
+    return None

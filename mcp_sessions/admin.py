@@ -10,15 +10,19 @@ from collections.abc import Sequence
 from typing import Any
 
 from django.contrib import admin
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.timesince import timesince
 from django.utils.translation import gettext_lazy as _
 
 from .ids import TOKEN_PREFIX_LENGTH, hash_token, new_token
 from .models import AccessToken, McpSession
+from .revocation import revoke
 
 
 class StateFilter(admin.SimpleListFilter):
@@ -57,8 +61,19 @@ class TokenStateFilter(admin.SimpleListFilter):
 
 @admin.register(McpSession)
 class McpSessionAdmin(admin.ModelAdmin):
-    list_display = ("ref", "user", "client", "transport", "state", "created_at", "last_seen_at")
+    list_display = (
+        "ref",
+        "user_link",
+        "client",
+        "transport",
+        "state",
+        "created_at",
+        "last_seen_at",
+        "duration",
+        "messages",
+    )
     list_filter = (StateFilter, "transport", "close_reason", "server")
+    actions = ("revoke_sessions",)
     list_select_related = ("user",)
     search_fields = ("user__username", "user__email")
     date_hierarchy = "created_at"
@@ -92,9 +107,42 @@ class McpSessionAdmin(admin.ModelAdmin):
     def client(self, obj: McpSession) -> str:
         return " ".join(filter(None, (obj.client_name, obj.client_version))) or "—"
 
-    @admin.display(description=_("state"), boolean=False)
+    @admin.display(description=_("state"))
     def state(self, obj: McpSession) -> str:
-        return str(_("open")) if obj.is_open else str(_("closed"))
+        return str(_("open")) if obj.is_open else f"{_('closed')}: {obj.get_close_reason_display()}"
+
+    @admin.display(description=_("user"), ordering="user__username")
+    def user_link(self, obj: McpSession) -> str:
+        meta = obj.user._meta
+        url = reverse(f"admin:{meta.app_label}_{meta.model_name}_change", args=[obj.user_id])
+        return format_html('<a href="{}">{}</a>', url, obj.user)
+
+    @admin.display(description=_("duration"))
+    def duration(self, obj: McpSession) -> str:
+        return timesince(obj.created_at, obj.closed_at or timezone.now())
+
+    @admin.display(description=_("messages in / out"))
+    def messages(self, obj: McpSession) -> str:
+        return f"{obj.messages_in} / {obj.messages_out}"
+
+    def has_revoke_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(f"{self.opts.app_label}.revoke_mcpsession")
+
+    @admin.action(description=_("Revoke selected sessions"), permissions=["revoke"])
+    def revoke_sessions(self, request: HttpRequest, queryset: QuerySet[McpSession]) -> TemplateResponse | None:
+        """Close the sessions and their live streams, after a confirmation page."""
+        if request.POST.get("post") == "yes":
+            count = revoke(queryset)
+            self.message_user(request, _("Revoked %(count)d session(s); their streams are closing.") % {"count": count})
+            return None
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": _("Revoke MCP sessions?"),
+            "sessions": queryset.select_related("user"),
+            "action_checkbox_name": ACTION_CHECKBOX_NAME,
+        }
+        return TemplateResponse(request, "admin/mcp_sessions/mcpsession/revoke_confirmation.html", context)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -165,8 +213,14 @@ class AccessTokenAdmin(admin.ModelAdmin):
 
     @admin.action(description=_("Revoke selected tokens"), permissions=["change"])
     def revoke(self, request: HttpRequest, queryset: QuerySet[AccessToken]) -> None:
-        count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
-        self.message_user(request, _("Revoked %(count)d token(s).") % {"count": count})
+        tokens = list(queryset.filter(revoked_at__isnull=True).values_list("pk", flat=True))
+        AccessToken.objects.filter(pk__in=tokens).update(revoked_at=timezone.now())
+        sessions = revoke(McpSession.objects.filter(token__in=tokens))
+        self.message_user(
+            request,
+            _("Revoked %(count)d token(s) and closed %(sessions)d session(s) opened with them.")
+            % {"count": len(tokens), "sessions": sessions},
+        )
 
     def has_delete_permission(self, request: HttpRequest, obj: AccessToken | None = None) -> bool:
         # Revoke instead: the record stays as evidence of what the token could do.

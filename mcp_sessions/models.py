@@ -122,6 +122,7 @@ class CloseReason(models.TextChoices):
     SERVER_ERROR = "server_error", _("MCP server failed")
     STALLED = "stalled", _("Client stopped reading")
     REVOKED = "revoked", _("Revoked")
+    EXPIRED = "expired", _("Expired")
 
 
 class McpSessionQuerySet(models.QuerySet["McpSession"]):
@@ -175,6 +176,14 @@ class McpSession(models.Model):
         verbose_name=_("access token"),
         help_text=_("The token the session was opened with; empty for the login cookie."),
     )
+    login_session_hash = models.CharField(
+        _("login session hash"),
+        max_length=64,
+        blank=True,
+        db_index=True,
+        editable=False,
+        help_text=_("SHA-256 of the Django session key that opened it, so logging out ends it."),
+    )
     created_at = models.DateTimeField(_("created"), default=timezone.now, db_index=True)
     last_seen_at = models.DateTimeField(_("last seen"), default=timezone.now)
     closed_at = models.DateTimeField(_("closed"), null=True, blank=True, db_index=True)
@@ -188,6 +197,7 @@ class McpSession(models.Model):
         verbose_name = _("MCP session")
         verbose_name_plural = _("MCP sessions")
         ordering = ("-created_at",)
+        permissions = [("revoke_mcpsession", _("Can revoke MCP sessions"))]
         indexes = [models.Index(fields=("user", "closed_at"), name="mcp_session_user_open")]
 
     def __str__(self) -> str:

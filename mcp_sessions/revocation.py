@@ -1,0 +1,66 @@
+"""Ending live sessions from anywhere: admin actions, logouts, deactivated users, revoked tokens.
+
+:func:`revoke` marks the records closed in the database, which already makes
+every later POST to them 404, and then tells each stream to close through the
+channel layer, which reaches the worker that holds it even from another
+process. If that message is lost (a full channel, a Redis hiccup), the stream
+still notices at its next keep-alive, when it finds its record closed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.exceptions import ChannelFull
+from channels.layers import get_channel_layer
+from django.db import transaction
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from mcp_gateway.conf import gateway_settings
+
+from .models import CloseReason, McpSession
+
+logger = logging.getLogger("mcp_gateway")
+
+
+def login_session_hash(session_key: str) -> str:
+    return hashlib.sha256(session_key.encode()).hexdigest()
+
+
+def revoke(sessions: QuerySet[McpSession], reason: str = CloseReason.REVOKED) -> int:
+    """Close the open ones among ``sessions`` now; returns how many."""
+    targets = list(sessions.open().values_list("pk", "id_hash", "channel_name"))
+    if not targets:
+        return 0
+    McpSession.objects.filter(pk__in=[pk for pk, _, _ in targets], closed_at__isnull=True).update(
+        closed_at=timezone.now(), close_reason=reason
+    )
+    channels = [channel for _, _, channel in targets]
+    transaction.on_commit(lambda: _tell_streams(channels, reason))
+    for _, id_hash, _ in targets:
+        logger.info("Revoked MCP session %s (%s)", id_hash[:12], reason)
+    return len(targets)
+
+
+def _tell_streams(channels: list[str], reason: str) -> None:
+    layer = get_channel_layer(gateway_settings.CHANNEL_LAYER)
+    if layer is None:
+        return
+    for channel in channels:
+        try:
+            async_to_sync(layer.send)(channel, {"type": "mcp.close", "reason": reason})
+        except ChannelFull:
+            pass  # the stream finds its record closed at its next keep-alive
+        except Exception:
+            logger.exception("Could not reach an MCP stream to close it; it closes at its next keep-alive")
+
+
+def revoke_for_user(user: Any, *, cookie_only: bool = False) -> int:
+    sessions = McpSession.objects.filter(user=user)
+    if cookie_only:
+        sessions = sessions.filter(token__isnull=True)
+    return revoke(sessions)
