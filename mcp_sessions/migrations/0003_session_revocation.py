@@ -4,24 +4,48 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('mcp_sessions', '0002_accesstoken'),
+        ("mcp_sessions", "0002_accesstoken"),
     ]
 
     operations = [
         migrations.AlterModelOptions(
-            name='mcpsession',
-            options={'ordering': ('-created_at',), 'permissions': [('revoke_mcpsession', 'Can revoke MCP sessions')], 'verbose_name': 'MCP session', 'verbose_name_plural': 'MCP sessions'},
+            name="mcpsession",
+            options={
+                "ordering": ("-created_at",),
+                "permissions": [("revoke_mcpsession", "Can revoke MCP sessions")],
+                "verbose_name": "MCP session",
+                "verbose_name_plural": "MCP sessions",
+            },
         ),
         migrations.AddField(
-            model_name='mcpsession',
-            name='login_session_hash',
-            field=models.CharField(blank=True, db_index=True, editable=False, help_text='SHA-256 of the Django session key that opened it, so logging out ends it.', max_length=64, verbose_name='login session hash'),
+            model_name="mcpsession",
+            name="login_session_hash",
+            field=models.CharField(
+                blank=True,
+                db_index=True,
+                editable=False,
+                help_text="SHA-256 of the Django session key that opened it, so logging out ends it.",
+                max_length=64,
+                verbose_name="login session hash",
+            ),
         ),
         migrations.AlterField(
-            model_name='mcpsession',
-            name='close_reason',
-            field=models.CharField(blank=True, choices=[('client_disconnect', 'Client disconnected'), ('server_shutdown', 'Server shut down'), ('server_ended', 'MCP server ended the session'), ('server_error', 'MCP server failed'), ('stalled', 'Client stopped reading'), ('revoked', 'Revoked'), ('expired', 'Expired')], max_length=30, verbose_name='close reason'),
+            model_name="mcpsession",
+            name="close_reason",
+            field=models.CharField(
+                blank=True,
+                choices=[
+                    ("client_disconnect", "Client disconnected"),
+                    ("server_shutdown", "Server shut down"),
+                    ("server_ended", "MCP server ended the session"),
+                    ("server_error", "MCP server failed"),
+                    ("stalled", "Client stopped reading"),
+                    ("revoked", "Revoked"),
+                    ("expired", "Expired"),
+                ],
+                max_length=30,
+                verbose_name="close reason",
+            ),
         ),
     ]
