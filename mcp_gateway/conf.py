@@ -41,6 +41,12 @@ DEFAULTS: dict[str, Any] = {
     "IDLE_TIMEOUT": 3600.0,
     # Seconds a session may live at most (a token's own expiry may end it sooner); None: no limit.
     "MAX_LIFETIME": 86400.0,
+    # Open sessions a user may have at once; None: no limit.
+    "MAX_SESSIONS_PER_USER": 20,
+    # POSTs a user may make: (count, seconds), e.g. 600 per 60 s; None: no limit.
+    "RATE_LIMIT": (600, 60),
+    # Cache alias counting POSTs; must be shared by all workers (Redis, Memcached, database).
+    "CACHE": "default",
     # Days a closed session's record is kept before clear_mcp_sessions deletes it.
     "SESSION_RETENTION_DAYS": 30,
 }

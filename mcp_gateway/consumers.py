@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
+from asgiref.sync import sync_to_async
 from channels.consumer import AsyncConsumer, get_handler_name
 from channels.exceptions import ChannelFull, StopConsumer
 from channels.layers import get_channel_layer
@@ -33,7 +34,7 @@ from mcp_types import jsonrpc_message_adapter
 from pydantic import ValidationError
 
 from mcp_sessions.ids import hash_session_id, new_session_id
-from mcp_sessions.models import CloseReason, McpSession, Transport
+from mcp_sessions.models import CloseReason, McpSession, SessionLimitReached, Transport
 
 from . import sse
 from .actor import SessionActor
@@ -42,9 +43,10 @@ from .binding import bind, session_id_from_query
 from .conf import gateway_settings
 from .context import GatewayRequestContext
 from .csrf import check_csrf
-from .exceptions import GatewayError, InvalidMessage, ParseError, ServiceUnavailable
+from .exceptions import GatewayError, InvalidMessage, ParseError, ServiceUnavailable, TooManySessions
 from .flow import FlowControl, flow_control_for
 from .http import SECURITY_HEADERS, GatewayRequest, Message, Receive, Send, send_error, send_response
+from .ratelimit import check_rate
 
 if TYPE_CHECKING:
     from .routing import Mount
@@ -143,6 +145,7 @@ class MessagesConsumer(GatewayConsumer):
 
     async def forward(self, body: bytes) -> None:
         credential = await authenticate(self.request)
+        await check_rate(credential.user)
         check_csrf(self.request, credential)
         session_id = session_id_from_query(self.request)
         parse_message(body)
@@ -168,18 +171,22 @@ class SSEConsumer(GatewayConsumer):
         credential = await authenticate(self.request)
         self.channel_name = await self.channel_layer.new_channel()
         session_id = new_session_id()
-        self.record = await McpSession.objects.acreate(
-            user=credential.user,
-            id_hash=hash_session_id(session_id),
-            server=self.mount.prefix,
-            transport=Transport.SSE,
-            channel_name=self.channel_name,
-            remote_addr=self.request.client_ip,
-            user_agent=self.request.user_agent[:400],
-            origin=(self.request.origin or "")[:400],
-            token_id=credential.token_id,
-            login_session_hash=credential.login_session_hash,
-        )
+        try:
+            self.record = await sync_to_async(McpSession.objects.open_for)(
+                credential.user,
+                limit=gateway_settings.MAX_SESSIONS_PER_USER,
+                id_hash=hash_session_id(session_id),
+                server=self.mount.prefix,
+                transport=Transport.SSE,
+                channel_name=self.channel_name,
+                remote_addr=self.request.client_ip,
+                user_agent=self.request.user_agent[:400],
+                origin=(self.request.origin or "")[:400],
+                token_id=credential.token_id,
+                login_session_hash=credential.login_session_hash,
+            )
+        except SessionLimitReached:
+            raise TooManySessions() from None
         self.sessions = McpSession.objects.filter(pk=self.record.pk)
         logger.info("Opened MCP session %s for user %s", self.record.ref, credential.user.pk)
         self.actor = SessionActor(

@@ -130,6 +130,21 @@ class MisdirectedRequest(GatewayError):
     message = "Host not allowed"
 
 
+class TooManyRequests(GatewayError):
+    status = 429
+    reason = "rate_limited"
+    message = "Too many requests, retry later"
+
+    def __init__(self, message: str | None = None, *, retry_after: int | None = None) -> None:
+        headers = [(b"retry-after", str(retry_after).encode())] if retry_after is not None else []
+        super().__init__(message, headers=headers)
+
+
+class TooManySessions(TooManyRequests):
+    reason = "session_limit"
+    message = "Too many open sessions; close one first"
+
+
 class ServiceUnavailable(GatewayError):
     status = 503
     reason = "unavailable"

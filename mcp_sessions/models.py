@@ -13,7 +13,8 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import models
+from django.contrib.auth import get_user_model
+from django.db import models, transaction
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
@@ -145,7 +146,23 @@ class McpSessionQuerySet(models.QuerySet["McpSession"]):
         return self.filter(id_hash=hash_session_id(session_id))
 
 
-McpSessionManager = models.Manager.from_queryset(McpSessionQuerySet)
+class SessionLimitReached(Exception):
+    """The user already has as many open sessions as allowed."""
+
+
+class McpSessionManager(models.Manager.from_queryset(McpSessionQuerySet)):  # type: ignore[misc]
+    def open_for(self, user: Any, *, limit: int | None, **fields: Any) -> McpSession:
+        """Record a new session for ``user``, unless they already have ``limit`` open ones.
+
+        Counting and inserting happen in one transaction with the user's row
+        locked, so concurrent opens on several workers cannot overshoot.
+        """
+        with transaction.atomic():
+            if limit is not None:
+                get_user_model()._default_manager.select_for_update().filter(pk=user.pk).exists()
+                if self.filter(user=user).open().count() >= limit:
+                    raise SessionLimitReached()
+            return self.create(user=user, **fields)
 
 
 class McpSession(models.Model):

@@ -160,3 +160,40 @@ def alice_headers(alice: Any) -> dict[str, str]:
 @pytest.fixture
 def bob_headers(bob: Any) -> dict[str, str]:
     return login_headers(bob)
+
+
+def redis_settings_for(pid: int) -> dict[str, Any]:
+    """Channel layer and cache on the real Redis, namespaced to this test run."""
+    return {
+        "CHANNEL_LAYERS": {
+            "default": {
+                "BACKEND": "channels_redis.core.RedisChannelLayer",
+                "CONFIG": {"hosts": ["redis://127.0.0.1:6379/0"], "prefix": f"mcp-test-{pid}"},
+            }
+        },
+        "CACHES": {
+            "default": {
+                "BACKEND": "django.core.cache.backends.redis.RedisCache",
+                "LOCATION": "redis://127.0.0.1:6379/1",
+                "KEY_PREFIX": f"mcp-test-{pid}",
+            }
+        },
+    }
+
+
+@pytest.fixture
+def redis_settings(settings: Any) -> dict[str, Any]:
+    """Put this process on Redis (channel layer and cache); pass the result to servers that must share it."""
+    try:
+        socket.create_connection(("127.0.0.1", 6379), timeout=1).close()
+    except OSError:
+        if IN_CI:
+            pytest.fail("CI needs Redis at 127.0.0.1:6379")
+        pytest.skip("Redis is not reachable at 127.0.0.1:6379")
+    shared = redis_settings_for(os.getpid())
+    for name, value in shared.items():
+        setattr(settings, name, value)
+    from django.core.cache import caches
+
+    caches["default"].clear()
+    return shared

@@ -7,8 +7,6 @@ they close, as in production.
 
 from __future__ import annotations
 
-import os
-import socket
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from typing import Any
@@ -26,35 +24,13 @@ from django.utils.crypto import get_random_string
 from mcp_sessions.models import AccessToken, CloseReason, McpSession
 
 from .clients import RawStream, closed_session, handshake, jsonrpc, mcp_client, raw_stream
-from .conftest import IN_CI
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def redis_layers() -> dict[str, Any]:
-    return {
-        "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": ["redis://127.0.0.1:6379/0"], "prefix": f"mcp-test-{os.getpid()}"},
-        }
-    }
-
-
 @pytest.fixture
-def layers(settings: Any) -> dict[str, Any]:
-    try:
-        socket.create_connection(("127.0.0.1", 6379), timeout=1).close()
-    except OSError:
-        if IN_CI:
-            pytest.fail("Redis is required in CI at 127.0.0.1:6379")
-        pytest.skip("Redis is not reachable at 127.0.0.1:6379")
-    settings.CHANNEL_LAYERS = redis_layers()
-    return settings.CHANNEL_LAYERS
-
-
-@pytest.fixture
-def server(start_daphne: Any, layers: dict[str, Any]) -> Any:
-    return start_daphne(overrides={"CHANNEL_LAYERS": layers})
+def server(start_daphne: Any, redis_settings: dict[str, Any]) -> Any:
+    return start_daphne(overrides=redis_settings)
 
 
 @pytest.fixture

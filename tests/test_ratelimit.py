@@ -1,0 +1,93 @@
+"""Per-user limits: open sessions, and POSTs per window, counted across workers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import httpx2
+import pytest
+
+from mcp_sessions.models import McpSession
+
+from .clients import handshake, jsonrpc, raw_stream
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx2.AsyncClient]:
+    async with httpx2.AsyncClient(timeout=10) as client:
+        yield client
+
+
+async def test_open_sessions_per_user_are_limited(
+    start_daphne: Any, http: httpx2.AsyncClient, alice_headers: dict[str, str], bob_headers: dict[str, str]
+) -> None:
+    server = start_daphne(overrides={"MCP_GATEWAY_MAX_SESSIONS_PER_USER": 2})
+    url = f"{server.url}/mcp/sse"
+    async with raw_stream(http, url, alice_headers), raw_stream(http, url, alice_headers):
+        response = await http.get(url, headers=alice_headers)
+        assert response.status_code == 429
+        assert response.json()["error"]["data"]["reason"] == "session_limit"
+        async with raw_stream(http, url, bob_headers):
+            pass  # other users are not affected
+    # Once closed, the slots are free again.
+    with anyio.fail_after(2):
+        while await McpSession.objects.open().aexists():
+            await anyio.sleep(0.05)
+    async with raw_stream(http, url, alice_headers):
+        pass
+
+
+async def test_session_limit_holds_for_concurrent_opens_on_two_workers(
+    start_daphne: Any, http: httpx2.AsyncClient, alice: Any, alice_headers: dict[str, str]
+) -> None:
+    workers = [start_daphne(overrides={"MCP_GATEWAY_MAX_SESSIONS_PER_USER": 3}) for _ in range(2)]
+    statuses: list[int] = []
+    release = anyio.Event()
+
+    async def open_one(n: int) -> None:
+        async with http.stream("GET", f"{workers[n % 2].url}/mcp/sse", headers=alice_headers) as response:
+            statuses.append(response.status_code)
+            if response.status_code == 200:
+                await release.wait()
+
+    async with anyio.create_task_group() as tg:
+        for n in range(10):
+            tg.start_soon(open_one, n)
+        with anyio.fail_after(10):
+            while len(statuses) < 10:
+                await anyio.sleep(0.02)
+        assert sorted(statuses) == [200] * 3 + [429] * 7
+        assert await McpSession.objects.open().filter(user=alice).acount() == 3
+        release.set()
+
+
+async def test_posts_per_user_are_rate_limited_across_workers(
+    start_daphne: Any,
+    http: httpx2.AsyncClient,
+    redis_settings: dict[str, Any],
+    alice_headers: dict[str, str],
+    bob_headers: dict[str, str],
+) -> None:
+    overrides = {**redis_settings, "MCP_GATEWAY_RATE_LIMIT": [6, 60]}
+    first, second = start_daphne(overrides=overrides), start_daphne(overrides=overrides)
+    async with raw_stream(http, f"{first.url}/mcp/sse", alice_headers) as stream:
+        await handshake(http, first.url, stream, alice_headers)  # two POSTs, both to the first worker
+        statuses = []
+        for n in range(6):
+            # Alternate workers: a POST on either reaches the stream on the first one.
+            worker = (first, second)[n % 2]
+            response = await http.post(worker.url + stream.endpoint, json=jsonrpc("ping", id=n), headers=alice_headers)
+            statuses.append(response.status_code)
+            if response.status_code == 202:
+                assert (await stream.next_message())["id"] == n
+            else:
+                refusal = response
+        assert statuses == [202, 202, 202, 202, 429, 429]
+        assert refusal.json()["error"]["data"]["reason"] == "rate_limited"
+        assert 1 <= int(refusal.headers["retry-after"]) <= 60
+        async with raw_stream(http, f"{second.url}/mcp/sse", bob_headers) as bobs:
+            await handshake(http, second.url, bobs, bob_headers)  # bob has his own budget
