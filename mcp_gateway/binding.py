@@ -4,22 +4,20 @@ A session ID proves nothing by itself (it travels in URLs and leaks into logs
 and Referer headers). Every request naming one is checked here against the
 record of who opened it. Unknown, closed and foreign sessions all raise the
 same :class:`SessionNotFound`, so a probe learns nothing; a foreign one is
-also reported to the ``mcp_gateway.security`` logger, without the ID.
+also recorded in the audit trail, without the ID.
 """
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 from mcp_sessions.ids import is_well_formed, public_ref
-from mcp_sessions.models import McpSession
+from mcp_sessions.models import AuditKind, McpSession
 
+from . import audit
 from .auth import Credential
 from .exceptions import MalformedSessionId, MissingSessionId, SessionNotFound
 from .http import GatewayRequest
-
-security_logger = logging.getLogger("mcp_gateway.security")
 
 
 @dataclass(frozen=True)
@@ -50,18 +48,11 @@ async def bind(
         return BoundSession(pk=pk, ref=public_ref(id_hash), channel_name=channel_name)
     foreign = await sessions.values_list("id_hash", "user_id").afirst()
     if foreign is not None:
-        ref = public_ref(foreign[0])
-        security_logger.warning(
-            "Refused request from user %s for session %s owned by user %s",
-            credential.user.pk,
-            ref,
-            foreign[1],
-            extra={
-                "reason": "foreign_session",
-                "session_ref": ref,
-                "owner_id": foreign[1],
-                "user_id": credential.user.pk,
-                "remote_addr": request.client_ip,
-            },
+        audit.record(
+            AuditKind.FOREIGN_SESSION,
+            user_id=credential.user.pk,
+            remote_addr=request.client_ip,
+            session_ref=public_ref(foreign[0]),
+            detail=f"owner {foreign[1]}",
         )
     raise SessionNotFound()

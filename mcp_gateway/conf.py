@@ -49,6 +49,10 @@ DEFAULTS: dict[str, Any] = {
     "CACHE": "default",
     # Days a closed session's record is kept before clear_mcp_sessions deletes it.
     "SESSION_RETENTION_DAYS": 30,
+    # Days audit events are kept before clear_mcp_sessions deletes them.
+    "AUDIT_RETENTION_DAYS": 90,
+    # Audit rows stored per event kind and client address per minute in each worker; the rest are only logged.
+    "AUDIT_ROWS_PER_MINUTE": 30,
 }
 
 

@@ -34,9 +34,9 @@ from mcp_types import jsonrpc_message_adapter
 from pydantic import ValidationError
 
 from mcp_sessions.ids import hash_session_id, new_session_id
-from mcp_sessions.models import CloseReason, McpSession, SessionLimitReached, Transport
+from mcp_sessions.models import AuditKind, CloseReason, McpSession, SessionLimitReached, Transport
 
-from . import sse
+from . import audit, sse
 from .actor import SessionActor
 from .auth import authenticate
 from .binding import bind, session_id_from_query
@@ -73,6 +73,8 @@ class GatewayConsumer(AsyncConsumer):
     server cancels it at shutdown.
     """
 
+    user: Any = None
+
     def __init__(self, mount: Mount) -> None:
         self.mount = mount
         self.response_started = False
@@ -89,6 +91,7 @@ class GatewayConsumer(AsyncConsumer):
         except StopConsumer:
             pass
         except GatewayError as exc:
+            audit.record_refusal(exc, self.request, self.user)
             if not self.response_started:
                 await send_error(self.send, exc)
         finally:
@@ -145,6 +148,7 @@ class MessagesConsumer(GatewayConsumer):
 
     async def forward(self, body: bytes) -> None:
         credential = await authenticate(self.request)
+        self.user = credential.user
         await check_rate(credential.user)
         check_csrf(self.request, credential)
         session_id = session_id_from_query(self.request)
@@ -169,6 +173,7 @@ class SSEConsumer(GatewayConsumer):
 
     async def start(self) -> list[Callable[[], Awaitable[Message]]]:
         credential = await authenticate(self.request)
+        self.user = credential.user
         self.channel_name = await self.channel_layer.new_channel()
         session_id = new_session_id()
         try:
@@ -188,7 +193,13 @@ class SSEConsumer(GatewayConsumer):
         except SessionLimitReached:
             raise TooManySessions() from None
         self.sessions = McpSession.objects.filter(pk=self.record.pk)
-        logger.info("Opened MCP session %s for user %s", self.record.ref, credential.user.pk)
+        audit.record(
+            AuditKind.SESSION_OPENED,
+            user_id=credential.user.pk,
+            remote_addr=self.request.client_ip,
+            session_ref=self.record.ref,
+            detail=f"{credential.scheme} {self.mount.prefix}",
+        )
         self.actor = SessionActor(
             self.mount.server,
             context=GatewayRequestContext(
@@ -320,7 +331,13 @@ class SSEConsumer(GatewayConsumer):
         closing = self.sessions.filter(closed_at__isnull=True)
         if not await closing.aupdate(closed_at=timezone.now(), close_reason=reason, **changes) and changes:
             await self.sessions.aupdate(**changes)
-        logger.info("Closed MCP session %s (%s)", self.record.ref, reason)
+        audit.record(
+            AuditKind.SESSION_CLOSED,
+            user_id=self.record.user_id,
+            remote_addr=self.request.client_ip,
+            session_ref=self.record.ref,
+            detail=reason,
+        )
         if reason != CloseReason.CLIENT_DISCONNECT:
             await self.send({"type": "http.response.body", "body": b"", "more_body": False})
 

@@ -23,6 +23,8 @@ class GatewayError(Exception):
     reason: str = "bad_request"
     message: str = "Bad request"
     jsonrpc_code: int = INVALID_REQUEST
+    # The audit event kind this refusal records (mcp_sessions.models.AuditKind), if any.
+    audit_kind: str | None = None
 
     def __init__(
         self,
@@ -69,6 +71,7 @@ class AuthenticationRequired(GatewayError):
 class InvalidToken(AuthenticationRequired):
     """A bearer token was presented but is unknown, expired, revoked, or its owner inactive."""
 
+    audit_kind = "invalid_token"
     reason = "invalid_token"
     message = "Invalid bearer token"
 
@@ -80,11 +83,13 @@ class Forbidden(GatewayError):
 
 
 class OriginNotAllowed(Forbidden):
+    audit_kind = "origin_refused"
     reason = "origin_not_allowed"
     message = "Origin not allowed"
 
 
 class CsrfFailed(Forbidden):
+    audit_kind = "csrf_failed"
     reason = "csrf_failed"
     message = "CSRF verification failed"
 
@@ -113,6 +118,7 @@ class MethodNotAllowed(GatewayError):
 
 
 class PayloadTooLarge(GatewayError):
+    audit_kind = "payload_too_large"
     status = 413
     reason = "payload_too_large"
     message = "Request body too large"
@@ -125,12 +131,14 @@ class UnsupportedMediaType(GatewayError):
 
 
 class MisdirectedRequest(GatewayError):
+    audit_kind = "host_refused"
     status = 421
     reason = "host_not_allowed"
     message = "Host not allowed"
 
 
 class TooManyRequests(GatewayError):
+    audit_kind = "rate_limited"
     status = 429
     reason = "rate_limited"
     message = "Too many requests, retry later"
@@ -141,6 +149,7 @@ class TooManyRequests(GatewayError):
 
 
 class TooManySessions(TooManyRequests):
+    audit_kind = "session_limit"
     reason = "session_limit"
     message = "Too many open sessions; close one first"
 

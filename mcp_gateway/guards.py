@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable
 
 from django.core.exceptions import DisallowedHost
 
+from . import audit
 from .conf import gateway_settings
 from .exceptions import GatewayError, MisdirectedRequest, OriginNotAllowed, PayloadTooLarge, UnsupportedMediaType
 from .http import ASGIApp, GatewayRequest, Message, Receive, Scope, Send, send_error
@@ -37,9 +38,11 @@ class Guard:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
+            request = GatewayRequest.from_scope(scope)
             try:
-                self.check(GatewayRequest.from_scope(scope))
+                self.check(request)
             except GatewayError as exc:
+                audit.record_refusal(exc, request)
                 await send_error(send, exc)
                 return
         await self.app(scope, receive, send)
@@ -102,8 +105,9 @@ class BodySizeGuard:
             await self.app(scope, receive, send)
             return
         limit: int = gateway_settings.MAX_BODY_SIZE
-        declared = GatewayRequest.from_scope(scope).content_length
-        if declared is not None and declared > limit:
+        request = GatewayRequest.from_scope(scope)
+        if request.content_length is not None and request.content_length > limit:
+            audit.record_refusal(PayloadTooLarge(), request)
             await send_error(send, PayloadTooLarge())
             return
 
@@ -119,6 +123,7 @@ class BodySizeGuard:
                 received += len(message.get("body", b""))
                 if received > limit:
                     refused = True
+                    audit.record_refusal(PayloadTooLarge(), request)
                     await send_error(send, PayloadTooLarge())
                     return {"type": "http.disconnect"}
             return message

@@ -21,7 +21,7 @@ from django.utils.timesince import timesince
 from django.utils.translation import gettext_lazy as _
 
 from .ids import TOKEN_PREFIX_LENGTH, hash_token, new_token
-from .models import AccessToken, McpSession
+from .models import AccessToken, AuditEvent, McpSession
 from .revocation import revoke
 
 
@@ -224,4 +224,25 @@ class AccessTokenAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: AccessToken | None = None) -> bool:
         # Revoke instead: the record stays as evidence of what the token could do.
+        return False
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(admin.ModelAdmin):
+    """The audit trail, read-only."""
+
+    list_display = ("created_at", "kind", "user", "remote_addr", "session_ref", "detail")
+    list_filter = ("kind", ("user", admin.RelatedOnlyFieldListFilter))
+    list_select_related = ("user",)
+    search_fields = ("user__username", "user__email", "session_ref", "remote_addr")
+    date_hierarchy = "created_at"
+    readonly_fields = list_display
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: AuditEvent | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: AuditEvent | None = None) -> bool:
         return False

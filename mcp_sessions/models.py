@@ -228,3 +228,47 @@ class McpSession(models.Model):
     @property
     def is_open(self) -> bool:
         return self.closed_at is None
+
+
+class AuditKind(models.TextChoices):
+    SESSION_OPENED = "session_opened", _("Session opened")
+    SESSION_CLOSED = "session_closed", _("Session closed")
+    SESSION_REVOKED = "session_revoked", _("Session revoked")
+    FOREIGN_SESSION = "foreign_session", _("Another user's session named")
+    ORIGIN_REFUSED = "origin_refused", _("Origin refused")
+    HOST_REFUSED = "host_refused", _("Host refused")
+    INVALID_TOKEN = "invalid_token", _("Invalid or revoked token")
+    CSRF_FAILED = "csrf_failed", _("CSRF check failed")
+    RATE_LIMITED = "rate_limited", _("Rate limited")
+    SESSION_LIMIT = "session_limit", _("Session limit reached")
+    PAYLOAD_TOO_LARGE = "payload_too_large", _("Body too large")
+
+
+class AuditEvent(models.Model):
+    """A security-relevant event: a refusal, or a session opened, closed or revoked.
+
+    Sessions are named by their public reference (a prefix of the ID's hash),
+    never by ID; no credential or message body is ever recorded.
+    """
+
+    created_at = models.DateTimeField(_("time"), default=timezone.now, db_index=True)
+    kind = models.CharField(_("event"), max_length=30, choices=AuditKind.choices, db_index=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name=_("user"),
+    )
+    remote_addr = models.GenericIPAddressField(_("remote address"), null=True, blank=True)
+    session_ref = models.CharField(_("session"), max_length=12, blank=True)
+    detail = models.CharField(_("detail"), max_length=200, blank=True)
+
+    class Meta:
+        verbose_name = _("MCP audit event")
+        verbose_name_plural = _("MCP audit events")
+        ordering = ("-created_at", "-pk")
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} at {self.created_at:%Y-%m-%d %H:%M:%S}"

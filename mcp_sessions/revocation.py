@@ -20,9 +20,11 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from mcp_gateway import audit
 from mcp_gateway.conf import gateway_settings
 
-from .models import CloseReason, McpSession
+from .ids import public_ref
+from .models import AuditKind, CloseReason, McpSession
 
 logger = logging.getLogger("mcp_gateway")
 
@@ -33,16 +35,16 @@ def login_session_hash(session_key: str) -> str:
 
 def revoke(sessions: QuerySet[McpSession], reason: str = CloseReason.REVOKED) -> int:
     """Close the open ones among ``sessions`` now; returns how many."""
-    targets = list(sessions.open().values_list("pk", "id_hash", "channel_name"))
+    targets = list(sessions.open().values_list("pk", "id_hash", "channel_name", "user_id"))
     if not targets:
         return 0
-    McpSession.objects.filter(pk__in=[pk for pk, _, _ in targets], closed_at__isnull=True).update(
+    McpSession.objects.filter(pk__in=[t[0] for t in targets], closed_at__isnull=True).update(
         closed_at=timezone.now(), close_reason=reason
     )
-    channels = [channel for _, _, channel in targets]
+    channels = [t[2] for t in targets]
     transaction.on_commit(lambda: _tell_streams(channels, reason))
-    for _, id_hash, _ in targets:
-        logger.info("Revoked MCP session %s (%s)", id_hash[:12], reason)
+    for _, id_hash, _, user_id in targets:
+        audit.record(AuditKind.SESSION_REVOKED, user_id=user_id, session_ref=public_ref(id_hash), detail=reason)
     return len(targets)
 
 

@@ -263,5 +263,5 @@ async def test_foreign_session_is_logged_as_security_event_without_the_id(
     response = await http.post(daphne.url + stream.endpoint, headers=headers, content=ADD_NOTE)
     assert response.status_code == 404
     log = daphne.log()
-    assert "WARNING mcp_gateway.security: Refused request from user" in log
+    assert "WARNING mcp_gateway.security: foreign_session user=" in log
     assert stream.session_id not in log
