@@ -46,3 +46,50 @@ def test_demo_configuration_is_clean() -> None:
 
 def test_lowlevel_server_is_accepted() -> None:
     assert ids(MCP_GATEWAY_SERVER="tests.servers.lowlevel") == set()
+
+
+SECURE = {
+    "SESSION_COOKIE_SECURE": True,
+    "CSRF_COOKIE_SECURE": True,
+    "CHANNEL_LAYERS": {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer"}},
+    "CACHES": {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": "redis://x"}},
+}
+
+
+def deploy_ids(**settings: Any) -> set[str]:
+    with override_settings(**{**SECURE, **settings}):
+        return {m.id for m in run_checks(include_deployment_checks=True) if m.id and m.id.startswith("mcp_gateway.")}
+
+
+IN_MEMORY_LAYER = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+LOCMEM_CACHE = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+DEPLOY_CASES = [
+    ("in-memory-channel-layer", {"CHANNEL_LAYERS": IN_MEMORY_LAYER}, "mcp_gateway.W003"),
+    ("session-cookie-not-secure", {"SESSION_COOKIE_SECURE": False}, "mcp_gateway.W004"),
+    ("csrf-cookie-not-secure", {"CSRF_COOKIE_SECURE": False}, "mcp_gateway.W005"),
+    ("samesite-none", {"SESSION_COOKIE_SAMESITE": "None"}, "mcp_gateway.W006"),
+    ("gateway-not-mounted", {"ASGI_APPLICATION": "tests.asgi.django_asgi_app"}, "mcp_gateway.W007"),
+    ("asgi-application-missing", {"ASGI_APPLICATION": "tests.asgi.nothing"}, "mcp_gateway.W007"),
+    ("session-limit-off", {"MCP_GATEWAY_MAX_SESSIONS_PER_USER": None}, "mcp_gateway.W008"),
+    ("rate-limit-off", {"MCP_GATEWAY_RATE_LIMIT": None}, "mcp_gateway.W008"),
+    ("idle-timeout-off", {"MCP_GATEWAY_IDLE_TIMEOUT": None}, "mcp_gateway.W008"),
+    ("lifetime-off", {"MCP_GATEWAY_MAX_LIFETIME": None}, "mcp_gateway.W008"),
+    ("rate-limit-in-process-cache", {"CACHES": LOCMEM_CACHE}, "mcp_gateway.W009"),
+    ("rate-limit-malformed", {"MCP_GATEWAY_RATE_LIMIT": 600}, "mcp_gateway.E008"),
+    ("rate-limit-zero-window", {"MCP_GATEWAY_RATE_LIMIT": (600, 0)}, "mcp_gateway.E008"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("settings", "expected"), [c[1:] for c in DEPLOY_CASES], ids=[c[0] for c in DEPLOY_CASES])
+def test_deploy_check_fires(settings: dict[str, Any], expected: str) -> None:
+    assert expected in deploy_ids(**settings)
+
+
+@pytest.mark.parametrize("asgi", ["tests.asgi.application", "tests.asgi.routed_application"])
+def test_secure_deployment_is_clean(asgi: str) -> None:
+    assert deploy_ids(ASGI_APPLICATION=asgi) == set()
+
+
+def test_deploy_checks_stay_out_of_plain_check() -> None:
+    assert ids(SESSION_COOKIE_SECURE=False, MCP_GATEWAY_RATE_LIMIT=None) == set()
