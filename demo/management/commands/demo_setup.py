@@ -31,5 +31,6 @@ class Command(BaseCommand):
             "\nDemo site: http://127.0.0.1:8000/  (admin at /admin/)\n"
             f"Log in as:  demo / {password}\n"
             "MCP (HTTP+SSE): http://127.0.0.1:8000/mcp/sse\n"
-            "Headers for non-browser MCP clients:  .venv/bin/python manage.py demo_headers demo\n"
+            "A bearer token for MCP clients:        .venv/bin/python manage.py create_mcp_token demo\n"
+            "Or cookie headers for MCP clients:     .venv/bin/python manage.py demo_headers demo\n"
         )
