@@ -64,6 +64,9 @@ if os.environ.get("DATABASE_ENGINE") == "postgresql":
             "HOST": os.environ.get("POSTGRES_HOST", "127.0.0.1"),
             "PORT": os.environ.get("POSTGRES_PORT", "5432"),
             "USER": os.environ.get("POSTGRES_USER", "postgres"),
+            # Persistent connections, checked before reuse: the gateway's queries honour these as views do.
+            "CONN_MAX_AGE": 60,
+            "CONN_HEALTH_CHECKS": True,
         }
     }
 else:

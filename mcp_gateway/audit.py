@@ -17,7 +17,7 @@ import time
 from collections import Counter
 from typing import Any
 
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from django.utils import timezone
 
 from mcp_sessions.models import AuditEvent, AuditKind
@@ -94,7 +94,7 @@ class AuditTrail:
             await asyncio.sleep(FLUSH_DELAY)
             batch, self._pending = self._pending, []
             try:
-                await sync_to_async(_write)(batch)
+                await database_sync_to_async(_write)(batch)
             except Exception:
                 security_logger.exception("Could not store %d audit events (they are in this log)", len(batch))
 

@@ -18,9 +18,9 @@ from datetime import datetime
 from importlib import import_module
 from typing import Any, Protocol
 
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from django.conf import settings
-from django.contrib.auth import aget_user
+from django.contrib.auth import get_user
 from django.utils.module_loading import import_string
 
 from mcp_sessions.models import AccessToken
@@ -58,7 +58,7 @@ class Authenticator(Protocol):
 class SessionCookieAuthenticator:
     """The site's own login: Django's session cookie, exactly as views see it.
 
-    The user is resolved with :func:`django.contrib.auth.aget_user`, so session
+    The user is resolved with :func:`django.contrib.auth.get_user`, so session
     hash verification (a password change logs the session out), inactive users
     and custom backends behave as they do for the rest of the site.
     """
@@ -75,7 +75,7 @@ class SessionCookieAuthenticator:
             return None
         engine = import_module(settings.SESSION_ENGINE)
         django_request.session = engine.SessionStore(session_key)
-        user = await aget_user(django_request)
+        user = await database_sync_to_async(get_user)(django_request)
         if not user.is_authenticated:
             return None
         django_request.user = user
@@ -101,7 +101,7 @@ class BearerTokenAuthenticator:
         kind, _, secret = request.headers.get("authorization", "").partition(" ")
         if kind.lower() != "bearer":
             return None
-        token = await sync_to_async(AccessToken.objects.authenticate)(secret.strip())
+        token = await database_sync_to_async(AccessToken.objects.authenticate)(secret.strip())
         if token is None:
             raise InvalidToken(headers=[(b"www-authenticate", b'Bearer realm="mcp", error="invalid_token"')])
         return Credential(

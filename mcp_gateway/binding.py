@@ -10,6 +10,9 @@ also recorded in the audit trail, without the ID.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
+
+from channels.db import database_sync_to_async
 
 from mcp_sessions.ids import is_well_formed, public_ref
 from mcp_sessions.models import AuditKind, McpSession
@@ -41,12 +44,10 @@ async def bind(
     request: GatewayRequest, credential: Credential, session_id: str, *, server: str, transport: str
 ) -> BoundSession:
     """The caller's open session with this ID on this server, or :class:`SessionNotFound`."""
-    sessions = McpSession.objects.open().with_session_id(session_id).filter(server=server, transport=transport)
-    row = await sessions.for_user(credential.user).values_list("pk", "id_hash", "channel_name").afirst()
+    row, foreign = await database_sync_to_async(_lookup)(session_id, credential.user, server, transport)
     if row is not None:
         pk, id_hash, channel_name = row
         return BoundSession(pk=pk, ref=public_ref(id_hash), channel_name=channel_name)
-    foreign = await sessions.values_list("id_hash", "user_id").afirst()
     if foreign is not None:
         audit.record(
             AuditKind.FOREIGN_SESSION,
@@ -56,3 +57,11 @@ async def bind(
             detail=f"owner {foreign[1]}",
         )
     raise SessionNotFound()
+
+
+def _lookup(session_id: str, user: Any, server: str, transport: str) -> tuple[Any, Any]:
+    """The caller's matching open session, else (only then) whose it is: one thread hop for both."""
+    sessions = McpSession.objects.open().with_session_id(session_id).filter(server=server, transport=transport)
+    row = sessions.for_user(user).values_list("pk", "id_hash", "channel_name").first()
+    foreign = None if row is not None else sessions.values_list("id_hash", "user_id").first()
+    return row, foreign

@@ -23,11 +23,12 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
-from asgiref.sync import sync_to_async
 from channels.consumer import AsyncConsumer, get_handler_name
+from channels.db import database_sync_to_async
 from channels.exceptions import ChannelFull, StopConsumer
 from channels.layers import get_channel_layer
 from channels.utils import await_many_dispatch
+from django.db import DatabaseError
 from django.utils import timezone
 from mcp.shared.message import SessionMessage
 from mcp_types import jsonrpc_message_adapter
@@ -94,6 +95,12 @@ class GatewayConsumer(AsyncConsumer):
             audit.record_refusal(exc, self.request, self.user)
             if not self.response_started:
                 await send_error(self.send, exc)
+        except DatabaseError:
+            # The connection is discarded before the next query (database_sync_to_async); this request
+            # is answered as retryable rather than with daphne's 500.
+            logger.exception("Database unavailable")
+            if not self.response_started:
+                await send_error(self.send, ServiceUnavailable("Database unavailable, retry later"))
         finally:
             await self.stop()
 
@@ -105,8 +112,9 @@ class GatewayConsumer(AsyncConsumer):
 
     async def dispatch(self, message: Message) -> None:
         # Unlike AsyncConsumer.dispatch, no aclose_old_connections() per
-        # message: database work here goes through the async ORM, whose
-        # threads manage their own connections.
+        # message (a thread hop each): the gateway's database work all goes
+        # through database_sync_to_async, which closes stale connections in
+        # the same hop as the query.
         handler = getattr(self, get_handler_name(message), None)
         if handler is None:
             logger.warning("Ignoring message of unknown type %r", message.get("type"))
@@ -177,7 +185,7 @@ class SSEConsumer(GatewayConsumer):
         self.channel_name = await self.channel_layer.new_channel()
         session_id = new_session_id()
         try:
-            self.record = await sync_to_async(McpSession.objects.open_for)(
+            self.record = await database_sync_to_async(McpSession.objects.open_for)(
                 credential.user,
                 limit=gateway_settings.MAX_SESSIONS_PER_USER,
                 id_hash=hash_session_id(session_id),
@@ -192,7 +200,6 @@ class SSEConsumer(GatewayConsumer):
             )
         except SessionLimitReached:
             raise TooManySessions() from None
-        self.sessions = McpSession.objects.filter(pk=self.record.pk)
         audit.record(
             AuditKind.SESSION_OPENED,
             user_id=credential.user.pk,
@@ -288,8 +295,7 @@ class SSEConsumer(GatewayConsumer):
             await anyio.sleep(gateway_settings.PING_INTERVAL)
             await self._write(sse.comment("ping"))
             if not await self._save_activity():
-                reason = await self.sessions.values_list("close_reason", flat=True).afirst()
-                raise SessionEnded(reason or CloseReason.REVOKED)
+                raise SessionEnded(CloseReason.REVOKED)  # closed elsewhere; the record keeps its own reason
             if idle_timeout is not None and (timezone.now() - self.actor.last_seen).total_seconds() > idle_timeout:
                 raise SessionEnded(CloseReason.EXPIRED)
 
@@ -311,11 +317,10 @@ class SSEConsumer(GatewayConsumer):
 
     async def _save_activity(self) -> bool:
         """Save new activity to the record; whether the record is still open."""
-        changes = self.actor.pending_activity()
-        still_open = self.sessions.filter(closed_at__isnull=True)
-        if changes:
-            return await still_open.aupdate(**changes) == 1
-        return await still_open.aexists()
+        assert self.record is not None
+        return await database_sync_to_async(McpSession.objects.record_activity)(
+            self.record.pk, self.actor.pending_activity()
+        )
 
     async def _finish(self, reason: str) -> None:
         """End the session once: stop its task, close its record, end the response."""
@@ -327,10 +332,9 @@ class SSEConsumer(GatewayConsumer):
             await asyncio.gather(self._task, return_exceptions=True)
         self.flow.release()
         # Closed elsewhere already (revoked), the record keeps that time and reason.
-        changes = self.actor.pending_activity() or {}
-        closing = self.sessions.filter(closed_at__isnull=True)
-        if not await closing.aupdate(closed_at=timezone.now(), close_reason=reason, **changes) and changes:
-            await self.sessions.aupdate(**changes)
+        reason = await database_sync_to_async(McpSession.objects.close)(
+            self.record.pk, reason, self.actor.pending_activity()
+        )
         audit.record(
             AuditKind.SESSION_CLOSED,
             user_id=self.record.user_id,

@@ -25,6 +25,22 @@ from .models import AccessToken, AuditEvent, McpSession
 from .revocation import revoke
 
 
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Records the gateway writes: viewable, never added, edited or deleted by hand.
+
+    (Deleting a live session's record would orphan its stream; old records age out with clear_mcp_sessions.)
+    """
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
 class StateFilter(admin.SimpleListFilter):
     title = _("state")
     parameter_name = "state"
@@ -60,7 +76,7 @@ class TokenStateFilter(admin.SimpleListFilter):
 
 
 @admin.register(McpSession)
-class McpSessionAdmin(admin.ModelAdmin):
+class McpSessionAdmin(ReadOnlyAdmin):
     list_display = (
         "ref",
         "user_link",
@@ -144,16 +160,6 @@ class McpSessionAdmin(admin.ModelAdmin):
         }
         return TemplateResponse(request, "admin/mcp_sessions/mcpsession/revoke_confirmation.html", context)
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: McpSession | None = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: McpSession | None = None) -> bool:
-        # Deleting a live record would orphan its stream; closed ones age out by retention.
-        return False
-
 
 @admin.register(AccessToken)
 class AccessTokenAdmin(admin.ModelAdmin):
@@ -228,7 +234,7 @@ class AccessTokenAdmin(admin.ModelAdmin):
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin):
+class AuditEventAdmin(ReadOnlyAdmin):
     """The audit trail, read-only."""
 
     list_display = ("created_at", "kind", "user", "remote_addr", "session_ref", "detail")
@@ -237,12 +243,3 @@ class AuditEventAdmin(admin.ModelAdmin):
     search_fields = ("user__username", "user__email", "session_ref", "remote_addr")
     date_hierarchy = "created_at"
     readonly_fields = list_display
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: AuditEvent | None = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: AuditEvent | None = None) -> bool:
-        return False

@@ -31,12 +31,15 @@ from .ids import (
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
-class AccessTokenQuerySet(models.QuerySet["AccessToken"]):
-    def for_user(self, user: Any) -> AccessTokenQuerySet:
+class OwnedQuerySet(models.QuerySet[Any]):
+    def for_user(self, user: Any) -> Any:
+        """Rows owned by ``user``; nobody else's ever leaves this queryset."""
         if not getattr(user, "is_authenticated", False):
             return self.none()
         return self.filter(user=user)
 
+
+class AccessTokenQuerySet(OwnedQuerySet):
     def usable(self) -> AccessTokenQuerySet:
         """Neither revoked nor expired, owned by an active user."""
         now = timezone.now()
@@ -126,13 +129,7 @@ class CloseReason(models.TextChoices):
     EXPIRED = "expired", _("Expired")
 
 
-class McpSessionQuerySet(models.QuerySet["McpSession"]):
-    def for_user(self, user: Any) -> McpSessionQuerySet:
-        """Sessions owned by ``user``; nobody else's ever leaves this queryset."""
-        if not getattr(user, "is_authenticated", False):
-            return self.none()
-        return self.filter(user=user)
-
+class McpSessionQuerySet(OwnedQuerySet):
     def open(self) -> McpSessionQuerySet:
         return self.filter(closed_at__isnull=True)
 
@@ -163,6 +160,20 @@ class McpSessionManager(models.Manager.from_queryset(McpSessionQuerySet)):  # ty
                 if self.filter(user=user).open().count() >= limit:
                     raise SessionLimitReached()
             return self.create(user=user, **fields)
+
+    def record_activity(self, pk: int, changes: dict[str, Any] | None) -> bool:
+        """Save a live session's new activity; whether its record is still open (not revoked meanwhile)."""
+        still_open = self.filter(pk=pk, closed_at__isnull=True)
+        return still_open.update(**changes) == 1 if changes else still_open.exists()
+
+    def close(self, pk: int, reason: str, changes: dict[str, Any] | None) -> str:
+        """Close the record for ``reason`` unless already closed; the reason it ends up with."""
+        changes = changes or {}
+        if self.filter(pk=pk, closed_at__isnull=True).update(closed_at=timezone.now(), close_reason=reason, **changes):
+            return reason
+        if changes:
+            self.filter(pk=pk).update(**changes)
+        return self.filter(pk=pk).values_list("close_reason", flat=True).first() or reason
 
 
 class McpSession(models.Model):

@@ -11,10 +11,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import pytest
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -120,6 +121,13 @@ def start_daphne(django_db_setup: None) -> Iterator[Callable[..., Daphne]]:
     yield start
     for server in servers:
         server.stop(signal.SIGKILL)
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx2.AsyncClient]:
+    """A plain HTTP client for requests the MCP client would never make."""
+    async with httpx2.AsyncClient(timeout=10) as client:
+        yield client
 
 
 def login_headers(user: Any, *, csrf: bool = True) -> dict[str, str]:

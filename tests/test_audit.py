@@ -27,12 +27,6 @@ SETTINGS = {
 }
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[httpx2.AsyncClient]:
-    async with httpx2.AsyncClient(timeout=10) as client:
-        yield client
-
-
 async def events(kind: str, within: float = 3.0) -> list[AuditEvent]:
     """The rows of ``kind``, waiting for the batch writer to store at least one."""
     with anyio.fail_after(within):

@@ -7,7 +7,6 @@ import json
 import re
 import signal
 import socket
-from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
@@ -21,12 +20,6 @@ from .clients import closed_session, handshake, jsonrpc, mcp_client, raw_stream
 pytestmark = pytest.mark.django_db(transaction=True)
 
 MiB = 1024 * 1024
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[httpx2.AsyncClient]:
-    async with httpx2.AsyncClient(timeout=10) as client:
-        yield client
 
 
 async def test_client_disconnect_closes_the_session_within_a_second(
@@ -191,3 +184,37 @@ async def test_idle_stream_gets_keepalive_pings_and_activity_is_saved(
         assert record.messages_in == 2 and record.messages_out == 1
         assert record.client_name == "raw-test" and record.protocol_version == "2025-11-25"
         assert record.last_seen_at > record.created_at
+
+
+async def test_workers_recover_when_the_database_drops_their_connections(
+    start_daphne: Any, http: httpx2.AsyncClient, alice_headers: dict[str, str]
+) -> None:
+    from django.conf import settings
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("needs PostgreSQL (DATABASE_ENGINE=postgresql), where connections can be terminated")
+    database = dict(settings.DATABASES["default"])
+    database["OPTIONS"] = {**database.get("OPTIONS", {}), "application_name": "mcp-recovery-test"}
+    server = start_daphne(overrides={"DATABASES": {"default": database}})
+    async with raw_stream(http, f"{server.url}/mcp/sse", alice_headers) as stream:
+        await handshake(http, server.url, stream, alice_headers)
+
+        def terminate_other_backends() -> int:
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE application_name = 'mcp-recovery-test'"
+                )
+                return cursor.fetchone()[0]
+
+        assert await asyncio.to_thread(terminate_other_backends) >= 1
+        statuses = []
+        for n in range(5):
+            response = await http.post(server.url + stream.endpoint, json=jsonrpc("ping", id=n), headers=alice_headers)
+            statuses.append(response.status_code)
+            if response.status_code == 202:
+                assert (await stream.next_message())["id"] == n
+                break
+        assert statuses[-1] == 202, statuses
+        assert set(statuses) <= {202, 503}, "a dropped connection must never surface as a 500"

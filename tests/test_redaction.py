@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx2
@@ -41,12 +40,6 @@ def test_filter_rewrites_the_formatted_message() -> None:
     record = logging.LogRecord("x", logging.INFO, __file__, 1, "POST %s", ("/m/?session_id=SECRET",), None)
     assert RedactSecretsFilter().filter(record) is True
     assert record.getMessage() == "POST /m/?session_id=[redacted]"
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[httpx2.AsyncClient]:
-    async with httpx2.AsyncClient(timeout=10) as client:
-        yield client
 
 
 @pytest.mark.django_db(transaction=True)

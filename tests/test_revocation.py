@@ -7,7 +7,7 @@ they close, as in production.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -31,12 +31,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture
 def server(start_daphne: Any, redis_settings: dict[str, Any]) -> Any:
     return start_daphne(overrides=redis_settings)
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[httpx2.AsyncClient]:
-    async with httpx2.AsyncClient(timeout=10) as client:
-        yield client
 
 
 def logged_in(user: Any) -> tuple[Client, dict[str, str]]:

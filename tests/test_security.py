@@ -189,12 +189,6 @@ CASES = [
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[httpx2.AsyncClient]:
-    async with httpx2.AsyncClient(timeout=10) as client:
-        yield client
-
-
-@pytest.fixture
 async def stream(daphne: Any, http: httpx2.AsyncClient, alice_headers: dict[str, str]) -> AsyncIterator[RawStream]:
     async with raw_stream(http, f"{daphne.url}/mcp/sse", alice_headers) as stream:
         await handshake(http, daphne.url, stream, alice_headers)
