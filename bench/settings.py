@@ -8,3 +8,6 @@ from demo.settings import DATABASES
 DATABASES["default"]["NAME"] = os.environ["BENCH_DB"]
 MCP_GATEWAY_SERVER = "bench.servers.mcp"
 LOGGING = {"version": 1, "disable_existing_loggers": False, "root": {"level": "WARNING"}}
+# Limits stay on, so their cost is measured, but high enough that one benchmark user never reaches them.
+MCP_GATEWAY_MAX_SESSIONS_PER_USER = 1_000_000
+MCP_GATEWAY_RATE_LIMIT = (1_000_000_000, 60)
