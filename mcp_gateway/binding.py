@@ -2,7 +2,7 @@
 
 A session ID proves nothing by itself (it travels in URLs and leaks into logs
 and Referer headers). Every request naming one is checked here against the
-record of who opened it. Unknown, closed and foreign sessions all raise the
+record of who opened it. Unknown, closed, lost (their worker missed its lease) and foreign sessions all raise the
 same :class:`SessionNotFound`, so a probe learns nothing; a foreign one is
 also recorded in the audit trail, without the ID.
 """
@@ -19,6 +19,7 @@ from mcp_sessions.models import AuditKind, McpSession
 
 from . import audit
 from .auth import Credential
+from .conf import gateway_settings
 from .exceptions import MalformedSessionId, MissingSessionId, SessionNotFound
 from .http import GatewayRequest
 
@@ -61,7 +62,12 @@ async def bind(
 
 def _lookup(session_id: str, user: Any, server: str, transport: str) -> tuple[Any, Any]:
     """The caller's matching open session, else (only then) whose it is: one thread hop for both."""
-    sessions = McpSession.objects.open().with_session_id(session_id).filter(server=server, transport=transport)
+    sessions = (
+        McpSession.objects.open()
+        .leased(gateway_settings.LEASE_TIMEOUT)
+        .with_session_id(session_id)
+        .filter(server=server, transport=transport)
+    )
     row = sessions.for_user(user).values_list("pk", "id_hash", "channel_name").first()
     foreign = None if row is not None else sessions.values_list("id_hash", "user_id").first()
     return row, foreign

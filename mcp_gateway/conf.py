@@ -47,6 +47,8 @@ DEFAULTS: dict[str, Any] = {
     "RATE_LIMIT": (600, 60),
     # Cache alias counting POSTs; must be shared by all workers (Redis, Memcached, database).
     "CACHE": "default",
+    # Seconds a worker may go without a heartbeat before its sessions count as lost (it beats every third).
+    "LEASE_TIMEOUT": 45.0,
     # Days a closed session's record is kept before clear_mcp_sessions deletes it.
     "SESSION_RETENTION_DAYS": 30,
     # Days audit events are kept before clear_mcp_sessions deletes them.

@@ -28,7 +28,7 @@ from channels.db import database_sync_to_async
 from channels.exceptions import ChannelFull, StopConsumer
 from channels.layers import get_channel_layer
 from channels.utils import await_many_dispatch
-from django.db import DatabaseError
+from django.db import DatabaseError, IntegrityError
 from django.utils import timezone
 from mcp.shared.message import SessionMessage
 from mcp_types import jsonrpc_message_adapter
@@ -47,6 +47,7 @@ from .csrf import check_csrf
 from .exceptions import GatewayError, InvalidMessage, ParseError, ServiceUnavailable, TooManySessions
 from .flow import FlowControl, flow_control_for
 from .http import SECURITY_HEADERS, GatewayRequest, Message, Receive, Send, send_error, send_response
+from .lease import lease
 from .ratelimit import check_rate
 
 if TYPE_CHECKING:
@@ -183,21 +184,30 @@ class SSEConsumer(GatewayConsumer):
         credential = await authenticate(self.request)
         self.user = credential.user
         self.channel_name = await self.channel_layer.new_channel()
+        worker_id = await lease.ensure()
         session_id = new_session_id()
+        fields = {
+            "limit": gateway_settings.MAX_SESSIONS_PER_USER,
+            "lease": gateway_settings.LEASE_TIMEOUT,
+            "id_hash": hash_session_id(session_id),
+            "server": self.mount.prefix,
+            "transport": Transport.SSE,
+            "channel_name": self.channel_name,
+            "worker_id": worker_id,
+            "remote_addr": self.request.client_ip,
+            "user_agent": self.request.user_agent[:400],
+            "origin": (self.request.origin or "")[:400],
+            "token_id": credential.token_id,
+            "login_session_hash": credential.login_session_hash,
+        }
+        open_for = database_sync_to_async(McpSession.objects.open_for)
         try:
-            self.record = await database_sync_to_async(McpSession.objects.open_for)(
-                credential.user,
-                limit=gateway_settings.MAX_SESSIONS_PER_USER,
-                id_hash=hash_session_id(session_id),
-                server=self.mount.prefix,
-                transport=Transport.SSE,
-                channel_name=self.channel_name,
-                remote_addr=self.request.client_ip,
-                user_agent=self.request.user_agent[:400],
-                origin=(self.request.origin or "")[:400],
-                token_id=credential.token_id,
-                login_session_hash=credential.login_session_hash,
-            )
+            try:
+                self.record = await open_for(credential.user, **fields)
+            except IntegrityError:
+                # This worker's row is gone (the database was restored or flushed): register again, once.
+                await lease.register()
+                self.record = await open_for(credential.user, **fields)
         except SessionLimitReached:
             raise TooManySessions() from None
         audit.record(

@@ -114,6 +114,23 @@ class AccessToken(models.Model):
         return "active"
 
 
+class Worker(models.Model):
+    """A gateway process that holds streams. Its heartbeat is the lease of every session it runs."""
+
+    id = models.CharField(_("id"), max_length=32, primary_key=True)
+    hostname = models.CharField(_("host"), max_length=200)
+    pid = models.PositiveIntegerField(_("process id"))
+    started_at = models.DateTimeField(_("started"), default=timezone.now)
+    heartbeat_at = models.DateTimeField(_("last heartbeat"), default=timezone.now, db_index=True)
+
+    class Meta:
+        verbose_name = _("gateway worker")
+        verbose_name_plural = _("gateway workers")
+
+    def __str__(self) -> str:
+        return f"{self.hostname}:{self.pid}"
+
+
 class Transport(models.TextChoices):
     SSE = "sse", _("HTTP+SSE")
     STREAMABLE_HTTP = "streamable_http", _("Streamable HTTP")
@@ -127,6 +144,7 @@ class CloseReason(models.TextChoices):
     STALLED = "stalled", _("Client stopped reading")
     REVOKED = "revoked", _("Revoked")
     EXPIRED = "expired", _("Expired")
+    WORKER_LOST = "worker_lost", _("Worker stopped answering")
 
 
 class McpSessionQuerySet(OwnedQuerySet):
@@ -135,6 +153,16 @@ class McpSessionQuerySet(OwnedQuerySet):
 
     def closed(self) -> McpSessionQuerySet:
         return self.filter(closed_at__isnull=False)
+
+    def leased(self, lease: float) -> McpSessionQuerySet:
+        """Sessions whose worker has sent a heartbeat within ``lease`` seconds (or that have no worker)."""
+        fresh = timezone.now() - timedelta(seconds=lease)
+        return self.filter(models.Q(worker__isnull=True) | models.Q(worker__heartbeat_at__gte=fresh))
+
+    def orphaned(self, lease: float) -> McpSessionQuerySet:
+        """Open sessions whose worker has missed its lease: it crashed or hangs."""
+        stale = timezone.now() - timedelta(seconds=lease)
+        return self.open().filter(models.Q(worker__heartbeat_at__lt=stale))
 
     def with_session_id(self, session_id: str) -> McpSessionQuerySet:
         """Match by the secret ID (hashed here); a malformed ID matches nothing."""
@@ -148,7 +176,7 @@ class SessionLimitReached(Exception):
 
 
 class McpSessionManager(models.Manager.from_queryset(McpSessionQuerySet)):  # type: ignore[misc]
-    def open_for(self, user: Any, *, limit: int | None, **fields: Any) -> McpSession:
+    def open_for(self, user: Any, *, limit: int | None, lease: float, **fields: Any) -> McpSession:
         """Record a new session for ``user``, unless they already have ``limit`` open ones.
 
         Counting and inserting happen in one transaction with the user's row
@@ -157,7 +185,7 @@ class McpSessionManager(models.Manager.from_queryset(McpSessionQuerySet)):  # ty
         with transaction.atomic():
             if limit is not None:
                 get_user_model()._default_manager.select_for_update().filter(pk=user.pk).exists()
-                if self.filter(user=user).open().count() >= limit:
+                if self.filter(user=user).open().leased(lease).count() >= limit:
                     raise SessionLimitReached()
             return self.create(user=user, **fields)
 
@@ -188,6 +216,15 @@ class McpSession(models.Model):
     transport = models.CharField(_("transport"), max_length=20, choices=Transport.choices)
     channel_name = models.CharField(
         _("channel"), max_length=200, editable=False, help_text=_("Channel-layer address of the live stream.")
+    )
+    worker = models.ForeignKey(
+        Worker,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="sessions",
+        verbose_name=_("worker"),
+        help_text=_("The process running the session; its heartbeat is the session's lease."),
     )
     client_name = models.CharField(_("client name"), max_length=200, blank=True)
     client_version = models.CharField(_("client version"), max_length=100, blank=True)

@@ -139,7 +139,10 @@ async def test_no_task_is_left_behind_after_disconnects(
     async def tasks() -> int:
         return json.loads((await http.get(f"{daphne.url}/_test/tasks")).content)["tasks"]
 
-    # Wait for sessions of earlier tests to finish closing before taking the baseline.
+    # One session first, so the worker's lease heartbeat (one task per process, for good) is already running;
+    # then wait for sessions of earlier tests to finish closing before taking the baseline.
+    async with raw_stream(http, f"{daphne.url}/mcp/sse", alice_headers):
+        pass
     with anyio.fail_after(5):
         while await McpSession.objects.open().aexists():
             await anyio.sleep(0.05)

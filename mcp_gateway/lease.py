@@ -1,0 +1,81 @@
+"""Worker leases: noticing that the process holding a session died.
+
+A session runs in the worker that holds its stream. If that worker is killed
+(SIGKILL, OOM, a lost machine) nothing runs its cleanup, so each worker keeps
+a lease instead: a row in :class:`~mcp_sessions.models.Worker` whose heartbeat
+it renews every third of ``MCP_GATEWAY_LEASE_TIMEOUT``. Sessions name their
+worker. Once a worker misses its lease:
+
+- binding treats its sessions as gone, so POSTs to them get 404 and clients
+  open a new session on a live worker;
+- every live worker's heartbeat sweeps them closed (``worker_lost``), which
+  also frees the user's session slots.
+
+One heartbeat per worker, not per session: the database load does not grow
+with the number of streams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import uuid
+from datetime import timedelta
+
+from channels.db import database_sync_to_async
+from django.utils import timezone
+
+from mcp_sessions.models import CloseReason, McpSession, Worker
+from mcp_sessions.revocation import revoke
+
+from .conf import gateway_settings
+
+logger = logging.getLogger("mcp_gateway")
+
+# Worker rows that stopped beating this long ago, with no open session left, are deleted.
+FORGET_AFTER = timedelta(days=1)
+
+
+class WorkerLease:
+    def __init__(self) -> None:
+        self.worker_id = uuid.uuid4().hex
+        self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+
+    async def ensure(self) -> str:
+        """This process's worker id, registering it and starting its heartbeat the first time."""
+        if self._task is None or self._task.done():
+            async with self._lock:
+                if self._task is None or self._task.done():
+                    await self.register()
+                    self._task = asyncio.get_running_loop().create_task(self._heartbeat())
+        return self.worker_id
+
+    async def register(self) -> None:
+        """Write this worker's row now (again, if the database lost it)."""
+        await database_sync_to_async(self._beat_once)()
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(gateway_settings.LEASE_TIMEOUT / 3)
+            try:
+                await database_sync_to_async(self._beat_once)()
+            except Exception:
+                logger.exception("Worker heartbeat failed; retrying")
+
+    def _beat_once(self) -> None:
+        now = timezone.now()
+        if not Worker.objects.filter(pk=self.worker_id).update(heartbeat_at=now):
+            Worker.objects.get_or_create(
+                id=self.worker_id, defaults={"hostname": socket.gethostname()[:200], "pid": os.getpid()}
+            )
+        orphans = McpSession.objects.orphaned(gateway_settings.LEASE_TIMEOUT)
+        if closed := revoke(orphans, reason=CloseReason.WORKER_LOST):
+            logger.warning("Closed %d session(s) of workers that missed their lease", closed)
+        busy = McpSession.objects.open().filter(worker__isnull=False).values("worker_id")
+        Worker.objects.filter(heartbeat_at__lt=now - FORGET_AFTER).exclude(pk__in=busy).delete()
+
+
+lease = WorkerLease()
