@@ -184,32 +184,8 @@ class SSEConsumer(GatewayConsumer):
         credential = await authenticate(self.request)
         self.user = credential.user
         self.channel_name = await self.channel_layer.new_channel()
-        worker_id = await lease.ensure()
         session_id = new_session_id()
-        fields = {
-            "limit": gateway_settings.MAX_SESSIONS_PER_USER,
-            "lease": gateway_settings.LEASE_TIMEOUT,
-            "id_hash": hash_session_id(session_id),
-            "server": self.mount.prefix,
-            "transport": Transport.SSE,
-            "channel_name": self.channel_name,
-            "worker_id": worker_id,
-            "remote_addr": self.request.client_ip,
-            "user_agent": self.request.user_agent[:400],
-            "origin": (self.request.origin or "")[:400],
-            "token_id": credential.token_id,
-            "login_session_hash": credential.login_session_hash,
-        }
-        open_for = database_sync_to_async(McpSession.objects.open_for)
-        try:
-            try:
-                self.record = await open_for(credential.user, **fields)
-            except IntegrityError:
-                # This worker's row is gone (the database was restored or flushed): register again, once.
-                await lease.register()
-                self.record = await open_for(credential.user, **fields)
-        except SessionLimitReached:
-            raise TooManySessions() from None
+        self.record = await self._open_record(credential, session_id)
         audit.record(
             AuditKind.SESSION_OPENED,
             user_id=credential.user.pk,
@@ -243,6 +219,33 @@ class SSEConsumer(GatewayConsumer):
         await self._write(sse.event("endpoint", self.mount.messages_url(self.scope, session_id)))
         self._task = asyncio.create_task(self._run(self._deadline(credential)))
         return [functools.partial(self.channel_layer.receive, self.channel_name)]
+
+    async def _open_record(self, credential: Any, session_id: str) -> McpSession:
+        """The session's record, bound to the caller and to this worker; 429 over the user's limit."""
+        fields = {
+            "limit": gateway_settings.MAX_SESSIONS_PER_USER,
+            "lease": gateway_settings.LEASE_TIMEOUT,
+            "id_hash": hash_session_id(session_id),
+            "server": self.mount.prefix,
+            "transport": Transport.SSE,
+            "channel_name": self.channel_name,
+            "worker_id": await lease.ensure(),
+            "remote_addr": self.request.client_ip,
+            "user_agent": self.request.user_agent[:400],
+            "origin": (self.request.origin or "")[:400],
+            "token_id": credential.token_id,
+            "login_session_hash": credential.login_session_hash,
+        }
+        open_for = database_sync_to_async(McpSession.objects.open_for)
+        try:
+            try:
+                return await open_for(credential.user, **fields)
+            except IntegrityError:
+                # This worker's row is gone (the database was restored or flushed): register again, once.
+                await lease.register()
+                return await open_for(credential.user, **fields)
+        except SessionLimitReached:
+            raise TooManySessions() from None
 
     async def stop(self) -> None:
         if self.record is not None:
