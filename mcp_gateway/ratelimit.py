@@ -12,6 +12,7 @@ import math
 import time
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.core.cache import caches
 
 from .conf import gateway_settings
@@ -27,14 +28,18 @@ async def check_rate(user: Any) -> None:
     now = time.time()
     bucket = int(now // window)
     key = f"mcp_gateway:rate:{user.pk}:{window}:{bucket}"
-    cache = caches[gateway_settings.CACHE]
-    if await cache.aadd(key, 1, timeout=int(window) + 1):
-        count = 1
-    else:
-        try:
-            count = await cache.aincr(key)
-        except ValueError:  # expired between add and incr: a new window
-            await cache.aset(key, 1, timeout=int(window) + 1)
-            count = 1
+    count = await sync_to_async(_count)(gateway_settings.CACHE, key, int(window) + 1)
     if count > allowed:
         raise TooManyRequests(retry_after=max(1, math.ceil((bucket + 1) * window - now)))
+
+
+def _count(alias: str, key: str, timeout: int) -> int:
+    """Add one to the window's counter: add-then-incr in one thread hop, not one per cache call."""
+    cache = caches[alias]
+    if cache.add(key, 1, timeout=timeout):
+        return 1
+    try:
+        return cache.incr(key)
+    except ValueError:  # expired between add and incr: a new window
+        cache.set(key, 1, timeout=timeout)
+        return 1
