@@ -18,6 +18,8 @@ from collections import Counter
 from typing import Any
 
 from channels.db import database_sync_to_async
+from django.contrib.auth import get_user_model
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from mcp_sessions.models import AuditEvent, AuditKind
@@ -103,7 +105,17 @@ def _write(events: list[AuditEvent]) -> None:
     now = timezone.now()
     for event in events:
         event.created_at = min(event.created_at, now)
-    AuditEvent.objects.bulk_create(events)
+    try:
+        with transaction.atomic():
+            AuditEvent.objects.bulk_create(events)
+    except IntegrityError:
+        # A user was deleted while their events were queued: keep the events, without the user.
+        user_ids = {event.user_id for event in events if event.user_id is not None}
+        existing = set(get_user_model()._default_manager.filter(pk__in=user_ids).values_list("pk", flat=True))
+        for event in events:
+            if event.user_id not in existing:
+                event.user_id = None
+        AuditEvent.objects.bulk_create(events)
 
 
 trail = AuditTrail()

@@ -47,6 +47,10 @@ DEFAULTS: dict[str, Any] = {
     "RATE_LIMIT": (600, 60),
     # Cache alias counting POSTs; must be shared by all workers (Redis, Memcached, database).
     "CACHE": "default",
+    # Seconds a stream ticket stays valid.
+    "TICKET_LIFETIME": 60.0,
+    # Require a ticket for every stream opened by a browser (a GET carrying an Origin header).
+    "REQUIRE_TICKET_FOR_BROWSERS": False,
     # Seconds a worker may go without a heartbeat before its sessions count as lost (it beats every third).
     "LEASE_TIMEOUT": 45.0,
     # Days a closed session's record is kept before clear_mcp_sessions deletes it.

@@ -46,9 +46,10 @@ from .context import GatewayRequestContext
 from .csrf import check_csrf
 from .exceptions import GatewayError, InvalidMessage, ParseError, ServiceUnavailable, TooManySessions
 from .flow import FlowControl, flow_control_for
-from .http import SECURITY_HEADERS, GatewayRequest, Message, Receive, Send, send_error, send_response
+from .http import SECURITY_HEADERS, GatewayRequest, Message, Receive, Send, json_bytes, send_error, send_response
 from .lease import lease
 from .ratelimit import check_rate
+from .tickets import issue_ticket, stream_credential
 
 if TYPE_CHECKING:
     from .routing import Mount
@@ -171,6 +172,22 @@ class MessagesConsumer(GatewayConsumer):
         await send_response(self.send, 202, b"", content_type=None)
 
 
+class TicketsConsumer(GatewayConsumer):
+    """``POST <prefix>tickets``: issue a stream ticket to an authenticated caller (201)."""
+
+    async def http_request(self, message: Message) -> None:
+        if message.get("more_body"):
+            return  # the body carries nothing; the guards bound its size
+        credential = await authenticate(self.request)
+        self.user = credential.user
+        await check_rate(credential.user)
+        check_csrf(self.request, credential)
+        ticket = await issue_ticket(self.request, credential)
+        body = {"ticket": ticket, "expires_in": gateway_settings.TICKET_LIFETIME}
+        await send_response(self.send, 201, json_bytes(body))
+        raise StopConsumer()
+
+
 class SSEConsumer(GatewayConsumer):
     """``GET <prefix>sse``: open a session bound to the caller and stream it."""
 
@@ -181,7 +198,7 @@ class SSEConsumer(GatewayConsumer):
     _closed = False
 
     async def start(self) -> list[Callable[[], Awaitable[Message]]]:
-        credential = await authenticate(self.request)
+        credential = await stream_credential(self.request)
         self.user = credential.user
         self.channel_name = await self.channel_layer.new_channel()
         session_id = new_session_id()

@@ -76,6 +76,19 @@ class InvalidToken(AuthenticationRequired):
     message = "Invalid bearer token"
 
 
+class InvalidTicket(AuthenticationRequired):
+    """A stream ticket that is unknown, used, expired, or asked for from another origin."""
+
+    audit_kind = "invalid_ticket"
+    reason = "invalid_ticket"
+    message = "Invalid stream ticket"
+
+
+class TicketRequired(AuthenticationRequired):
+    reason = "ticket_required"
+    message = "Browsers must open streams with a ticket (POST tickets first)"
+
+
 class Forbidden(GatewayError):
     status = 403
     reason = "forbidden"

@@ -24,7 +24,7 @@ from django.core.exceptions import ImproperlyConfigured
 from mcp.server.lowlevel import Server
 
 from .conf import gateway_settings
-from .consumers import MessagesConsumer, SSEConsumer
+from .consumers import MessagesConsumer, SSEConsumer, TicketsConsumer
 from .exceptions import MethodNotAllowed, NotFound
 from .guards import DEFAULT_GUARDS, guard
 from .http import ASGIApp, Receive, Scope, Send, send_error
@@ -32,6 +32,7 @@ from .servers import resolve_server
 
 SSE_PATH = "sse"
 MESSAGES_PATH = "messages/"
+TICKETS_PATH = "tickets"
 
 
 def _route_path(scope: Scope) -> str:
@@ -70,6 +71,7 @@ class MountApplication:
         self.routes: dict[str, tuple[tuple[str, ...], ASGIApp]] = {
             SSE_PATH: (("GET",), SSEConsumer.as_asgi(mount=mount)),
             MESSAGES_PATH: (("POST",), MessagesConsumer.as_asgi(mount=mount)),
+            TICKETS_PATH: (("POST",), TicketsConsumer.as_asgi(mount=mount)),
         }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -51,3 +51,16 @@ def is_token_shaped(token: str) -> bool:
 
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("ascii")).hexdigest()
+
+
+# Stream tickets: "mst_" + 43 random url-safe characters, stored hashed, single use.
+TICKET_TAG = "mst_"
+_TICKET_RE = re.compile(r"mst_[A-Za-z0-9_-]{43}")
+
+
+def new_ticket() -> str:
+    return TICKET_TAG + secrets.token_urlsafe(SESSION_ID_BYTES)
+
+
+def is_ticket_shaped(ticket: str) -> bool:
+    return _TICKET_RE.fullmatch(ticket) is not None

@@ -22,8 +22,10 @@ from .ids import (
     TOKEN_PREFIX_LENGTH,
     hash_session_id,
     hash_token,
+    is_ticket_shaped,
     is_token_shaped,
     is_well_formed,
+    new_ticket,
     new_token,
     public_ref,
 )
@@ -286,6 +288,7 @@ class AuditKind(models.TextChoices):
     ORIGIN_REFUSED = "origin_refused", _("Origin refused")
     HOST_REFUSED = "host_refused", _("Host refused")
     INVALID_TOKEN = "invalid_token", _("Invalid or revoked token")
+    INVALID_TICKET = "invalid_ticket", _("Invalid, used or expired stream ticket")
     CSRF_FAILED = "csrf_failed", _("CSRF check failed")
     RATE_LIMITED = "rate_limited", _("Rate limited")
     SESSION_LIMIT = "session_limit", _("Session limit reached")
@@ -320,3 +323,62 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} at {self.created_at:%Y-%m-%d %H:%M:%S}"
+
+
+class StreamTicketManager(models.Manager["StreamTicket"]):
+    def issue(self, user: Any, *, origin: str, lifetime: float, token_id: int | None, login_session_hash: str) -> str:
+        """A new ticket for ``user``, bound to ``origin`` (possibly empty); returned once, stored hashed.
+
+        It remembers the credential that asked for it, so that logging out or
+        revoking that token also ends the stream the ticket opens.
+        """
+        secret = new_ticket()
+        self.create(
+            user=user,
+            ticket_hash=hash_token(secret),
+            origin=origin,
+            expires_at=timezone.now() + timedelta(seconds=lifetime),
+            token_id=token_id,
+            login_session_hash=login_session_hash,
+        )
+        return secret
+
+    def redeem(self, secret: str, origin: str) -> StreamTicket | None:
+        """A valid, unused, unexpired ticket asked for from ``origin``, now used up; else None."""
+        if not is_ticket_shaped(secret):
+            return None
+        now = timezone.now()
+        usable = self.filter(ticket_hash=hash_token(secret), used_at__isnull=True, expires_at__gt=now)
+        ticket = usable.select_related("user", "token").first()
+        if ticket is None or not hmac.compare_digest(ticket.origin, origin) or not ticket.user.is_active:
+            return None
+        if ticket.token is not None and ticket.token.state != "active":
+            return None
+        # The conditional update is what makes a ticket single-use under concurrency.
+        if not usable.filter(pk=ticket.pk).update(used_at=now):
+            return None
+        return ticket
+
+
+class StreamTicket(models.Model):
+    """A short-lived, single-use credential for opening one stream (what a browser's EventSource can carry)."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+", verbose_name=_("user")
+    )
+    ticket_hash = models.CharField(_("ticket hash"), max_length=64, unique=True, editable=False)
+    origin = models.CharField(_("origin"), max_length=400, blank=True)
+    token = models.ForeignKey(AccessToken, on_delete=models.CASCADE, null=True, blank=True, related_name="+")
+    login_session_hash = models.CharField(max_length=64, blank=True, editable=False)
+    created_at = models.DateTimeField(_("created"), default=timezone.now)
+    expires_at = models.DateTimeField(_("expires"), db_index=True)
+    used_at = models.DateTimeField(_("used"), null=True, blank=True)
+
+    objects = StreamTicketManager()
+
+    class Meta:
+        verbose_name = _("MCP stream ticket")
+        verbose_name_plural = _("MCP stream tickets")
+
+    def __str__(self) -> str:
+        return f"stream ticket for {self.user} ({'used' if self.used_at else 'unused'})"

@@ -160,3 +160,16 @@ def test_clear_mcp_sessions_drops_old_audit_events(alice: Any) -> None:
     call_command("clear_mcp_sessions", stdout=StringIO())
     assert AuditEvent.objects.count() == 1
     assert not AccessToken.objects.exists()
+
+
+def test_events_of_a_user_deleted_meanwhile_are_kept_without_the_user(alice: Any, bob: Any) -> None:
+    from mcp_gateway.audit import _write
+
+    events = [
+        AuditEvent(kind=AuditKind.SESSION_CLOSED, user_id=alice.pk, session_ref="a" * 12),
+        AuditEvent(kind=AuditKind.CSRF_FAILED, user_id=bob.pk),
+    ]
+    alice.delete()
+    _write(events)
+    stored = {e.kind: e.user_id for e in AuditEvent.objects.all()}
+    assert stored == {AuditKind.SESSION_CLOSED: None, AuditKind.CSRF_FAILED: bob.pk}

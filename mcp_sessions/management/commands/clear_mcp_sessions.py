@@ -7,7 +7,7 @@ from django.core.management.base import BaseCommand, CommandParser
 from django.utils import timezone
 
 from mcp_gateway.conf import gateway_settings
-from mcp_sessions.models import AuditEvent, McpSession
+from mcp_sessions.models import AuditEvent, McpSession, StreamTicket
 
 
 class Command(BaseCommand):
@@ -28,3 +28,5 @@ class Command(BaseCommand):
         audit_cutoff = timezone.now() - timedelta(days=audit_days)
         events, _ = AuditEvent.objects.filter(created_at__lt=audit_cutoff).delete()
         self.stdout.write(f"Deleted {events} audit event(s) older than {audit_days:g} days.")
+        tickets, _ = StreamTicket.objects.filter(expires_at__lt=timezone.now()).delete()
+        self.stdout.write(f"Deleted {tickets} expired stream ticket(s).")

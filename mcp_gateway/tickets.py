@@ -1,0 +1,55 @@
+"""Stream tickets: opening a stream with a short-lived, single-use credential.
+
+A browser's ``EventSource`` cannot send headers, and a session ID in a URL is
+no credential. So a page first asks ``POST <prefix>tickets`` (with its login
+cookie and CSRF token, or a bearer token) for a ticket, then opens
+``GET <prefix>sse?ticket=…``. A ticket is 256 random bits, stored hashed,
+valid ``MCP_GATEWAY_TICKET_LIFETIME`` seconds, usable once, and bound to the
+user and to the Origin that asked for it, so a stolen or replayed one is
+refused (401, and an audit row).
+"""
+
+from __future__ import annotations
+
+from channels.db import database_sync_to_async
+
+from mcp_sessions.models import StreamTicket
+
+from .auth import Credential, authenticate
+from .conf import gateway_settings
+from .exceptions import InvalidTicket, TicketRequired
+from .http import GatewayRequest
+
+CHALLENGE = [(b"www-authenticate", b'Ticket realm="mcp", error="invalid_ticket"')]
+
+
+async def issue_ticket(request: GatewayRequest, credential: Credential) -> str:
+    return await database_sync_to_async(StreamTicket.objects.issue)(
+        credential.user,
+        origin=request.origin or "",
+        lifetime=gateway_settings.TICKET_LIFETIME,
+        token_id=credential.token_id,
+        login_session_hash=credential.login_session_hash,
+    )
+
+
+async def stream_credential(request: GatewayRequest) -> Credential:
+    """Who opens a stream: the ticket if the URL has one, else the usual authenticators."""
+    values = request.query.get("ticket")
+    if values is None:
+        if gateway_settings.REQUIRE_TICKET_FOR_BROWSERS and request.origin is not None:
+            raise TicketRequired(headers=CHALLENGE)
+        return await authenticate(request)
+    ticket = None
+    if len(values) == 1:
+        ticket = await database_sync_to_async(StreamTicket.objects.redeem)(values[0], request.origin or "")
+    if ticket is None:
+        raise InvalidTicket(headers=CHALLENGE)
+    return Credential(
+        user=ticket.user,
+        scheme="ticket",
+        ambient=False,
+        token_id=ticket.token_id,
+        expires_at=ticket.token.expires_at if ticket.token else None,
+        login_session_hash=ticket.login_session_hash,
+    )
