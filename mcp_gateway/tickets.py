@@ -5,8 +5,11 @@ no credential. So a page first asks ``POST <prefix>tickets`` (with its login
 cookie and CSRF token, or a bearer token) for a ticket, then opens
 ``GET <prefix>sse?ticket=…``. A ticket is 256 random bits, stored hashed,
 valid ``MCP_GATEWAY_TICKET_LIFETIME`` seconds, usable once, and bound to the
-user and to the Origin that asked for it, so a stolen or replayed one is
-refused (401, and an audit row).
+user and to the Origin that asked for it: presented with another ``Origin``
+(a page elsewhere), replayed, or expired, it is refused (401, and an audit
+row). Presented with no Origin it is accepted: browsers send none on a
+same-origin ``EventSource``, and a client that is not a browser could claim
+any Origin anyway.
 """
 
 from __future__ import annotations

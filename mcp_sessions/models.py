@@ -344,13 +344,20 @@ class StreamTicketManager(models.Manager["StreamTicket"]):
         return secret
 
     def redeem(self, secret: str, origin: str) -> StreamTicket | None:
-        """A valid, unused, unexpired ticket asked for from ``origin``, now used up; else None."""
+        """A valid, unused, unexpired ticket, now used up; else None.
+
+        A ticket asked for from an origin is refused when presented with another
+        ``Origin``. One presented with none is accepted: browsers send no Origin on
+        a same-origin ``EventSource``, while cross-origin ones always carry it.
+        """
         if not is_ticket_shaped(secret):
             return None
         now = timezone.now()
         usable = self.filter(ticket_hash=hash_token(secret), used_at__isnull=True, expires_at__gt=now)
         ticket = usable.select_related("user", "token").first()
-        if ticket is None or not hmac.compare_digest(ticket.origin, origin) or not ticket.user.is_active:
+        if ticket is None or not ticket.user.is_active:
+            return None
+        if ticket.origin and origin and not hmac.compare_digest(ticket.origin, origin):
             return None
         if ticket.token is not None and ticket.token.state != "active":
             return None
