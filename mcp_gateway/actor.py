@@ -29,7 +29,6 @@ from mcp_types import (
     JSONRPCRequest,
     JSONRPCResponse,
     RequestId,
-    jsonrpc_message_adapter,
 )
 
 from .context import GatewayRequestContext
@@ -86,8 +85,8 @@ class SessionActor:
             self._in_recv.close()
             self._in_send.close()
 
-    async def deliver(self, body: bytes, headers: Mapping[str, str]) -> None:
-        """Hand one client message (already validated by the POST handler) to the server.
+    async def deliver(self, message: JSONRPCMessage, headers: Mapping[str, str]) -> None:
+        """Hand one client message to the server.
 
         Waits when the inbound queue is full, which in turn fills the session's
         channel and makes further POSTs answer 503 instead of losing messages.
@@ -95,7 +94,6 @@ class SessionActor:
         with a JSON-RPC error: every request in progress may hold a result in
         memory, so their number is what bounds a session's memory.
         """
-        message = jsonrpc_message_adapter.validate_json(body, by_name=False)
         self._observe_inbound(message)
         context = dataclasses.replace(self.context, headers=dict(headers))
         metadata = ServerMessageMetadata(request_context=context)

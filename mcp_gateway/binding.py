@@ -14,13 +14,14 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 
-from mcp_sessions.ids import is_well_formed, public_ref
+from mcp_sessions.ids import hash_session_id, is_well_formed, public_ref
 from mcp_sessions.models import AuditKind, McpSession
 
 from . import audit
 from .auth import Credential
 from .conf import gateway_settings
-from .exceptions import MalformedSessionId, MissingSessionId, SessionNotFound
+from .events import EventId
+from .exceptions import InvalidEventId, MalformedSessionId, MissingSessionId, SessionNotFound
 from .http import GatewayRequest
 
 
@@ -41,11 +42,55 @@ def session_id_from_query(request: GatewayRequest) -> str:
     return values[0]
 
 
+def session_id_from_header(request: GatewayRequest) -> str | None:
+    """The ``Mcp-Session-Id`` header (Streamable HTTP): None if absent, 400 if malformed."""
+    value = request.headers.get("mcp-session-id")
+    if value is None:
+        return None
+    if not is_well_formed(value):
+        raise MalformedSessionId()
+    return value
+
+
+def last_event_id(request: GatewayRequest) -> EventId | None:
+    """Where a resuming stream picks up: the ``Last-Event-ID`` header, or ``last_event_id`` in the query.
+
+    The query form is for browsers: an ``EventSource`` sends the header only
+    on its own reconnections, so a page resuming with a fresh ticket opens a
+    new one with ``?ticket=…&last_event_id=…``.
+    """
+    value = request.headers.get("last-event-id")
+    if value is None:
+        values = request.query.get("last_event_id")
+        if not values:
+            return None
+        if len(values) > 1:
+            raise InvalidEventId()
+        value = values[0]
+    event_id = EventId.parse(value)
+    if event_id is None:
+        raise InvalidEventId()
+    return event_id
+
+
 async def bind(
     request: GatewayRequest, credential: Credential, session_id: str, *, server: str, transport: str
 ) -> BoundSession:
     """The caller's open session with this ID on this server, or :class:`SessionNotFound`."""
-    row, foreign = await database_sync_to_async(_lookup)(session_id, credential.user, server, transport)
+    return await _bind(request, credential, {"id_hash": hash_session_id(session_id)}, server, transport)
+
+
+async def bind_ref(
+    request: GatewayRequest, credential: Credential, ref: str, *, server: str, transport: str
+) -> BoundSession:
+    """The caller's open session whose public reference is ``ref`` (a resuming stream names it so)."""
+    return await _bind(request, credential, {"id_hash__startswith": ref}, server, transport)
+
+
+async def _bind(
+    request: GatewayRequest, credential: Credential, match: dict[str, str], server: str, transport: str
+) -> BoundSession:
+    row, foreign = await database_sync_to_async(_lookup)(match, credential.user, server, transport)
     if row is not None:
         pk, id_hash, channel_name = row
         return BoundSession(pk=pk, ref=public_ref(id_hash), channel_name=channel_name)
@@ -60,13 +105,12 @@ async def bind(
     raise SessionNotFound()
 
 
-def _lookup(session_id: str, user: Any, server: str, transport: str) -> tuple[Any, Any]:
+def _lookup(match: dict[str, str], user: Any, server: str, transport: str) -> tuple[Any, Any]:
     """The caller's matching open session, else (only then) whose it is: one thread hop for both."""
     sessions = (
         McpSession.objects.open()
         .leased(gateway_settings.LEASE_TIMEOUT)
-        .with_session_id(session_id)
-        .filter(server=server, transport=transport)
+        .filter(server=server, transport=transport, **match)
     )
     row = sessions.for_user(user).values_list("pk", "id_hash", "channel_name").first()
     foreign = None if row is not None else sessions.values_list("id_hash", "user_id").first()

@@ -35,6 +35,10 @@ DEFAULTS: dict[str, Any] = {
     "MAX_REQUESTS_IN_FLIGHT": 32,
     # Client messages a session may have waiting for the MCP server.
     "INBOUND_QUEUE_SIZE": 64,
+    # Events kept per session for clients resuming a dropped stream with Last-Event-ID.
+    "EVENT_BUFFER_SIZE": 100,
+    # Seconds an HTTP+SSE session waits for its dropped stream to be resumed before it is closed.
+    "RESUME_TIMEOUT": 30.0,
     # Seconds a stream may stay unwritable before it is closed as stalled.
     "STALL_TIMEOUT": 10.0,
     # Seconds without a client message before a session is closed; None: never.

@@ -1,15 +1,16 @@
-"""Channels consumers for the HTTP+SSE transport.
+"""Channels consumers for the HTTP+SSE transport, and what all transports share.
 
-- :class:`SSEConsumer` (``GET <prefix>sse``) authenticates the caller, records
-  a session bound to them, and runs that session's MCP server in this worker
-  (:class:`~mcp_gateway.actor.SessionActor`). Its channel-layer address is
-  stored with the record: that is how client messages reach it.
+- :class:`SSEConsumer` (``GET <prefix>sse``) authenticates the caller, opens
+  a session bound to them in this worker (a
+  :class:`~mcp_gateway.runtime.SessionHost`, whose inbox address is stored with
+  the record) and carries its stream; or, given ``Last-Event-ID``, resumes the
+  caller's session on this connection.
 - :class:`MessagesConsumer` (``POST <prefix>messages/``) is a stateless
   forwarder: authenticate, check CSRF, bind the session ID to the caller,
   validate the message, send it to the session's channel, answer 202. It keeps
   no per-process state, so it may run on any worker.
 
-Handlers never block: the stream itself runs in its own task, so
+Handlers never block: the session runs in its own task, so
 ``http.disconnect`` and channel-layer messages are handled as they come.
 """
 
@@ -19,8 +20,7 @@ import asyncio
 import functools
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from channels.consumer import AsyncConsumer, get_handler_name
@@ -28,26 +28,29 @@ from channels.db import database_sync_to_async
 from channels.exceptions import ChannelFull, StopConsumer
 from channels.layers import get_channel_layer
 from channels.utils import await_many_dispatch
-from django.db import DatabaseError, IntegrityError
-from django.utils import timezone
-from mcp.shared.message import SessionMessage
+from django.db import DatabaseError
 from mcp_types import jsonrpc_message_adapter
 from pydantic import ValidationError
 
-from mcp_sessions.ids import hash_session_id, new_session_id
-from mcp_sessions.models import AuditKind, CloseReason, McpSession, SessionLimitReached, Transport
+from mcp_sessions.models import CloseReason, McpSession, Transport
 
-from . import audit, sse
-from .actor import SessionActor
+from . import audit, runtime, sse
 from .auth import authenticate
-from .binding import bind, session_id_from_query
+from .binding import bind, bind_ref, last_event_id, session_id_from_query
 from .conf import gateway_settings
-from .context import GatewayRequestContext
 from .csrf import check_csrf
-from .exceptions import GatewayError, InvalidMessage, ParseError, ServiceUnavailable, TooManySessions
+from .events import MAIN_STREAM, Event
+from .exceptions import (
+    GatewayError,
+    InvalidEventId,
+    InvalidMessage,
+    ParseError,
+    ServiceUnavailable,
+    SessionNotFound,
+    StreamConflict,
+)
 from .flow import FlowControl, flow_control_for
 from .http import SECURITY_HEADERS, GatewayRequest, Message, Receive, Send, json_bytes, send_error, send_response
-from .lease import lease
 from .ratelimit import check_rate
 from .tickets import issue_ticket, stream_credential
 
@@ -56,15 +59,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("mcp_gateway")
 
-E = TypeVar("E", bound=BaseException)
-
-
-class SessionEnded(Exception):
-    """Raised inside a stream's task to end the session for ``reason``."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
+# JSON-RPC server error: events a resuming client missed can no longer be replayed.
+EVENTS_LOST = -32002
 
 
 class GatewayConsumer(AsyncConsumer):
@@ -188,85 +184,100 @@ class TicketsConsumer(GatewayConsumer):
         raise StopConsumer()
 
 
-class SSEConsumer(GatewayConsumer):
-    """``GET <prefix>sse``: open a session bound to the caller and stream it."""
+class StreamConsumer(GatewayConsumer):
+    """A response that carries one of a session's streams: an :class:`~mcp_gateway.runtime.Outlet`.
 
-    record: McpSession | None = None
-    actor: SessionActor
-    flow: FlowControl
-    _task: asyncio.Task[None] | None = None
-    _closed = False
+    The session's host (in this worker or another) delivers events; this
+    consumer writes them with backpressure, pings while idle, and tells the
+    host when its client leaves. With ``json_allowed``, a stream whose first
+    event is also its last (a request answered without notifications) is sent
+    as one ``application/json`` response instead of an event stream.
+    """
 
-    async def start(self) -> list[Callable[[], Awaitable[Message]]]:
-        credential = await stream_credential(self.request)
-        self.user = credential.user
-        self.channel_name = await self.channel_layer.new_channel()
-        session_id = new_session_id()
-        self.record = await self._open_record(credential, session_id)
-        audit.record(
-            AuditKind.SESSION_OPENED,
-            user_id=credential.user.pk,
-            remote_addr=self.request.client_ip,
-            session_ref=self.record.ref,
-            detail=f"{credential.scheme} {self.mount.prefix}",
-        )
-        self.actor = SessionActor(
-            self.mount.server,
-            context=GatewayRequestContext(
-                user=credential.user, session_ref=self.record.ref, transport=Transport.SSE, server=self.mount.prefix
-            ),
-            sink=self._send_message,
-            inbound_size=gateway_settings.INBOUND_QUEUE_SIZE,
-            outbound_size=gateway_settings.OUTBOUND_QUEUE_SIZE,
-            max_in_flight=gateway_settings.MAX_REQUESTS_IN_FLIGHT,
-        )
-        self.flow = flow_control_for(self.base_send)
-        # Headers go out with the first body chunk, so the endpoint event is sent at once.
-        await self.send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [
-                    *SECURITY_HEADERS,
-                    (b"content-type", sse.CONTENT_TYPE),
-                    (b"x-accel-buffering", b"no"),
-                ],
-            }
-        )
-        await self._write(sse.event("endpoint", self.mount.messages_url(self.scope, session_id)))
-        self._task = asyncio.create_task(self._run(self._deadline(credential)))
-        return [functools.partial(self.channel_layer.receive, self.channel_name)]
+    json_allowed = False
+    host_channel: str | None = None
+    session_pk: int | None = None
+    cancelled = False
+    flow: FlowControl | None = None
+    _mode: str | None = None  # None: nothing sent yet; "sse": streaming; "done": the stream is over
+    _ended = False
+    _keepalive: asyncio.Task[None] | None = None
 
-    async def _open_record(self, credential: Any, session_id: str) -> McpSession:
-        """The session's record, bound to the caller and to this worker; 429 over the user's limit."""
-        fields = {
-            "limit": gateway_settings.MAX_SESSIONS_PER_USER,
-            "lease": gateway_settings.LEASE_TIMEOUT,
-            "id_hash": hash_session_id(session_id),
-            "server": self.mount.prefix,
-            "transport": Transport.SSE,
-            "channel_name": self.channel_name,
-            "worker_id": await lease.ensure(),
-            "remote_addr": self.request.client_ip,
-            "user_agent": self.request.user_agent[:400],
-            "origin": (self.request.origin or "")[:400],
-            "token_id": credential.token_id,
-            "login_session_hash": credential.login_session_hash,
-        }
-        open_for = database_sync_to_async(McpSession.objects.open_for)
+    def stream_headers(self) -> list[tuple[bytes, bytes]]:
+        """Extra response headers (the Streamable HTTP session ID)."""
+        return []
+
+    async def __call__(self, scope: Any, receive: Receive, send: Send) -> None:
         try:
-            try:
-                return await open_for(credential.user, **fields)
-            except IntegrityError:
-                # This worker's row is gone (the database was restored or flushed): register again, once.
-                await lease.register()
-                return await open_for(credential.user, **fields)
-        except SessionLimitReached:
-            raise TooManySessions() from None
+            await super().__call__(scope, receive, send)
+        except asyncio.CancelledError:
+            self.cancelled = True
+            raise
 
-    async def stop(self) -> None:
-        if self.record is not None:
-            await self._finish(CloseReason.SERVER_SHUTDOWN)
+    async def open_inbox(self) -> None:
+        self.channel_name = await self.channel_layer.new_channel()
+        runtime.register_outlet(self.channel_name, self)
+
+    async def start_stream(self) -> None:
+        """Send the event-stream headers, once."""
+        if self._mode is not None:
+            return
+        self._mode = "sse"
+        self.flow = flow_control_for(self.base_send)
+        headers = [*SECURITY_HEADERS, (b"content-type", sse.CONTENT_TYPE), (b"x-accel-buffering", b"no")]
+        await self.send({"type": "http.response.start", "status": 200, "headers": headers + self.stream_headers()})
+
+    def start_keepalive(self) -> None:
+        self._keepalive = asyncio.get_running_loop().create_task(self._ping())
+
+    async def attached(self, status: runtime.Attach) -> None:
+        """Act on the host's answer to this connection's request to carry a stream."""
+        if status is runtime.Attach.OK:
+            await self.start_stream()
+        elif status is runtime.Attach.CONFLICT:
+            raise StreamConflict()
+        elif status is runtime.Attach.UNKNOWN:
+            raise InvalidEventId()
+        elif status is runtime.Attach.GONE:
+            raise SessionNotFound()
+        else:  # LOST: say so, then end; the host closes the session.
+            await self.start_stream()
+            error = {
+                "code": EVENTS_LOST,
+                "message": "Events after Last-Event-ID are no longer buffered; the session is closed, open a new one",
+                "data": {"reason": CloseReason.EVENTS_LOST},
+            }
+            await self._write(sse.event("error", json_bytes(error).decode()))
+            self._ended = True
+            self.end_soon(CloseReason.EVENTS_LOST)
+
+    # Outlet
+
+    async def deliver(self, event: Event) -> None:
+        if self._mode == "done":
+            raise runtime.OutletClosed(CloseReason.CLIENT_DISCONNECT)
+        if self._mode is None and self.json_allowed and event.final:
+            self._mode = "done"
+            await send_response(self.send, 200, event.data.encode(), headers=self.stream_headers())
+            self.end_soon("complete")
+            return
+        await self.start_stream()
+        try:
+            await self._write(event.encode())
+        except runtime.OutletClosed:
+            self._mode = "done"
+            self.end_soon(CloseReason.STALLED)
+            raise
+        if event.final:
+            self._mode = "done"
+            self.end_soon("complete")
+
+    async def end(self, reason: str) -> None:
+        self._ended = True
+        self.end_soon(reason)
+
+    def end_soon(self, reason: str) -> None:
+        self._internal.put_nowait({"type": "stream.end", "reason": reason})
 
     # Message handlers
 
@@ -274,115 +285,145 @@ class SSEConsumer(GatewayConsumer):
         """A GET has no body to read."""
 
     async def http_disconnect(self, message: Message) -> None:
-        await self._finish(CloseReason.CLIENT_DISCONNECT)
+        self._mode = "done"
+        await self._leave(CloseReason.CLIENT_DISCONNECT)
         raise StopConsumer()
 
-    async def session_ended(self, message: Message) -> None:
-        await self._finish(message["reason"])
+    async def stream_end(self, message: Message) -> None:
+        await self._finish_response()
         raise StopConsumer()
 
-    async def mcp_inbound(self, message: Message) -> None:
-        await self.actor.deliver(message["body"], message.get("headers", {}))
-
-    async def mcp_close(self, message: Message) -> None:
-        """Close on request from anywhere on the channel layer (revocation)."""
-        reason = message.get("reason", CloseReason.REVOKED)
-        await self._finish(reason if reason in CloseReason.values else CloseReason.REVOKED)
+    async def mcp_end(self, message: Message) -> None:
+        """The host (in another worker) ended this stream."""
+        self._ended = True
+        await self._finish_response()
         raise StopConsumer()
 
-    # The stream
-
-    def _deadline(self, credential: Any) -> datetime | None:
-        """When the session must end: its maximum lifetime, or its token's expiry if sooner."""
-        lifetime = gateway_settings.MAX_LIFETIME
-        candidates = [credential.expires_at]
-        if lifetime is not None:
-            candidates.append(timezone.now() + timedelta(seconds=lifetime))
-        return min((c for c in candidates if c is not None), default=None)
-
-    async def _run(self, deadline: datetime | None) -> None:
-        reason = CloseReason.SERVER_ENDED
+    async def mcp_event(self, message: Message) -> None:
+        """An event from a host in another worker."""
         try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._keepalive)
-                if deadline is not None:
-                    tg.start_soon(self._expire, deadline)
-                await self.actor.run()
-                tg.cancel_scope.cancel()
-        except Exception as exc:
-            ended = _first(exc, SessionEnded)
-            if ended is not None:
-                reason = ended.reason
-            else:
-                reason = CloseReason.SERVER_ERROR
-                logger.exception("MCP session %s failed", self.record.ref if self.record else "?")
-        self._internal.put_nowait({"type": "session.ended", "reason": reason})
+            await self.deliver(Event.from_message(message))
+        except runtime.OutletClosed as closed:
+            await self._leave(closed.reason)
 
-    async def _keepalive(self) -> None:
-        """Ping, save activity, and end the session if it went idle or was closed elsewhere."""
-        idle_timeout = gateway_settings.IDLE_TIMEOUT
-        while True:
-            await anyio.sleep(gateway_settings.PING_INTERVAL)
-            await self._write(sse.comment("ping"))
-            if not await self._save_activity():
-                raise SessionEnded(CloseReason.REVOKED)  # closed elsewhere; the record keeps its own reason
-            if idle_timeout is not None and (timezone.now() - self.actor.last_seen).total_seconds() > idle_timeout:
-                raise SessionEnded(CloseReason.EXPIRED)
+    async def mcp_attached(self, message: Message) -> None:
+        """A late answer to an attach that timed out; the stream was already refused."""
 
-    async def _expire(self, deadline: datetime) -> None:
-        await anyio.sleep(max(0.0, (deadline - timezone.now()).total_seconds()))
-        raise SessionEnded(CloseReason.EXPIRED)
+    # Internals
 
-    async def _send_message(self, session_message: SessionMessage) -> None:
-        data = session_message.message.model_dump_json(by_alias=True, exclude_unset=True)
-        await self._write(sse.event("message", data))
+    async def _leave(self, reason: str) -> None:
+        if not self._ended and self.host_channel is not None:
+            self._ended = True
+            await runtime.detach(self.channel_layer, self.host_channel, self.channel_name, reason)
+
+    async def _finish_response(self) -> None:
+        if self._mode is None:
+            # Ended before anything was sent: the session was closed while the request waited.
+            await send_error(self.send, SessionNotFound())
+        elif self._mode == "sse" or self.flow is not None:
+            if self.flow is not None:
+                self.flow.release()
+            self._mode = "done"
+            await self.send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def _write(self, chunk: bytes) -> None:
+        assert self.flow is not None
         try:
             with anyio.fail_after(gateway_settings.STALL_TIMEOUT):
                 await self.flow.writable()
                 await self.send({"type": "http.response.body", "body": chunk, "more_body": True})
         except TimeoutError:
-            raise SessionEnded(CloseReason.STALLED) from None
+            raise runtime.OutletClosed(CloseReason.STALLED) from None
 
-    async def _save_activity(self) -> bool:
-        """Save new activity to the record; whether the record is still open."""
-        assert self.record is not None
-        return await database_sync_to_async(McpSession.objects.record_activity)(
-            self.record.pk, self.actor.pending_activity()
-        )
+    async def _ping(self) -> None:
+        """Keep the stream alive; a stream fed from another worker also checks its session still lives."""
+        remote = self.host_channel is not None and runtime.local_host(self.host_channel) is None
+        while self._mode != "done":
+            await asyncio.sleep(gateway_settings.PING_INTERVAL)
+            try:
+                if self._mode == "sse":
+                    await self._write(sse.comment("ping"))
+                if remote and not await database_sync_to_async(_session_lives)(self.session_pk):
+                    self._ended = True
+                    self.end_soon(CloseReason.WORKER_LOST)
+                    return
+            except runtime.OutletClosed as closed:
+                self._mode = "done"
+                await self._leave(closed.reason)
+                self.end_soon(closed.reason)
+                return
+            except DatabaseError:
+                logger.warning("Could not check a remote session's lease", exc_info=True)
 
-    async def _finish(self, reason: str) -> None:
-        """End the session once: stop its task, close its record, end the response."""
-        if self._closed or self.record is None:
+    async def stop(self) -> None:
+        if self._keepalive is not None:
+            self._keepalive.cancel()
+        if hasattr(self, "channel_name"):
+            runtime.unregister_outlet(self.channel_name)
+        if self.flow is not None:
+            self.flow.release()
+        if self.host_channel is None:
             return
-        self._closed = True
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        self.flow.release()
-        # Closed elsewhere already (revoked), the record keeps that time and reason.
-        reason = await database_sync_to_async(McpSession.objects.close)(
-            self.record.pk, reason, self.actor.pending_activity()
-        )
-        audit.record(
-            AuditKind.SESSION_CLOSED,
-            user_id=self.record.user_id,
-            remote_addr=self.request.client_ip,
-            session_ref=self.record.ref,
-            detail=reason,
-        )
-        if reason != CloseReason.CLIENT_DISCONNECT:
-            await self.send({"type": "http.response.body", "body": b"", "more_body": False})
+        host = runtime.local_host(self.host_channel)
+        if self.cancelled and host is not None:
+            await host.close(CloseReason.SERVER_SHUTDOWN)  # the server is stopping: so is this worker's session
+        else:
+            await self._leave(CloseReason.CLIENT_DISCONNECT)
 
 
-def _first(exc: BaseException, kind: type[E]) -> E | None:
-    """The first ``kind`` exception in ``exc``, looking into exception groups."""
-    if isinstance(exc, kind):
-        return exc
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            found = _first(inner, kind)
-            if found is not None:
-                return found
-    return None
+def _session_lives(pk: int | None) -> bool:
+    return McpSession.objects.open().leased(gateway_settings.LEASE_TIMEOUT).filter(pk=pk).exists()
+
+
+class SSEConsumer(StreamConsumer):
+    """``GET <prefix>sse``: open a session bound to the caller and carry its stream, or resume one.
+
+    Without ``Last-Event-ID`` a new session starts here and its first event
+    names the URL to POST to. With it (the header, or ``last_event_id`` in the
+    query), the caller's session that sent that event continues on this
+    connection, on any worker, after the events it missed.
+    """
+
+    async def start(self) -> list[Callable[[], Awaitable[Message]]]:
+        credential = await stream_credential(self.request)
+        self.user = credential.user
+        resume_after = last_event_id(self.request)
+        if resume_after is not None:
+            session = await bind_ref(
+                self.request, credential, resume_after.ref, server=self.mount.prefix, transport=Transport.SSE
+            )
+            if resume_after.stream != MAIN_STREAM:
+                raise InvalidEventId()
+        await self.open_inbox()
+        if resume_after is None:
+            await self._open(credential)
+        else:
+            self.host_channel, self.session_pk = session.channel_name, session.pk
+            status = await runtime.attach(
+                self.channel_layer,
+                session.channel_name,
+                self.channel_name,
+                stream=MAIN_STREAM,
+                after=resume_after,
+                replace=True,
+            )
+            await self.attached(status)
+        self.start_keepalive()
+        return [functools.partial(self.channel_layer.receive, self.channel_name)]
+
+    async def _open(self, credential: Any) -> None:
+        host, session_id = await runtime.open_session(
+            layer=self.channel_layer,
+            mount=self.mount,
+            request=self.request,
+            credential=credential,
+            transport=Transport.SSE,
+        )
+        self.host_channel, self.session_pk = host.inbox, host.pk
+        try:
+            await host.attach(MAIN_STREAM, self.channel_name, self, after=None, replace=False)
+            await self.start_stream()
+            # Headers go out with the first body chunk, so the endpoint event is sent at once.
+            await host.emit(MAIN_STREAM, "endpoint", self.mount.messages_url(self.scope, session_id))
+        finally:
+            host.start()

@@ -62,6 +62,26 @@ class MalformedSessionId(BadRequest):
     message = "session_id is malformed"
 
 
+class InvalidEventId(BadRequest):
+    reason = "invalid_event_id"
+    message = "Last-Event-ID does not name an event of this session"
+
+
+class BatchNotSupported(BadRequest):
+    reason = "batch_not_supported"
+    message = "JSON-RPC batches are not supported; send one message per request"
+
+
+class InitializeRequired(BadRequest):
+    reason = "initialize_required"
+    message = "No Mcp-Session-Id: send an initialize request to open a session (stateless requests are not served)"
+
+
+class UnsupportedProtocolVersion(BadRequest):
+    reason = "unsupported_protocol_version"
+    message = "Unsupported MCP-Protocol-Version"
+
+
 class AuthenticationRequired(GatewayError):
     status = 401
     reason = "authentication_required"
@@ -128,6 +148,18 @@ class MethodNotAllowed(GatewayError):
 
     def __init__(self, allowed: Sequence[str]) -> None:
         super().__init__(headers=[(b"allow", ", ".join(allowed).encode())])
+
+
+class NotAcceptable(GatewayError):
+    status = 406
+    reason = "not_acceptable"
+    message = "Accept must include application/json and text/event-stream"
+
+
+class StreamConflict(GatewayError):
+    status = 409
+    reason = "stream_conflict"
+    message = "This session already has a GET stream"
 
 
 class PayloadTooLarge(GatewayError):

@@ -147,6 +147,8 @@ class CloseReason(models.TextChoices):
     REVOKED = "revoked", _("Revoked")
     EXPIRED = "expired", _("Expired")
     WORKER_LOST = "worker_lost", _("Worker stopped answering")
+    TERMINATED = "terminated", _("Ended by the client")
+    EVENTS_LOST = "events_lost", _("Missed events could not be replayed")
 
 
 class McpSessionQuerySet(OwnedQuerySet):

@@ -29,6 +29,9 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 ASGI_APPLICATION = "tests.asgi.application"
 ROOT_URLCONF = "tests.urls"
 
+# A dropped HTTP+SSE stream ends its session at once, as most tests expect; the resume tests set a window.
+MCP_GATEWAY_RESUME_TIMEOUT = 0.0
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

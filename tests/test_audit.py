@@ -108,7 +108,7 @@ async def test_session_open_close_and_revoke_are_recorded(
     async with raw_stream(http, f"{server.url}/mcp/sse", alice_headers):
         record = await McpSession.objects.aget()
         [opened] = await events(AuditKind.SESSION_OPENED)
-        assert (opened.user_id, opened.session_ref, opened.detail) == (alice.pk, record.ref, "session /mcp/")
+        assert (opened.user_id, opened.session_ref, opened.detail) == (alice.pk, record.ref, "session sse /mcp/")
     await closed_session(user=alice)
     [closed] = await events(AuditKind.SESSION_CLOSED)
     assert (closed.session_ref, closed.detail) == (record.ref, "client_disconnect")
