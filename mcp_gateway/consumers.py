@@ -219,13 +219,14 @@ class StreamConsumer(GatewayConsumer):
         runtime.register_outlet(self.channel_name, self)
 
     async def start_stream(self) -> None:
-        """Send the event-stream headers, once."""
+        """Send the event-stream headers, once, with a comment: headers only leave with a body chunk."""
         if self._mode is not None:
             return
         self._mode = "sse"
         self.flow = flow_control_for(self.base_send)
         headers = [*SECURITY_HEADERS, (b"content-type", sse.CONTENT_TYPE), (b"x-accel-buffering", b"no")]
         await self.send({"type": "http.response.start", "status": 200, "headers": headers + self.stream_headers()})
+        await self._write(sse.comment("stream"))
 
     def start_keepalive(self) -> None:
         self._keepalive = asyncio.get_running_loop().create_task(self._ping())

@@ -28,6 +28,7 @@ class RawStream:
         self.response = response
         self._lines = response.aiter_lines()
         self.endpoint = ""
+        self.last_id: str | None = None
 
     @property
     def session_id(self) -> str:
@@ -50,6 +51,8 @@ class RawStream:
                     name = value
                 elif field == "data":
                     data.append(value)
+                elif field == "id":
+                    self.last_id = value
         raise EOFError("stream ended")
 
     async def next_message(self, timeout: float = 5.0) -> dict[str, Any]:
@@ -69,6 +72,19 @@ async def raw_stream(
         event, stream.endpoint = await stream.next_event()
         assert event == "endpoint"
         yield stream
+
+
+@contextlib.asynccontextmanager
+async def resumed_stream(
+    http: httpx2.AsyncClient, url: str, last_event_id: str | None, headers: dict[str, str] | None = None
+) -> AsyncIterator[RawStream]:
+    """Reopen a dropped stream with ``Last-Event-ID`` (None: put it in ``url`` instead); fails unless it opened."""
+    headers = dict(headers or {})
+    if last_event_id is not None:
+        headers["Last-Event-ID"] = last_event_id
+    async with http.stream("GET", url, headers=headers) as response:
+        assert response.status_code == 200, (response.status_code, await response.aread())
+        yield RawStream(response)
 
 
 def jsonrpc(method: str, params: dict[str, Any] | None = None, id: int | str | None = 1) -> dict[str, Any]:
