@@ -29,7 +29,9 @@ from .exceptions import MethodNotAllowed, NotFound
 from .guards import DEFAULT_GUARDS, guard
 from .http import ASGIApp, Receive, Scope, Send, send_error
 from .servers import resolve_server
+from .streamable import StreamableHTTPConsumer
 
+STREAMABLE_HTTP_PATH = ""
 SSE_PATH = "sse"
 MESSAGES_PATH = "messages/"
 TICKETS_PATH = "tickets"
@@ -69,13 +71,15 @@ class MountApplication:
     def __init__(self, mount: Mount) -> None:
         self.mount = mount
         self.routes: dict[str, tuple[tuple[str, ...], ASGIApp]] = {
+            STREAMABLE_HTTP_PATH: (("POST", "GET", "DELETE"), StreamableHTTPConsumer.as_asgi(mount=mount)),
             SSE_PATH: (("GET",), SSEConsumer.as_asgi(mount=mount)),
             MESSAGES_PATH: (("POST",), MessagesConsumer.as_asgi(mount=mount)),
             TICKETS_PATH: (("POST",), TicketsConsumer.as_asgi(mount=mount)),
         }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        route = self.routes.get(_route_path(scope)[len(self.mount.prefix) :])
+        path = _route_path(scope)
+        route = self.routes.get(path[len(self.mount.prefix) :] if path != self.mount.prefix[:-1] else "")
         if route is None:
             await send_error(send, NotFound())
             return
@@ -104,7 +108,7 @@ class McpRouter:
         if scope["type"] == "http":
             path = _route_path(scope)
             for prefix, app in self.apps:
-                if path.startswith(prefix):
+                if path.startswith(prefix) or path == prefix[:-1]:
                     await app(scope, receive, send)
                     return
         await self.inner(scope, receive, send)

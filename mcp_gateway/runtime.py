@@ -398,7 +398,7 @@ class SessionHost:
     async def _dispatch(self, message: dict[str, Any]) -> None:
         kind = message.get("type")
         if kind == "mcp.inbound":
-            await self._inbound(message)
+            await self.receive_message(message)
         elif kind == "mcp.attach":
             await self._remote_attach(message)
         elif kind == "mcp.detach":
@@ -414,7 +414,7 @@ class SessionHost:
         else:
             logger.warning("Session inbox ignoring a message of type %r", kind)
 
-    async def _inbound(self, message: dict[str, Any]) -> None:
+    async def receive_message(self, message: dict[str, Any]) -> None:
         """A client message; with ``reply_to``, a request whose own stream goes to that connection."""
         try:
             parsed = jsonrpc_message_adapter.validate_json(message["body"], by_name=False)

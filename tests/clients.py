@@ -12,12 +12,33 @@ import anyio
 import httpx2
 from mcp import Client
 from mcp.client.sse import sse_client
+from mcp.client.streamable_http import streamable_http_client
+
+TRANSPORTS = ["sse", "streamable_http"]
 
 
 @contextlib.asynccontextmanager
-async def mcp_client(base_url: str, headers: dict[str, str], prefix: str = "/mcp/") -> AsyncIterator[Client]:
-    """The official mcp 2.x client over HTTP+SSE, in its default (auto-negotiating) mode."""
-    async with Client(sse_client(f"{base_url}{prefix}sse", headers=headers)) as client:
+async def transport_streams(
+    base_url: str, headers: dict[str, str], prefix: str = "/mcp/", transport: str = "sse"
+) -> AsyncIterator[Any]:
+    """The official client's transport: HTTP+SSE at ``<prefix>sse``, or Streamable HTTP at ``<prefix>``."""
+    if transport == "sse":
+        async with sse_client(f"{base_url}{prefix}sse", headers=headers) as streams:
+            yield streams
+        return
+    async with (
+        httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30, read=300)) as http,
+        streamable_http_client(f"{base_url}{prefix}", http_client=http) as streams,
+    ):
+        yield streams
+
+
+@contextlib.asynccontextmanager
+async def mcp_client(
+    base_url: str, headers: dict[str, str], prefix: str = "/mcp/", transport: str = "sse"
+) -> AsyncIterator[Client]:
+    """The official mcp 2.x client, in its default (auto-negotiating) mode."""
+    async with Client(transport_streams(base_url, headers, prefix, transport)) as client:
         yield client
 
 

@@ -16,6 +16,11 @@ TOOLS = [
         input_schema={"type": "object", "properties": {"size": {"type": "integer"}}, "required": ["size"]},
     ),
     types.Tool(
+        name="chatty",
+        description="Send STEPS progress notifications about this call, then answer.",
+        input_schema={"type": "object", "properties": {"steps": {"type": "integer"}}, "required": ["steps"]},
+    ),
+    types.Tool(
         name="sleep",
         description="Wait SECONDS, then answer.",
         input_schema={"type": "object", "properties": {"seconds": {"type": "number"}}, "required": ["seconds"]},
@@ -32,6 +37,13 @@ async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.Call
         text = get_user(ctx).get_username()
     elif params.name == "blob":
         text = "x" * int((params.arguments or {})["size"])
+    elif params.name == "chatty":
+        steps = int((params.arguments or {})["steps"])
+        for step in range(steps):
+            await ctx.session.send_progress_notification(
+                "chatty", step, steps, message=f"step {step}", related_request_id=ctx.request_id
+            )
+        text = f"{steps} steps"
     elif params.name == "sleep":
         await anyio.sleep(float((params.arguments or {})["seconds"]))
         text = "slept"

@@ -1,0 +1,202 @@
+"""The Streamable HTTP transport (MCP 2025-11-25) at ``<prefix>`` itself.
+
+One endpoint, three methods, the same guarantees as HTTP+SSE (the guards in
+front, then the same authentication, CSRF rule, rate limit, binding, session
+runtime, limits, audit and admin):
+
+- ``POST`` carries one JSON-RPC message. ``initialize`` without a session
+  opens one: a new :class:`~mcp_gateway.runtime.SessionHost` in this worker,
+  bound to the caller, whose secret ID goes back in ``Mcp-Session-Id``. Every
+  other POST names its session in that header and is bound to the caller
+  (missing: 400; unknown, ended or someone else's: 404). A request is answered
+  on its own stream: as ``application/json`` when the answer is all there is,
+  else as ``text/event-stream`` carrying what relates to the request and then
+  the answer. Notifications and responses get 202.
+- ``GET`` opens the session's stream for server-initiated messages (a second
+  one at once: 409), or, with ``Last-Event-ID``, resumes any of the session's
+  streams where the client lost it.
+- ``DELETE`` ends the session; later requests naming it get 404.
+
+Requests without a session other than ``initialize`` (the stateless
+``2026-07-28`` era's ``server/discover`` and per-request calls) are refused
+with 400 and a JSON-RPC error, so clients fall back to ``initialize``: every
+gateway guarantee (ownership, revocation, limits, the admin) is per session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.exceptions import ChannelFull, StopConsumer
+from mcp_types import JSONRPCRequest, jsonrpc_message_adapter
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
+
+from mcp_sessions.models import CloseReason, McpSession, Transport
+from mcp_sessions.revocation import revoke
+
+from . import runtime
+from .auth import Credential, authenticate
+from .binding import BoundSession, bind, last_event_id, session_id_from_header
+from .consumers import StreamConsumer, parse_message
+from .csrf import check_csrf
+from .events import MAIN_STREAM
+from .exceptions import (
+    BatchNotSupported,
+    InitializeRequired,
+    InvalidEventId,
+    MissingSessionId,
+    NotAcceptable,
+    ServiceUnavailable,
+    UnsupportedProtocolVersion,
+)
+from .http import Message, send_response
+from .ratelimit import check_rate
+
+SESSION_HEADER = b"mcp-session-id"
+
+
+class StreamableHTTPConsumer(StreamConsumer):
+    """``POST``, ``GET`` and ``DELETE <prefix>``; see the module docstring."""
+
+    session_id_header: str | None = None
+
+    def __init__(self, mount: Any) -> None:
+        super().__init__(mount)
+        self._has_inbox = asyncio.Event()
+
+    async def start(self) -> list[Callable[[], Awaitable[Message]]]:
+        self.body = bytearray()
+        return [self._own_messages]
+
+    async def _own_messages(self) -> Message:
+        """Messages on this connection's channel, once it has one (requests and streams only)."""
+        await self._has_inbox.wait()
+        return await self.channel_layer.receive(self.channel_name)
+
+    async def open_inbox(self) -> None:
+        await super().open_inbox()
+        self._has_inbox.set()
+
+    def stream_headers(self) -> list[tuple[bytes, bytes]]:
+        if self.session_id_header is None:
+            return []
+        return [(SESSION_HEADER, self.session_id_header.encode())]
+
+    async def http_request(self, message: Message) -> None:
+        self.body += message.get("body", b"")
+        if message.get("more_body"):
+            return
+        handler = {"POST": self.post, "GET": self.get, "DELETE": self.delete}[self.request.method]
+        if await handler(bytes(self.body)):
+            raise StopConsumer()
+
+    async def _caller(self) -> Credential:
+        credential = await authenticate(self.request)
+        self.user = credential.user
+        await check_rate(credential.user)
+        check_csrf(self.request, credential)
+        return credential
+
+    def _check_protocol_version(self) -> None:
+        version = self.request.headers.get("mcp-protocol-version")
+        if version is not None and version not in HANDSHAKE_PROTOCOL_VERSIONS:
+            raise UnsupportedProtocolVersion(f"Unsupported MCP-Protocol-Version {version[:40]!r}")
+
+    async def _session(self, credential: Credential) -> BoundSession:
+        session_id = session_id_from_header(self.request)
+        if session_id is None:
+            raise MissingSessionId("Mcp-Session-Id header is required")
+        self._check_protocol_version()
+        return await bind(
+            self.request, credential, session_id, server=self.mount.prefix, transport=Transport.STREAMABLE_HTTP
+        )
+
+    # Methods; each returns whether the response is complete.
+
+    async def post(self, body: bytes) -> bool:
+        accept = self.request.headers.get("accept", "")
+        if "application/json" not in accept or "text/event-stream" not in accept:
+            raise NotAcceptable()
+        credential = await self._caller()
+        if body.lstrip()[:1] == b"[":
+            raise BatchNotSupported()
+        parse_message(body)
+        message = jsonrpc_message_adapter.validate_json(body, by_name=False)
+        is_request = isinstance(message, JSONRPCRequest)
+        if session_id_from_header(self.request) is None:
+            if not (is_request and message.method == "initialize"):
+                raise InitializeRequired()
+            await self._initialize(credential, body)
+            return False
+        session = await self._session(credential)
+        inbound: dict[str, Any] = {
+            "type": "mcp.inbound",
+            "body": body,
+            "headers": self.request.forwardable_headers(),
+        }
+        if is_request:
+            await self.open_inbox()
+            self.json_allowed = True
+            self.host_channel, self.session_pk = session.channel_name, session.pk
+            inbound["reply_to"] = self.channel_name
+        try:
+            await self.channel_layer.send(session.channel_name, inbound)
+        except ChannelFull:
+            raise ServiceUnavailable() from None
+        if not is_request:
+            await send_response(self.send, 202, b"", content_type=None)
+            return True
+        self.start_keepalive()
+        return False
+
+    async def _initialize(self, credential: Credential, body: bytes) -> None:
+        host, session_id = await runtime.open_session(
+            layer=self.channel_layer,
+            mount=self.mount,
+            request=self.request,
+            credential=credential,
+            transport=Transport.STREAMABLE_HTTP,
+        )
+        self.session_id_header = session_id
+        self.host_channel, self.session_pk = host.inbox, host.pk
+        self.json_allowed = True
+        await self.open_inbox()
+        try:
+            await host.receive_message(
+                {"body": body, "headers": self.request.forwardable_headers(), "reply_to": self.channel_name}
+            )
+        finally:
+            host.start()
+        self.start_keepalive()
+
+    async def get(self, body: bytes) -> bool:
+        if "text/event-stream" not in self.request.headers.get("accept", ""):
+            raise NotAcceptable("Accept must include text/event-stream")
+        credential = await self._caller()
+        session = await self._session(credential)
+        resume_after = last_event_id(self.request)
+        if resume_after is not None and resume_after.ref != session.ref:
+            raise InvalidEventId()
+        await self.open_inbox()
+        self.host_channel, self.session_pk = session.channel_name, session.pk
+        status = await runtime.attach(
+            self.channel_layer,
+            session.channel_name,
+            self.channel_name,
+            stream=resume_after.stream if resume_after is not None else MAIN_STREAM,
+            after=resume_after,
+            replace=resume_after is not None,
+        )
+        await self.attached(status)
+        self.start_keepalive()
+        return False
+
+    async def delete(self, body: bytes) -> bool:
+        credential = await self._caller()
+        session = await self._session(credential)
+        await database_sync_to_async(revoke)(McpSession.objects.filter(pk=session.pk), CloseReason.TERMINATED)
+        await send_response(self.send, 204, b"", content_type=None)
+        return True
