@@ -76,9 +76,11 @@ class StreamableHTTPConsumer(StreamConsumer):
         await self._has_inbox.wait()
         return await self.channel_layer.receive(self.channel_name)
 
-    async def open_inbox(self) -> None:
+    async def open_inbox(self, *, listen: bool = True) -> None:
+        """Get a channel; with ``listen``, start reading it (else an attach's answer would be read twice)."""
         await super().open_inbox()
-        self._has_inbox.set()
+        if listen:
+            self._has_inbox.set()
 
     def stream_headers(self) -> list[tuple[bytes, bytes]]:
         if self.session_id_header is None:
@@ -180,7 +182,7 @@ class StreamableHTTPConsumer(StreamConsumer):
         resume_after = last_event_id(self.request)
         if resume_after is not None and resume_after.ref != session.ref:
             raise InvalidEventId()
-        await self.open_inbox()
+        await self.open_inbox(listen=False)
         self.host_channel, self.session_pk = session.channel_name, session.pk
         status = await runtime.attach(
             self.channel_layer,
@@ -191,6 +193,7 @@ class StreamableHTTPConsumer(StreamConsumer):
             replace=resume_after is not None,
         )
         await self.attached(status)
+        self._has_inbox.set()
         self.start_keepalive()
         return False
 

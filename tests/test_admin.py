@@ -52,6 +52,8 @@ FILTER_CASES = [
     ("state-open", "?state=open", {"carol-open"}),
     ("state-closed", "?state=closed", {"dave-closed"}),
     ("transport-sse", "?transport=sse", {"carol-open"}),
+    ("transport-streamable-http", "?transport=streamable_http", {"dave-closed"}),
+    ("reason-terminated", "?close_reason=terminated", set()),
     ("search-username", "?q=dave", {"dave-closed"}),
     ("search-email", "?q=corp.example", {"carol-open"}),
 ]

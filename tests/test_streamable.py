@@ -291,3 +291,42 @@ async def test_fifty_concurrent_sessions_with_colliding_ids_get_only_their_own_a
                 tg.start_soon(calls, n, peer)
     for n in range(50):
         assert results[n] == [(1, f"user{n}-1"), (1, f"user{n}-2"), (1, f"user{n}-3"), f"user{n}"]
+
+
+async def test_a_session_is_served_by_every_worker_and_revoked_from_anywhere(
+    start_daphne: Any, http: httpx2.AsyncClient, alice: Any, alice_headers: dict[str, str], redis_settings: Any
+) -> None:
+    from asgiref.sync import sync_to_async
+
+    from mcp_sessions.revocation import revoke
+
+    home, other = start_daphne(overrides=redis_settings), start_daphne(overrides=redis_settings)
+    peer = await Peer(http, f"{home.url}/mcp-test/", alice_headers).open()
+    elsewhere = Peer(http, f"{other.url}/mcp-test/", alice_headers, peer.session_id)
+
+    whoami = jsonrpc("tools/call", {"name": "whoami", "arguments": {}}, id=2)
+    assert reply_of(await elsewhere.post(whoami))["result"]["content"][0]["text"] == "alice"
+    chatty = await elsewhere.post(jsonrpc("tools/call", {"name": "chatty", "arguments": {"steps": 2}}, id=3))
+    assert [m.get("id") for _, m in sse_messages(chatty.text)] == [None, None, 3]
+
+    async with http.stream("GET", elsewhere.url, headers=elsewhere.with_session()) as stream:
+        assert stream.status_code == 200
+        conflict = await http.get(peer.url, headers=peer.with_session())
+        assert conflict.status_code == 409
+        async with anyio.create_task_group() as tg:
+            pending: dict[str, httpx2.Response] = {}
+
+            async def slow_call() -> None:
+                call = jsonrpc("tools/call", {"name": "sleep", "arguments": {"seconds": 30}}, id=4)
+                pending["response"] = await elsewhere.post(call)
+
+            tg.start_soon(slow_call)
+            await anyio.sleep(0.5)
+            await sync_to_async(revoke)(McpSession.objects.filter(user=alice))
+            with anyio.fail_after(2):
+                async for _ in stream.aiter_bytes():
+                    pass  # the GET stream held by the other worker ends
+        # The request waiting on the other worker is answered: its session is gone.
+        assert pending["response"].status_code == 404
+    assert (await elsewhere.post(whoami)).status_code == 404
+    assert (await McpSession.objects.aget()).close_reason == CloseReason.REVOKED
