@@ -31,7 +31,10 @@ POSITIVE_NUMBERS = (
     "AUDIT_ROWS_PER_MINUTE",
     "LEASE_TIMEOUT",
     "TICKET_LIFETIME",
+    "EVENT_BUFFER_SIZE",
 )
+# Zero is meaningful here: a dropped HTTP+SSE stream ends its session at once.
+NON_NEGATIVE_NUMBERS = ("RESUME_TIMEOUT",)
 
 
 @register(Tags.compatibility)
@@ -151,6 +154,10 @@ def _check_numbers() -> list[CheckMessage]:
                     id="mcp_gateway.E006",
                 )
             )
+    for name in NON_NEGATIVE_NUMBERS:
+        value = getattr(gateway_settings, name)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            messages.append(Error(f"MCP_GATEWAY_{name} must be a number ≥ 0, not {value!r}.", id="mcp_gateway.E006"))
     return messages
 
 
