@@ -291,6 +291,7 @@ class StreamConsumer(GatewayConsumer):
         raise StopConsumer()
 
     async def stream_end(self, message: Message) -> None:
+        self._ended = True  # the stream is complete, or the host dropped it already
         await self._finish_response()
         raise StopConsumer()
 
