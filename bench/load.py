@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import resource
@@ -102,9 +101,9 @@ class Session:
         self._opened = asyncio.get_running_loop().create_future()
         self._task: asyncio.Task[None] | None = None
 
-    async def open(self, timeout: float = 30.0) -> None:
+    async def open(self, within: float = 30.0) -> None:
         self._task = asyncio.create_task(self._read())
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(within):
             await asyncio.shield(self._opened)
 
     async def _read(self) -> None:
@@ -159,21 +158,21 @@ class Session:
         self.figures.status(response.status_code)
         return response.status_code
 
-    async def request(self, request_id: int, method: str, params: dict[str, Any], timeout: float) -> dict[str, Any]:
+    async def request(self, request_id: int, method: str, params: dict[str, Any], within: float) -> dict[str, Any]:
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self.waiting[request_id] = (future, method)
         try:
             status = await self.post({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
             if status != 202:
                 raise RuntimeError(f"POST answered {status}")
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(within):
                 return await future
         finally:
             self.waiting.pop(request_id, None)
 
     async def handshake(self) -> None:
         params = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "load", "version": "1"}}
-        reply = await self.request(0, "initialize", params, timeout=30)
+        reply = await self.request(0, "initialize", params, within=30)
         assert "result" in reply, reply
         await self.post({"jsonrpc": "2.0", "method": "notifications/initialized"})
 
@@ -313,7 +312,7 @@ async def caller(
             start = time.perf_counter()
             try:
                 reply = await session.request(
-                    request_id, "tools/call", {"name": "echo", "arguments": {"text": text}}, timeout=grace
+                    request_id, "tools/call", {"name": "echo", "arguments": {"text": text}}, within=grace
                 )
             except TimeoutError:
                 figures.lost += 1
@@ -367,7 +366,7 @@ async def run_suite(
                 session = Session(http, url, headers[0], warm)
                 await session.open()
                 await session.handshake()
-                await session.request(1, "tools/call", {"name": "echo", "arguments": {"text": "warm"}}, timeout=30)
+                await session.request(1, "tools/call", {"name": "echo", "arguments": {"text": "warm"}}, within=30)
                 await session.close()
         await settle(lambda: _zero(open_session_count), 10)
         await asyncio.sleep(0.5)

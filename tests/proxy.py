@@ -159,7 +159,8 @@ class ProxyServer:
         idle_timeout: float = 75.0,
     ) -> None:
         self.backends = [urlsplit(url) for url in backends]
-        if not self.backends or any(b.scheme != "http" or b.hostname not in ("127.0.0.1", "localhost") for b in self.backends):
+        loopback = ("127.0.0.1", "localhost")
+        if not self.backends or any(b.scheme != "http" or b.hostname not in loopback for b in self.backends):
             raise ValueError("backends must be http://127.0.0.1:PORT URLs")
         self._next = itertools.cycle(range(len(self.backends)))
         self.add_headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in (add_headers or {}).items()]
@@ -422,9 +423,7 @@ def main() -> None:
         pass
 
     async def serve() -> None:
-        proxy = ProxyServer(
-            args.backend, add_headers=add_headers, port=args.port, max_connections=args.max_connections
-        )
+        proxy = ProxyServer(args.backend, add_headers=add_headers, port=args.port, max_connections=args.max_connections)
         await proxy.start()
         print(f"listening on {proxy.url}", flush=True)
         stop = asyncio.Event()
