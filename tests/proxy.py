@@ -205,6 +205,8 @@ class ProxyServer:
             await self._serve(ClientReader(reader), writer)
         except (OSError, EOFError, asyncio.IncompleteReadError, TimeoutError, BadRequest, ValueError):
             pass
+        except asyncio.CancelledError:
+            pass  # the proxy is closing; ending normally keeps asyncio from logging the cancelled handler
         finally:
             self.connections -= 1
             self._tasks.discard(task)
