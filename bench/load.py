@@ -169,6 +169,8 @@ class Session:
                 return await future
         finally:
             self.waiting.pop(request_id, None)
+            if future.done() and not future.cancelled():
+                future.exception()  # retrieved: the stream may have ended while the POST was refused
 
     async def handshake(self) -> None:
         params = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "load", "version": "1"}}
