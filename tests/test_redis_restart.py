@@ -96,13 +96,9 @@ def worker_errors(log: str) -> str:
     """The distinct error lines of a worker's log, counted, for the failure report."""
     raw = log.splitlines()
     lines = Counter(
-        line.strip()
-        for line in raw
-        if ("Error" in line or "session_closed" in line) and "File" not in line
+        line.strip() for line in raw if ("Error" in line or "session_closed" in line) and "File" not in line
     )
-    lines.update(
-        f"{line.strip()} | {raw[i + 1].strip()}" for i, line in enumerate(raw[:-1]) if "/mcp_gateway/" in line
-    )
+    lines.update(f"{line.strip()} | {raw[i + 1].strip()}" for i, line in enumerate(raw[:-1]) if "/mcp_gateway/" in line)
     return "\n".join(f"  {n:>4} x {line[:200]}" for line, n in lines.most_common(20))
 
 
@@ -189,7 +185,8 @@ async def test_workers_recover_from_a_redis_restart_and_nothing_goes_astray(
                 session.front = proxy.url  # POSTs round-robin over both workers
                 for n in range(4):
                     text = f"{session.nonce}:after:{n}"
-                    reply = await session.request(7, "tools/call", {"name": "echo", "arguments": {"text": text}}, within=10)
+                    params = {"name": "echo", "arguments": {"text": text}}
+                    reply = await session.request(7, "tools/call", params, within=10)
                     assert reply["result"]["content"][0]["text"] == text
                 await session.close()
 
