@@ -47,14 +47,22 @@ def raise_fd_limit(needed: int) -> None:
 
 
 def channel_layer_settings(
-    backend: str, redis_url: str, prefix: str, *, capacity: int = 1000, expiry: int = 30
+    backend: str, redis_url: str, prefix: str, *, capacity: int = 1000, expiry: int = 30, max_connections: int = 1000
 ) -> dict[str, Any]:
-    """CHANNEL_LAYERS for ``backend`` ("core" or "pubsub") on ``redis_url``, keys under ``prefix``."""
+    """CHANNEL_LAYERS for ``backend`` ("core" or "pubsub") on ``redis_url``, keys under ``prefix``.
+
+    The host is a dict, so redis-py's pool gets two settings its defaults (redis 8) get wrong here:
+    ``socket_timeout`` above channels-redis's 5 s BZPOPMIN (with redis-py's default of 5 s the blocking pop
+    races the socket timeout, and the ``TimeoutError`` ends whichever stream was receiving), and
+    ``max_connections`` above the POSTs a worker forwards at once (the default pool of 100 raises
+    ``MaxConnectionsError``, a 503, under a few hundred concurrent POSTs).
+    """
+    host = {"address": redis_url, "socket_timeout": 15, "max_connections": max_connections}
     if backend == "pubsub":
         return {
             "default": {
                 "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-                "CONFIG": {"hosts": [redis_url], "prefix": prefix},
+                "CONFIG": {"hosts": [host], "prefix": prefix},
             }
         }
     return {
@@ -63,7 +71,7 @@ def channel_layer_settings(
             # With process-specific channels, every session of a worker shares one Redis list: capacity
             # bounds the worker's whole inbox, not one session's, so it must exceed the messages a worker
             # can have queued at once. Expiry: a message older than this is not worth delivering.
-            "CONFIG": {"hosts": [redis_url], "prefix": prefix, "capacity": capacity, "expiry": expiry},
+            "CONFIG": {"hosts": [host], "prefix": prefix, "capacity": capacity, "expiry": expiry},
         }
     }
 

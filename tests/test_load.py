@@ -33,28 +33,30 @@ LIMITS_OUT_OF_REACH = {
 
 def layer_prefix(redis_settings: dict[str, Any]) -> tuple[str, str]:
     config = redis_settings["CHANNEL_LAYERS"]["default"]["CONFIG"]
-    return config["hosts"][0], config["prefix"]
+    host = config["hosts"][0]
+    return (host["address"] if isinstance(host, dict) else host), config["prefix"]
 
 
-def tuned(redis_settings: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    """The run's Redis settings with the channel layer tuned as the load suite recommends."""
+def tuned(redis_settings: dict[str, Any], layer: str = "core", **extra: Any) -> dict[str, Any]:
+    """The run's Redis settings with the channel layer (core or pubsub) tuned as the load suite recommends."""
     url, prefix = layer_prefix(redis_settings)
-    return {**redis_settings, "CHANNEL_LAYERS": channel_layer_settings("core", url, prefix), **extra}
+    return {**redis_settings, "CHANNEL_LAYERS": channel_layer_settings(layer, url, prefix), **extra}
 
 
 @pytest.fixture
 def two_workers(start_daphne: Any, redis_settings: dict[str, Any]) -> Any:
-    def start(**overrides: Any) -> list[Any]:
-        settings = tuned(redis_settings, **overrides)
+    def start(layer: str = "core", **overrides: Any) -> list[Any]:
+        settings = tuned(redis_settings, layer, **overrides)
         return [start_daphne(overrides=settings), start_daphne(overrides=settings)]
 
     return start
 
 
+@pytest.mark.parametrize("layer", ["core", "pubsub"])
 async def test_short_load_and_disconnect_storm(
-    two_workers: Any, redis_settings: dict[str, Any], make_user: Any
+    two_workers: Any, redis_settings: dict[str, Any], make_user: Any, layer: str
 ) -> None:
-    workers = two_workers(**LIMITS_OUT_OF_REACH)
+    workers = two_workers(layer, **LIMITS_OUT_OF_REACH)
     users = [await sync_to_async(make_user)(f"load{n}") for n in range(4)]
     headers = [await sync_to_async(login_headers)(user) for user in users]
     redis_url, prefix = layer_prefix(redis_settings)
@@ -72,7 +74,7 @@ async def test_short_load_and_disconnect_storm(
             prefix=prefix,
         )
         per_backend = list(proxy.server.per_backend)  # type: ignore[union-attr]
-    print_figures(figures, "short load suite (2 workers, proxy in-process)")
+    print_figures(figures, f"short load suite (2 workers, {layer} layer, proxy in-process)")
     summary = figures.summary()
     assert figures.sessions_opened == 150 and figures.storm_sessions == 100, summary
     assert figures.calls_ok > 0, summary
@@ -121,10 +123,17 @@ async def test_per_user_session_limit_holds_across_workers(
             pass
 
 
+@pytest.mark.parametrize("layer", ["core", "pubsub"])
 async def test_revocation_from_another_process_closes_a_stream_on_either_worker(
-    two_workers: Any, http: httpx2.AsyncClient, alice: Any, alice_headers: dict[str, str]
+    two_workers: Any,
+    http: httpx2.AsyncClient,
+    alice: Any,
+    alice_headers: dict[str, str],
+    settings: Any,
+    layer: str,
 ) -> None:
-    workers = two_workers()
+    workers = two_workers(layer)
+    settings.CHANNEL_LAYERS = tuned({"CHANNEL_LAYERS": settings.CHANNEL_LAYERS}, layer)["CHANNEL_LAYERS"]
     with LoopbackProxy([w.url for w in workers]) as proxy:
         async with (
             raw_stream(http, f"{proxy.url}/mcp/sse", alice_headers) as first,
