@@ -3,7 +3,12 @@
 Both serve the same MCPServer (bench/servers.py) under daphne, on loopback ports, in one run; every figure is
 reported for both and as the ratio gateway / reference. Run it with
 
-    .venv/bin/python -m bench.run [--calls 500] [--seconds 5] [--sessions 32] [--streams 1000]
+    .venv/bin/python -m bench.run [--calls 500] [--seconds 5] [--sessions 32] [--streams 1000] [--no-workers]
+
+Then, unless ``--no-workers`` (or Redis is not reachable at ``--redis``), the gateway on Redis behind the
+round-robin loopback proxy (tests/proxy.py, its own process): 1 worker vs 2 workers (calls/s, as ratios to each
+other and to the reference), and the two channel layers of channels-redis compared across 2 workers (POST→reply
+latency through the SDK client, calls/s): ``RedisChannelLayer`` ("core") vs ``RedisPubSubChannelLayer``.
 
 It only talks to 127.0.0.1, and every loop is bounded in count and time.
 """
@@ -157,12 +162,53 @@ async def measure(server: Server, headers: dict[str, str], args: argparse.Namesp
     return result
 
 
+class Front:
+    """A cluster's proxy, shaped like a Server for client()."""
+
+    sse_path = "mcp/sse"
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+
+def redis_up(url: str) -> bool:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    try:
+        socket.create_connection((parts.hostname, parts.port or 6379), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def multiworker(args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    """Gateway on Redis behind the proxy: 1 vs 2 workers, and core vs pubsub channel layer on 2 workers."""
+    from bench.cluster import Cluster
+    from bench.load import channel_layer_settings, load_overrides
+
+    results: dict[str, dict[str, float]] = {}
+    for name, layer, workers in (("core-1w", "core", 1), ("core-2w", "core", 2), ("pubsub-2w", "pubsub", 2)):
+        prefix = f"mcp-bench-{os.getpid()}-{name}"
+        layers = channel_layer_settings(layer, f"{args.redis}/0", prefix)
+        with Cluster(load_overrides(layers, f"{args.redis}/1", prefix), workers=workers) as cluster:
+            headers = cluster.user_headers(1)[0]
+            front = Front(cluster.front)
+            result = asyncio.run(latency(front, headers, args.worker_calls))  # type: ignore[arg-type]
+            result["calls_per_s"] = asyncio.run(throughput(front, headers, args.sessions, args.seconds))  # type: ignore[arg-type]
+            results[name] = result
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--calls", type=int, default=500, help="sequential calls for latency")
     parser.add_argument("--sessions", type=int, default=32, help="concurrent sessions for throughput")
     parser.add_argument("--seconds", type=float, default=5.0, help="throughput measuring time")
     parser.add_argument("--streams", type=int, default=1000, help="idle streams for memory")
+    parser.add_argument("--no-workers", action="store_true", help="skip the multi-worker (Redis) comparison")
+    parser.add_argument("--worker-calls", type=int, default=200, help="sequential calls for latency, multi-worker")
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379", help="Redis for the multi-worker runs")
     args = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, args.streams * 2 + 256)), hard))
@@ -194,9 +240,32 @@ def main() -> None:
     ):
         ref, ours = results["reference"][key], results["gateway"][key]
         print(f"{key:<22}{ref:>12.2f}{ours:>12.2f}{ours / ref:>8.2f}x  ({better} is better)")
+
+    workers: dict[str, dict[str, float]] = {}
+    if args.no_workers:
+        pass
+    elif not redis_up(args.redis):
+        print(f"Multi-worker comparison skipped: no Redis at {args.redis}")
+    else:
+        workers = multiworker(args)
+        ref = results["reference"]
+        print()
+        print("Gateway on Redis behind the round-robin proxy (proxy in its own process; same machine, same cores)")
+        print(f"{'run':<12}{'p50_ms':>9}{'p99_ms':>9}{'calls/s':>10}{'calls/s vs reference':>22}")
+        for name, figures in workers.items():
+            print(
+                f"{name:<12}{figures['p50_ms']:>9.2f}{figures['p99_ms']:>9.2f}{figures['calls_per_s']:>10.1f}"
+                f"{figures['calls_per_s'] / ref['calls_per_s']:>21.2f}x"
+            )
+        one, two, pubsub = workers["core-1w"], workers["core-2w"], workers["pubsub-2w"]
+        print(f"2 workers / 1 worker, calls/s:           {two['calls_per_s'] / one['calls_per_s']:.2f}x")
+        print(f"pubsub / core layer (2 workers), p50:    {pubsub['p50_ms'] / two['p50_ms']:.2f}x  (lower is better)")
+        print(f"pubsub / core layer (2 workers), p99:    {pubsub['p99_ms'] / two['p99_ms']:.2f}x  (lower is better)")
+        print(f"pubsub / core layer (2 workers), calls/s: {pubsub['calls_per_s'] / two['calls_per_s']:.2f}x")
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
-    (out / f"run-{int(time.time())}.json").write_text(json.dumps({"args": vars(args), "results": results}, indent=2))
+    record = {"args": vars(args), "results": results, "workers": workers}
+    (out / f"run-{int(time.time())}.json").write_text(json.dumps(record, indent=2))
 
 
 if __name__ == "__main__":

@@ -165,6 +165,10 @@ class MessagesConsumer(GatewayConsumer):
             await self.channel_layer.send(session.channel_name, event)
         except ChannelFull:
             raise ServiceUnavailable() from None
+        except Exception:
+            # The channel layer is down (e.g. Redis restarting): the message was not accepted, say so (503).
+            logger.warning("Channel layer unavailable; message refused with 503", exc_info=True)
+            raise ServiceUnavailable("Channel layer unavailable, retry later") from None
         await send_response(self.send, 202, b"", content_type=None)
 
 

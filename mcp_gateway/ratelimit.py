@@ -8,6 +8,7 @@ check points out.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from typing import Any
@@ -16,7 +17,9 @@ from asgiref.sync import sync_to_async
 from django.core.cache import caches
 
 from .conf import gateway_settings
-from .exceptions import TooManyRequests
+from .exceptions import ServiceUnavailable, TooManyRequests
+
+logger = logging.getLogger("mcp_gateway")
 
 
 async def check_rate(user: Any) -> None:
@@ -28,7 +31,12 @@ async def check_rate(user: Any) -> None:
     now = time.time()
     bucket = int(now // window)
     key = f"mcp_gateway:rate:{user.pk}:{window}:{bucket}"
-    count = await sync_to_async(_count)(gateway_settings.CACHE, key, int(window) + 1)
+    try:
+        count = await sync_to_async(_count)(gateway_settings.CACHE, key, int(window) + 1)
+    except Exception:
+        # The shared cache is down (e.g. Redis restarting): refuse as retryable rather than crash with a 500.
+        logger.warning("Rate-limit cache unavailable; request refused with 503", exc_info=True)
+        raise ServiceUnavailable("Rate-limit store unavailable, retry later") from None
     if count > allowed:
         raise TooManyRequests(retry_after=max(1, math.ceil((bucket + 1) * window - now)))
 
