@@ -85,10 +85,17 @@ else:
     }
 
 if os.environ.get("REDIS_URL"):
+    # RedisChannelLayer (not PubSub: at-most-once, it lost accepted messages across a Redis restart), tuned:
+    # all of a worker's sessions share one queue, so capacity is per worker; redis-py's socket timeout must
+    # exceed channels-redis's 5 s blocking pop; the pool must exceed the POSTs a worker forwards at once.
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [os.environ["REDIS_URL"]]},
+            "CONFIG": {
+                "hosts": [{"address": os.environ["REDIS_URL"], "socket_timeout": 15, "max_connections": 1000}],
+                "capacity": 1000,
+                "expiry": 30,
+            },
         }
     }
 else:

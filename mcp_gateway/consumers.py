@@ -17,7 +17,6 @@ Handlers never block: the session runs in its own task, so
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -312,6 +311,11 @@ class StreamConsumer(GatewayConsumer):
         except runtime.OutletClosed as closed:
             await self._leave(closed.reason)
 
+    async def mcp_layer_lost(self, message: Message) -> None:
+        """The channel layer failed under this stream: events for it may be lost, so end it (clients resume)."""
+        await self._leave(CloseReason.SERVER_ERROR)
+        self.end_soon(CloseReason.SERVER_ERROR)
+
     async def mcp_attached(self, message: Message) -> None:
         """A late answer to an attach that timed out; the stream was already refused."""
 
@@ -415,7 +419,7 @@ class SSEConsumer(StreamConsumer):
             )
             await self.attached(status)
         self.start_keepalive()
-        return [functools.partial(self.channel_layer.receive, self.channel_name)]
+        return [runtime.receiver(self.channel_layer, self.channel_name)]
 
     async def _open(self, credential: Any) -> None:
         host, session_id = await runtime.open_session(

@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-import functools
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
@@ -125,6 +124,28 @@ class RemoteOutlet:
 # What this process runs: hosts by inbox channel, and connections able to carry streams by their channel.
 _hosts: dict[str, SessionHost] = {}
 _outlets: dict[str, Outlet] = {}
+
+
+def receiver(layer: BaseChannelLayer, channel: str) -> Callable[[], Awaitable[dict[str, Any]]]:
+    """``layer.receive(channel)`` that turns a lost channel layer into a message instead of a crash.
+
+    A socket timeout is retried (it races channels-redis's own blocking pop
+    when redis-py's timeout is not above 5 s). Any other failure (Redis went
+    away) yields ``{"type": "mcp.layer_lost"}``: messages queued there may be
+    gone, so the receiver ends what depends on them, as a clear error.
+    """
+
+    async def receive() -> dict[str, Any]:
+        while True:
+            try:
+                return await layer.receive(channel)
+            except TimeoutError:
+                continue
+            except Exception:
+                logger.warning("Channel layer receive failed", exc_info=True)
+                return {"type": "mcp.layer_lost"}
+
+    return receive
 
 
 def register_outlet(channel: str, outlet: Outlet) -> None:
@@ -391,9 +412,7 @@ class SessionHost:
     # The inbox
 
     async def _inbox(self) -> None:
-        await await_many_dispatch(
-            [functools.partial(self.layer.receive, self.inbox), self._internal.get], self._dispatch
-        )
+        await await_many_dispatch([receiver(self.layer, self.inbox), self._internal.get], self._dispatch)
 
     async def _dispatch(self, message: dict[str, Any]) -> None:
         kind = message.get("type")
@@ -411,6 +430,8 @@ class SessionHost:
                 raise SessionEnded(self._lost_reason)
         elif kind == "host.lost":
             raise SessionEnded(CloseReason.EVENTS_LOST)
+        elif kind == "mcp.layer_lost":
+            raise SessionEnded(CloseReason.SERVER_ERROR)
         else:
             logger.warning("Session inbox ignoring a message of type %r", kind)
 

@@ -74,7 +74,7 @@ class StreamableHTTPConsumer(StreamConsumer):
     async def _own_messages(self) -> Message:
         """Messages on this connection's channel, once it has one (requests and streams only)."""
         await self._has_inbox.wait()
-        return await self.channel_layer.receive(self.channel_name)
+        return await runtime.receiver(self.channel_layer, self.channel_name)()
 
     async def open_inbox(self, *, listen: bool = True) -> None:
         """Get a channel; with ``listen``, start reading it (else an attach's answer would be read twice)."""

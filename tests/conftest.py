@@ -176,7 +176,13 @@ def redis_settings_for(pid: int) -> dict[str, Any]:
         "CHANNEL_LAYERS": {
             "default": {
                 "BACKEND": "channels_redis.core.RedisChannelLayer",
-                "CONFIG": {"hosts": ["redis://127.0.0.1:6379/0"], "prefix": f"mcp-test-{pid}"},
+                "CONFIG": {
+                    # As demo/settings.py and the README recommend (see bench/load.py for why).
+                    "hosts": [{"address": "redis://127.0.0.1:6379/0", "socket_timeout": 15, "max_connections": 1000}],
+                    "prefix": f"mcp-test-{pid}",
+                    "capacity": 1000,
+                    "expiry": 30,
+                },
             }
         },
         "CACHES": {
