@@ -34,8 +34,11 @@ function parseArgs(argv) {
 
 function statusOf(error) {
   // SseError and StreamableHTTPError carry the HTTP status as `code`.
+  // A failed POST on the SSE transport is a plain Error: "Error POSTing to endpoint (HTTP 403): ...".
   const code = error?.code ?? error?.event?.code;
-  return Number.isInteger(code) && code >= 100 && code < 600 ? code : null;
+  if (Number.isInteger(code) && code >= 100 && code < 600) return code;
+  const match = /\(HTTP (\d{3})\)/.exec(String(error?.message ?? ""));
+  return match ? Number(match[1]) : null;
 }
 
 async function main() {
