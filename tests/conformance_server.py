@@ -23,6 +23,7 @@ from typing import Any
 
 import mcp_types as types
 from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.prompts.base import UserMessage
 from mcp.shared.message import ServerMessageMetadata
 
@@ -138,7 +139,7 @@ async def test_tool_with_progress(ctx: Context) -> types.CallToolResult:
 
 @conformance.tool(description="Tests error response handling")
 def test_error_handling() -> str:
-    raise RuntimeError("This tool intentionally returns an error for testing")
+    raise ToolError("This tool intentionally returns an error for testing")
 
 
 @conformance.tool(description="Tests server-initiated sampling (LLM completion request)")

@@ -37,6 +37,7 @@ import queue
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -49,6 +50,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 INTEROP_DIR = Path(__file__).resolve().parent
+REPO_ROOT = INTEROP_DIR.parents[1]
 NODE_MODULES = INTEROP_DIR / "node_modules"
 PY1_VENV = INTEROP_DIR / ".venv-mcp1"
 LOCK_FILE = INTEROP_DIR / ".install.lock"
@@ -253,6 +255,60 @@ def _node_env(tools: NodeTools, home: Path) -> dict[str, str]:
         DISPLAY="",
     )
     return env
+
+
+# The reference server
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serve_reference(
+    server: str = "tests.conformance_server:conformance",
+    *,
+    require_header: str | None = None,
+    path: str = "/mcp/",
+    timeout: float = 30,
+) -> Iterator[str]:
+    """Run the SDK's own Streamable HTTP app for ``server`` under uvicorn; yield its URL.
+
+    ``require_header="Authorization: Bearer x"`` puts a 401 guard in front of it (a
+    stand-in for an authenticated server). See ``reference_server.py``.
+    """
+    port = _free_port()
+    cmd = [sys.executable, "-m", "tests.interop.reference_server", "--port", str(port), "--server", server]
+    cmd += ["--path", path]
+    if require_header:
+        cmd += ["--require-header", require_header]
+    log = tempfile.NamedTemporaryFile(prefix="mcp-reference-", suffix=".log", delete=False)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the reference server exited early:\n{Path(log.name).read_text()}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the reference server did not listen within {timeout}s") from None
+                time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}{path}"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+        log.close()
+        with contextlib.suppress(OSError):
+            os.unlink(log.name)
 
 
 # The header-adding proxy
@@ -617,7 +673,7 @@ def _from_json_client(
             name,
             transport,
             result.get("error", "?"),
-            status=result.get("status"),
+            status=result.get("status") or _status_in(str(result.get("error", ""))),
             returncode=done.returncode,
             stdout=done.stdout,
             stderr=done.stderr,
@@ -688,7 +744,9 @@ def run_inspector(
 
     ``--stored-auth-only`` keeps it from starting an interactive OAuth flow on 401: it
     exits 3 at once with ``{"error": {"code": "auth_required"}}`` on stderr, which is
-    reported here as status 401 (it only says that after a 401).
+    reported here as status 401 (it only says that after a 401). A tool result with
+    ``isError: true`` makes it exit 5 (``tool_is_error``); that is returned as a
+    :class:`ClientRun` with ``is_error=True``, like the other clients.
     """
     _check_transport(transport)
     tools = ensure_node_tools()
@@ -720,9 +778,9 @@ def _inspector_call(
         raise ClientFailed(
             name, transport, f"no answer within {timeout:.0f}s", stdout=done.stdout, stderr=done.stderr, timed_out=True
         )
-    if done.returncode != 0:
-        error = (_last_json_line(done.stderr) or {}).get("error") or {}
-        code = error.get("code") if isinstance(error, dict) else None
+    error = (_last_json_line(done.stderr) or {}).get("error") or {}
+    code = error.get("code") if isinstance(error, dict) else None
+    if done.returncode != 0 and code != "tool_is_error":  # exit 5: the result (on stdout) has isError
         text = done.stderr + done.stdout
         status = 401 if code == "auth_required" else _status_in(text)
         message = (error.get("message") if isinstance(error, dict) else None) or text.strip()[-500:]
@@ -731,9 +789,9 @@ def _inspector_call(
         )
     try:
         return json.loads(done.stdout)
-    except ValueError as error:
+    except ValueError as exc:
         raise ClientFailed(
-            name, transport, f"unparsable output: {error}", stdout=done.stdout, stderr=done.stderr
+            name, transport, f"unparsable output: {exc}", stdout=done.stdout, stderr=done.stderr
         ) from None
 
 

@@ -20,14 +20,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
@@ -97,10 +94,30 @@ def gateway() -> Iterator[tuple[str, dict[str, str], dict[str, str]]]:
             db.unlink()
 
 
+def check_proxy_streams_sse(url: str, headers: dict[str, str]) -> None:
+    """Through the proxy, the gateway's first SSE event arrives at once and a client's close reaches it."""
+    import httpx2
+
+    with harness.HeaderProxy(url, headers) as proxy, httpx2.Client(timeout=10) as client:
+        started = time.monotonic()
+        with client.stream("GET", proxy.url, headers={"Accept": "text/event-stream"}) as response:
+            lines = response.iter_lines()
+            first = next(lines), next(lines)
+            took = time.monotonic() - started
+        record(
+            "proxy streams the gateway's SSE",
+            response.status_code == 200 and first[0] == "event: endpoint" and took < 2,
+            f"{response.status_code} {first[0]!r} {first[1][:40]!r} after {took:.2f}s",
+        )
+        unauthenticated = client.get(url)
+        record("direct GET without credentials", unauthenticated.status_code == 401, str(unauthenticated.status_code))
+
+
 def check_gateway(clients: list[str]) -> None:
     with gateway() as (base, cookie, bearer):
         url = f"{base}/mcp-test/sse"
         print(f"-- gateway SSE at {url}", flush=True)
+        check_proxy_streams_sse(url, cookie)
         for name in clients:
             run = harness.RUNNERS[name]
             for label, headers in (("cookie+csrf", cookie), ("bearer", bearer)):
@@ -115,54 +132,40 @@ def check_gateway(clients: list[str]) -> None:
 # (b) The reference server
 
 
-@contextlib.contextmanager
-def reference(*extra: str) -> Iterator[str]:
-    port = _free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.interop.reference_server", "--port", str(port), *extra],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
+def check_proxy_methods(url: str) -> None:
+    """Through the proxy: POST initialize (an SSE answer), GET stream, DELETE the session."""
+    import httpx2
+
+    accept = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+    init = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "x", "version": "1"}},
+    }
+    with harness.HeaderProxy(url, {"X-Interop": "1"}) as proxy, httpx2.Client(timeout=10) as client:
+        first = client.post(proxy.url, json=init, headers=accept)
+        session = {"Mcp-Session-Id": first.headers.get("mcp-session-id", ""), "MCP-Protocol-Version": "2025-11-25"}
+        done = client.post(
+            proxy.url, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers={**accept, **session}
+        )
+        with client.stream("GET", proxy.url, headers={"Accept": "text/event-stream", **session}) as stream:
+            streamed = stream.status_code
+        deleted = client.delete(proxy.url, headers=session)
+        gone = client.post(proxy.url, json={"jsonrpc": "2.0", "id": 2, "method": "ping"}, headers={**accept, **session})
+    record(
+        "proxy forwards POST/GET/DELETE",
+        (first.status_code, done.status_code, streamed, deleted.status_code, gone.status_code)
+        == (200, 202, 200, 200, 404),
+        f"initialize {first.status_code}, initialized {done.status_code}, GET {streamed}, "
+        f"DELETE {deleted.status_code}, after DELETE {gone.status_code}",
     )
-    try:
-        _wait_listening(port, proc)
-        yield f"http://127.0.0.1:{port}/mcp/"
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_listening(port: int, proc: subprocess.Popen[Any], timeout: float = 30) -> None:
-    import socket
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError("the reference server exited early")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return
-        time.sleep(0.1)
-    raise RuntimeError("the reference server did not listen")
 
 
 def check_reference(clients: list[str]) -> None:
-    with reference() as url:
+    with harness.serve_reference() as url:
         print(f"-- reference Streamable HTTP at {url}", flush=True)
+        check_proxy_methods(url)
         started = time.monotonic()
         result = harness.run_conformance(url, suite="all")
         print(result.summary(), flush=True)
@@ -179,7 +182,7 @@ def check_reference(clients: list[str]) -> None:
                 "This is a simple text response for testing.",
             )
     secret = {"Authorization": "Bearer interop-selfcheck"}
-    with reference("--require-header", "Authorization: Bearer interop-selfcheck") as url:
+    with harness.serve_reference(require_header="Authorization: Bearer interop-selfcheck") as url:
         print(f"-- reference behind a required header at {url}", flush=True)
         with_header = harness.run_conformance(url, secret, scenario="tools-call-simple-text")
         without = harness.run_conformance(url, scenario="tools-call-simple-text")
