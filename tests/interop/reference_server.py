@@ -82,7 +82,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     if args.require_header:
         app = require_header(app, *args.require_header.split(":", 1))
-    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
+    # Open SSE streams would hold a graceful shutdown up; give them 2 s.
+    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", timeout_graceful_shutdown=2)
 
 
 if __name__ == "__main__":
