@@ -1,4 +1,4 @@
-"""The ASGI app the tests' daphne processes serve: two mounts, as a site with several servers would."""
+"""The ASGI app the tests' daphne processes serve: several mounts, as a site with several servers would."""
 
 import os
 
@@ -11,7 +11,12 @@ from mcp_gateway.routing import mcp_application  # noqa: E402
 
 application = mcp_application(
     django_asgi_app,
-    servers={"/mcp/": "demo.mcp_server.mcp", "/mcp-test/": "tests.servers.lowlevel"},
+    servers={
+        "/mcp/": "demo.mcp_server.mcp",
+        "/mcp-test/": "tests.servers.lowlevel",
+        # The official conformance suite's fixtures (test_* tools, resources, prompts); never in the demo.
+        "/mcp-conformance/": "tests.conformance_server.conformance",
+    },
 )
 
 # For the deploy checks: the gateway inside a Channels router counts as mounted; Django alone does not.

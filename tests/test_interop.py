@@ -1,0 +1,129 @@
+"""The official MCP clients and the official conformance suite against a real daphne, through authenticated paths.
+
+Node-based tools (TS SDK client, MCP Inspector CLI, mcp-remote, the conformance suite) run on the Node 22 that
+``tests/interop/package.json`` pins; the Python SDK 1.x client runs in its own virtualenv. Both are installed on
+first use (``tests/interop/harness.py``): without npm or network the module skips, and fails in CI.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx2
+import pytest
+from asgiref.sync import sync_to_async
+from mcp import MCPError
+
+from mcp_sessions.models import AccessToken, McpSession, Transport
+
+from .clients import mcp_client
+from .conftest import IN_CI
+from .interop import harness
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+TRANSPORTS = {"sse": "/mcp-test/sse", "http": "/mcp-test/"}
+
+
+@pytest.fixture(scope="session")
+def interop_tools() -> None:
+    try:
+        harness.ensure_node_tools()
+        harness.ensure_py1_venv()
+    except harness.InteropUnavailable as exc:
+        if IN_CI:
+            pytest.fail(f"CI needs the interop tools: {exc}")
+        pytest.skip(f"interop tools unavailable: {exc}")
+
+
+@pytest.fixture
+def bearer_headers(alice: Any) -> dict[str, str]:
+    _, secret = AccessToken.objects.issue(alice, "interop")
+    return {"Authorization": f"Bearer {secret}"}
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("credential", ["cookie", "bearer"])
+@pytest.mark.parametrize("client", harness.CLIENTS)
+async def test_official_clients_connect_list_and_call(
+    interop_tools: None,
+    daphne: Any,
+    alice: Any,
+    alice_headers: dict[str, str],
+    bearer_headers: dict[str, str],
+    client: str,
+    credential: str,
+    transport: str,
+) -> None:
+    headers = alice_headers if credential == "cookie" else bearer_headers
+    url = daphne.url + TRANSPORTS[transport]
+    run = await sync_to_async(harness.run_client, thread_sensitive=False)(
+        client, url, transport=transport, headers=headers, tool="whoami", timeout=90
+    )
+    assert {"whoami", "blob", "sleep"} <= set(run.tools)
+    assert run.text == "alice" and not run.is_error
+    expected = Transport.SSE if transport == "sse" else Transport.STREAMABLE_HTTP
+    assert await McpSession.objects.filter(user=alice, transport=expected).aexists()
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("client", harness.CLIENTS)
+async def test_official_clients_without_credentials_get_401(
+    interop_tools: None, daphne: Any, client: str, transport: str
+) -> None:
+    url = daphne.url + TRANSPORTS[transport]
+    with pytest.raises(harness.ClientFailed) as failed:
+        await sync_to_async(harness.run_client, thread_sensitive=False)(
+            client, url, transport=transport, headers={}, tool="whoami", timeout=90
+        )
+    assert failed.value.unauthorized, failed.value
+    assert not await McpSession.objects.aexists()
+
+
+async def test_conformance_suite_passes_through_an_authenticated_path(
+    interop_tools: None, start_daphne: Any, bearer_headers: dict[str, str]
+) -> None:
+    # The suite opens a session per scenario and ends none: over the default per-user limit (20), the rest got 429.
+    server = start_daphne(overrides={"MCP_GATEWAY_MAX_SESSIONS_PER_USER": 200})
+    result = await sync_to_async(harness.run_conformance, thread_sensitive=False)(
+        f"{server.url}/mcp-conformance/", bearer_headers, suite="active", timeout=600
+    )
+    assert result.ok, result.summary()
+    assert len(result.passed) >= 30
+
+
+@pytest.mark.parametrize("transport", ["sse", "streamable_http"])
+@pytest.mark.parametrize("credential", ["cookie", "bearer", "none"])
+async def test_python_sdk_2_client_on_both_transports(
+    daphne: Any,
+    alice_headers: dict[str, str],
+    bearer_headers: dict[str, str],
+    credential: str,
+    transport: str,
+) -> None:
+    """The mcp 2.3 client in its default (auto) mode; the 1.x one runs in its own venv above."""
+    headers = {"cookie": alice_headers, "bearer": bearer_headers, "none": {}}[credential]
+    if credential == "none":
+        with pytest.raises(BaseException) as refused:
+            async with mcp_client(daphne.url, headers, prefix="/mcp-test/", transport=transport):
+                pass
+        assert _unauthorized(refused.value), repr(refused.value)
+        return
+    async with mcp_client(daphne.url, headers, prefix="/mcp-test/", transport=transport) as client:
+        assert "whoami" in {tool.name for tool in (await client.list_tools()).tools}
+        result = await client.call_tool("whoami", {})
+    assert result.content[0].text == "alice"
+
+
+def _unauthorized(exc: BaseException) -> bool:
+    """Whether the client failed on the gateway's 401, however it wrapped it.
+
+    Over Streamable HTTP the client surfaces the 401's JSON-RPC error body as an ``MCPError``.
+    """
+    if isinstance(exc, BaseExceptionGroup):
+        return any(_unauthorized(inner) for inner in exc.exceptions)
+    if isinstance(exc, httpx2.HTTPStatusError):
+        return exc.response.status_code == 401
+    if isinstance(exc, MCPError):
+        return (exc.error.data or {}).get("reason") == "authentication_required"
+    return exc.__cause__ is not None and _unauthorized(exc.__cause__)
