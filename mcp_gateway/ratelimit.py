@@ -32,7 +32,11 @@ async def check_rate(user: Any) -> None:
     bucket = int(now // window)
     key = f"mcp_gateway:rate:{user.pk}:{window}:{bucket}"
     try:
-        count = await sync_to_async(_count)(gateway_settings.CACHE, key, int(window) + 1)
+        try:
+            count = await sync_to_async(_count)(gateway_settings.CACHE, key, int(window) + 1)
+        except Exception:
+            # Once: a pooled connection that outlived a cache restart fails on first use, then reconnects.
+            count = await sync_to_async(_count)(gateway_settings.CACHE, key, int(window) + 1)
     except Exception:
         # The shared cache is down (e.g. Redis restarting): refuse as retryable rather than crash with a 500.
         logger.warning("Rate-limit cache unavailable; request refused with 503", exc_info=True)
