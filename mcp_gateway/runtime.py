@@ -317,6 +317,7 @@ class SessionHost:
             max_in_flight=gateway_settings.MAX_REQUESTS_IN_FLIGHT,
         )
         self.closed = asyncio.Event()
+        self._spoken = asyncio.Event()
         self._outlets: dict[int, tuple[str, Outlet]] = {}
         self._request_streams: dict[RequestId, int] = {}
         self._lock = asyncio.Lock()
@@ -349,8 +350,8 @@ class SessionHost:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._inbox)
                 tg.start_soon(self._housekeeping)
-                if self.deadline is not None:
-                    tg.start_soon(self._expire, self.deadline)
+                # The MCP server loop starts with the first client message: an idle stream costs no server state.
+                await self._spoken.wait()
                 await self.actor.run()
                 tg.cancel_scope.cancel()
         except asyncio.CancelledError:
@@ -395,19 +396,21 @@ class SessionHost:
             self.closed.set()
 
     async def _housekeeping(self) -> None:
-        """Save activity now and then; end the session if it went idle or was closed elsewhere."""
+        """Save activity now and then; end the session when it went idle, expired, or was closed elsewhere."""
         idle_timeout = gateway_settings.IDLE_TIMEOUT
         while True:
-            await anyio.sleep(gateway_settings.PING_INTERVAL)
+            if self.deadline is None:
+                await anyio.sleep(gateway_settings.PING_INTERVAL)
+            else:
+                left = (self.deadline - timezone.now()).total_seconds()
+                await anyio.sleep(max(0.0, min(gateway_settings.PING_INTERVAL, left)))
+                if timezone.now() >= self.deadline:
+                    raise SessionEnded(CloseReason.EXPIRED)
             changes = self.actor.pending_activity()
             if not await database_sync_to_async(McpSession.objects.record_activity)(self.pk, changes):
                 raise SessionEnded(CloseReason.REVOKED)  # closed elsewhere; the record keeps its own reason
             if idle_timeout is not None and (timezone.now() - self.actor.last_seen).total_seconds() > idle_timeout:
                 raise SessionEnded(CloseReason.EXPIRED)
-
-    async def _expire(self, deadline: datetime) -> None:
-        await anyio.sleep(max(0.0, (deadline - timezone.now()).total_seconds()))
-        raise SessionEnded(CloseReason.EXPIRED)
 
     # The inbox
 
@@ -441,6 +444,7 @@ class SessionHost:
             parsed = jsonrpc_message_adapter.validate_json(message["body"], by_name=False)
         except ValidationError:
             return  # validated by the POST handler; nothing else sends here
+        self._spoken.set()
         reply_to = message.get("reply_to")
         if reply_to and isinstance(parsed, JSONRPCRequest):
             async with self._lock:

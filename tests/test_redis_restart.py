@@ -136,13 +136,6 @@ async def call_until(session: Session, lane: int, stop_at: float, outcomes: Outc
             outcomes["misrouted"] += 1
 
 
-PUBSUB_LOSES = pytest.mark.xfail(
-    reason="RedisPubSubChannelLayer is at-most-once: while a worker re-subscribes after the restart, PUBLISH "
-    "reaches no one, the POST was already answered 202, and the reply never comes (measured: 24 of ~900 calls)",
-    strict=False,
-)
-
-
 async def retrying_503(session: Session, request_id: int, params: dict[str, Any]) -> dict[str, Any]:
     """A call as a client honouring 503 + Retry-After makes it: a pooled connection that outlived the restart
     may fail once (503, the message not accepted) before it reconnects."""
@@ -156,7 +149,9 @@ async def retrying_503(session: Session, request_id: int, params: dict[str, Any]
     raise AssertionError("still 503 a second after the restart")
 
 
-@pytest.mark.parametrize("layer", ["core", pytest.param("pubsub", marks=PUBSUB_LOSES)])
+# Only the layer we ship: RedisPubSubChannelLayer (at-most-once) silently lost calls already answered 202 across a
+# restart (24 of ~900, measured with this test's scenario; see the README), which is why it is not the default.
+@pytest.mark.parametrize("layer", ["core"])
 async def test_workers_recover_from_a_redis_restart_and_nothing_goes_astray(
     start_daphne: Any, private_redis: PrivateRedis, make_user: Any, layer: str
 ) -> None:
