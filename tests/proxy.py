@@ -164,6 +164,7 @@ class ProxyServer:
             raise ValueError("backends must be http://127.0.0.1:PORT URLs")
         self._next = itertools.cycle(range(len(self.backends)))
         self.add_headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in (add_headers or {}).items()]
+        self._added = {k.lower() for k, _ in self.add_headers}
         self.host, self.port = host, port
         self.max_connections = max_connections
         self.head_timeout, self.connect_timeout = head_timeout, connect_timeout
@@ -257,7 +258,8 @@ class ProxyServer:
         upstream = ClientReader(up_reader)
         try:
             out = [request_line]
-            out += [k + b": " + v for k, v in headers if k.lower() not in HOP_BY_HOP]
+            # An added header replaces the client's own of that name (e.g. a credential the client lacks or fakes).
+            out += [k + b": " + v for k, v in headers if k.lower() not in HOP_BY_HOP and k.lower() not in self._added]
             out += [k + b": " + v for k, v in self.add_headers]
             out.append(b"Connection: close")
             up_writer.write(b"\r\n".join(out) + b"\r\n\r\n")

@@ -27,7 +27,6 @@ credentials; see ``unauthorized``).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import fcntl
 import hashlib
@@ -47,7 +46,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
+
+from tests.proxy import LoopbackProxy
 
 INTEROP_DIR = Path(__file__).resolve().parent
 REPO_ROOT = INTEROP_DIR.parents[1]
@@ -314,181 +315,6 @@ def serve_reference(
 # The header-adding proxy
 
 
-class HeaderProxy:
-    """A loopback HTTP/1.1 proxy that adds headers to every request and changes nothing else.
-
-    Each client connection gets its own upstream connection. Requests are parsed
-    only as far as needed to find where each one ends (Content-Length or chunked),
-    so the given headers can be added to every request head; a client header of
-    the same name is dropped. Host, Origin and everything else pass through as the
-    client sent them. Responses are relayed as raw bytes the moment they arrive:
-    SSE streams are not buffered, and a client closing its connection closes the
-    upstream one (so the server sees the disconnect).
-
-        with HeaderProxy("http://127.0.0.1:8000/mcp/", {"Authorization": "Bearer x"}) as proxy:
-            proxy.url  # "http://127.0.0.1:<port>/mcp/"
-    """
-
-    def __init__(self, upstream: str, headers: Mapping[str, str] | None = None) -> None:
-        parts = urlsplit(upstream)
-        if parts.scheme != "http" or not parts.hostname:
-            raise ValueError(f"HeaderProxy forwards to plain http:// URLs, not {upstream!r}")
-        self.upstream_host = parts.hostname
-        self.upstream_port = parts.port or 80
-        self.path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        self.headers = dict(headers or {})
-        self._add = b"".join(f"{k}: {v}\r\n".encode("latin-1") for k, v in self.headers.items())
-        self._drop = {k.lower().encode("latin-1") for k in self.headers}
-        self.port = 0
-        self.requests = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._server: asyncio.Server | None = None
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def url(self) -> str:
-        """The upstream URL, with the proxy's host and port."""
-        return self.base_url + self.path
-
-    def __enter__(self) -> HeaderProxy:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def start(self) -> None:
-        ready = threading.Event()
-        failure: list[BaseException] = []
-
-        def serve() -> None:
-            loop = asyncio.new_event_loop()
-            asyncio.set_event_loop(loop)
-            self._loop = loop
-            try:
-                self._server = loop.run_until_complete(
-                    asyncio.start_server(self._handle, "127.0.0.1", 0, limit=1 << 20)
-                )
-                self.port = self._server.sockets[0].getsockname()[1]
-            except BaseException as error:
-                failure.append(error)
-                ready.set()
-                loop.close()
-                return
-            ready.set()
-            try:
-                loop.run_forever()
-            finally:
-                self._server.close()
-                pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
-                for task in pending:
-                    task.cancel()
-                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-                loop.close()
-
-        self._thread = threading.Thread(target=serve, name="mcp-header-proxy", daemon=True)
-        self._thread.start()
-        ready.wait(10)
-        if failure:
-            raise failure[0]
-
-    def close(self) -> None:
-        if self._loop is not None and self._thread is not None and self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(10)
-
-    async def _handle(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
-        # A connection still open when the proxy closes is cancelled; end quietly (asyncio's
-        # start_server callback would otherwise log the CancelledError as an unhandled error).
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._connection(client_reader, client_writer)
-
-    async def _connection(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection(self.upstream_host, self.upstream_port)
-        except OSError:
-            client_writer.write(b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
-            await _close(client_writer)
-            return
-        relay = asyncio.create_task(self._relay_responses(up_reader, client_writer))
-        try:
-            while await self._forward_request(client_reader, up_writer):
-                pass
-        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
-            pass
-        finally:
-            await _close(up_writer)
-            relay.cancel()
-            with contextlib.suppress(BaseException):
-                await relay
-            await _close(client_writer)
-
-    async def _forward_request(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
-        try:
-            head = await reader.readuntil(b"\r\n\r\n")
-        except asyncio.IncompleteReadError:
-            return False  # the client closed the connection
-        lines = head[:-4].split(b"\r\n")
-        kept = [lines[0]]
-        length, chunked = 0, False
-        for line in lines[1:]:
-            name, _, value = line.partition(b":")
-            key = name.strip().lower()
-            if key in self._drop:
-                continue
-            if key == b"content-length":
-                length = int(value.strip())
-            elif key == b"transfer-encoding" and b"chunked" in value.lower():
-                chunked = True
-            kept.append(line)
-        self.requests += 1
-        writer.write(b"\r\n".join(kept) + b"\r\n" + self._add + b"\r\n")
-        if chunked:
-            while True:
-                size_line = await reader.readuntil(b"\r\n")
-                writer.write(size_line)
-                size = int(size_line.split(b";")[0].strip(), 16)
-                if size == 0:
-                    while True:  # trailers, then the empty line
-                        trailer = await reader.readuntil(b"\r\n")
-                        writer.write(trailer)
-                        if trailer == b"\r\n":
-                            break
-                    break
-                writer.write(await reader.readexactly(size + 2))
-                await writer.drain()
-        else:
-            while length:
-                chunk = await reader.read(min(length, 1 << 16))
-                if not chunk:
-                    raise asyncio.IncompleteReadError(b"", length)
-                writer.write(chunk)
-                length -= len(chunk)
-                await writer.drain()
-        await writer.drain()
-        return True
-
-    async def _relay_responses(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while chunk := await reader.read(1 << 16):
-                writer.write(chunk)
-                await writer.drain()
-        except OSError:
-            pass
-        finally:
-            await _close(writer)
-
-
-async def _close(writer: asyncio.StreamWriter) -> None:
-    with contextlib.suppress(Exception):
-        writer.close()
-        await asyncio.wait_for(writer.wait_closed(), 2)
-
-
 # The conformance suite
 
 
@@ -558,16 +384,21 @@ def run_conformance(
     expected_failures: Path | str | None = None,
     timeout: float = 300,
 ) -> ConformanceResult:
-    """Run ``conformance server`` against ``url`` (a Streamable HTTP endpoint) through a :class:`HeaderProxy`.
+    """Run ``conformance server`` against ``url`` (a Streamable HTTP endpoint) through a header-adding proxy.
+
+    The suite has no header option: :class:`tests.proxy.LoopbackProxy` adds ``headers`` to every request and
+    leaves Host and Origin as the suite sent them.
 
     ``suite`` is the suite's own: ``"active"`` (its default), ``"all"`` (adds the pending
     scenarios: json-schema-2020-12 and server-sse-polling in 0.1.16) or ``"pending"``.
     The result maps each scenario run to its checks (read from the suite's checks.json files).
     """
     tools = ensure_node_tools()
-    with HeaderProxy(url, headers) as proxy, _scratch_home() as home:
+    parts = urlsplit(url)
+    target = urlunsplit(("", "", parts.path or "/", parts.query, ""))
+    with LoopbackProxy([f"{parts.scheme}://{parts.netloc}"], add_headers=headers) as proxy, _scratch_home() as home:
         out = home / "results"
-        cmd = [str(tools.node), str(tools.conformance), "server", "--url", proxy.url, "-o", str(out)]
+        cmd = [str(tools.node), str(tools.conformance), "server", "--url", proxy.url + target, "-o", str(out)]
         if scenario:
             cmd += ["--scenario", scenario]
         else:
@@ -583,7 +414,9 @@ def run_conformance(
             checks_file = directory / "checks.json"
             if match and checks_file.exists():
                 scenarios[match["name"]] = ScenarioResult(match["name"], json.loads(checks_file.read_text()))
-        return ConformanceResult(done.returncode, scenarios, done.stdout, done.stderr, done.timed_out, proxy.requests)
+        return ConformanceResult(
+            done.returncode, scenarios, done.stdout, done.stderr, done.timed_out, proxy.stats["requests"]
+        )
 
 
 # Clients

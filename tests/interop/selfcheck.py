@@ -25,12 +25,14 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from tests.interop import harness  # noqa: E402
+from tests.proxy import LoopbackProxy  # noqa: E402
 
 results: list[tuple[str, bool, str]] = []
 
@@ -94,13 +96,21 @@ def gateway() -> Iterator[tuple[str, dict[str, str], dict[str, str]]]:
             db.unlink()
 
 
+@contextlib.contextmanager
+def front(url: str, headers: dict[str, str]) -> Iterator[str]:
+    """``url`` as seen through the shared loopback proxy (tests/proxy.py) adding ``headers``."""
+    parts = urlsplit(url)
+    with LoopbackProxy([f"{parts.scheme}://{parts.netloc}"], add_headers=headers) as proxy:
+        yield proxy.url + parts.path
+
+
 def check_proxy_streams_sse(url: str, headers: dict[str, str]) -> None:
     """Through the proxy, the gateway's first SSE event arrives at once and a client's close reaches it."""
     import httpx2
 
-    with harness.HeaderProxy(url, headers) as proxy, httpx2.Client(timeout=10) as client:
+    with front(url, headers) as proxied, httpx2.Client(timeout=10) as client:
         started = time.monotonic()
-        with client.stream("GET", proxy.url, headers={"Accept": "text/event-stream"}) as response:
+        with client.stream("GET", proxied, headers={"Accept": "text/event-stream"}) as response:
             lines = response.iter_lines()
             first = next(lines), next(lines)
             took = time.monotonic() - started
@@ -143,16 +153,16 @@ def check_proxy_methods(url: str) -> None:
         "method": "initialize",
         "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "x", "version": "1"}},
     }
-    with harness.HeaderProxy(url, {"X-Interop": "1"}) as proxy, httpx2.Client(timeout=10) as client:
-        first = client.post(proxy.url, json=init, headers=accept)
+    with front(url, {"X-Interop": "1"}) as proxied, httpx2.Client(timeout=10) as client:
+        first = client.post(proxied, json=init, headers=accept)
         session = {"Mcp-Session-Id": first.headers.get("mcp-session-id", ""), "MCP-Protocol-Version": "2025-11-25"}
         done = client.post(
-            proxy.url, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers={**accept, **session}
+            proxied, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers={**accept, **session}
         )
-        with client.stream("GET", proxy.url, headers={"Accept": "text/event-stream", **session}) as stream:
+        with client.stream("GET", proxied, headers={"Accept": "text/event-stream", **session}) as stream:
             streamed = stream.status_code
-        deleted = client.delete(proxy.url, headers=session)
-        gone = client.post(proxy.url, json={"jsonrpc": "2.0", "id": 2, "method": "ping"}, headers={**accept, **session})
+        deleted = client.delete(proxied, headers=session)
+        gone = client.post(proxied, json={"jsonrpc": "2.0", "id": 2, "method": "ping"}, headers={**accept, **session})
     record(
         "proxy forwards POST/GET/DELETE",
         (first.status_code, done.status_code, streamed, deleted.status_code, gone.status_code)
