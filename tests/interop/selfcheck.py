@@ -111,8 +111,8 @@ def check_proxy_streams_sse(url: str, headers: dict[str, str]) -> None:
     with front(url, headers) as proxied, httpx2.Client(timeout=10) as client:
         started = time.monotonic()
         with client.stream("GET", proxied, headers={"Accept": "text/event-stream"}) as response:
-            lines = response.iter_lines()
-            first = next(lines), next(lines)
+            lines = (line for line in response.iter_lines() if line and not line.startswith(":"))
+            first = next(lines), next(lines)  # comments (the stream's priming one) skipped
             took = time.monotonic() - started
         record(
             "proxy streams the gateway's SSE",
