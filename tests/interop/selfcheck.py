@@ -111,8 +111,9 @@ def check_proxy_streams_sse(url: str, headers: dict[str, str]) -> None:
     with front(url, headers) as proxied, httpx2.Client(timeout=10) as client:
         started = time.monotonic()
         with client.stream("GET", proxied, headers={"Accept": "text/event-stream"}) as response:
-            lines = (line for line in response.iter_lines() if line and not line.startswith(":"))
-            first = next(lines), next(lines)  # comments (the stream's priming one) skipped
+            # Comments (the stream's priming one) and the event's id line are skipped.
+            lines = (line for line in response.iter_lines() if line and not line.startswith((":", "id:")))
+            first = next(lines), next(lines)
             took = time.monotonic() - started
         record(
             "proxy streams the gateway's SSE",
