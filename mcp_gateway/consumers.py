@@ -35,10 +35,10 @@ from mcp_sessions.models import CloseReason, McpSession, Transport
 
 from . import audit, runtime, sse
 from .auth import authenticate
-from .binding import bind, bind_ref, last_event_id, session_id_from_query
+from .binding import BoundSession, bind, bind_ref, last_event_id, session_id_from_query
 from .conf import gateway_settings
 from .csrf import check_csrf
-from .events import MAIN_STREAM, Event
+from .events import MAIN_STREAM, Event, EventId
 from .exceptions import (
     GatewayError,
     InvalidEventId,
@@ -234,6 +234,14 @@ class StreamConsumer(GatewayConsumer):
     def start_keepalive(self) -> None:
         self._keepalive = asyncio.get_running_loop().create_task(self._ping())
 
+    async def carry(self, session: BoundSession, *, stream: int, after: EventId | None, replace: bool) -> None:
+        """Carry ``stream`` of ``session`` on this connection, from the event after ``after``; refusals raise."""
+        self.host_channel, self.session_pk = session.channel_name, session.pk
+        status = await runtime.attach(
+            self.channel_layer, session.channel_name, self.channel_name, stream=stream, after=after, replace=replace
+        )
+        await self.attached(status)
+
     async def attached(self, status: runtime.Attach) -> None:
         """Act on the host's answer to this connection's request to carry a stream."""
         if status is runtime.Attach.OK:
@@ -408,16 +416,7 @@ class SSEConsumer(StreamConsumer):
         if resume_after is None:
             await self._open(credential)
         else:
-            self.host_channel, self.session_pk = session.channel_name, session.pk
-            status = await runtime.attach(
-                self.channel_layer,
-                session.channel_name,
-                self.channel_name,
-                stream=MAIN_STREAM,
-                after=resume_after,
-                replace=True,
-            )
-            await self.attached(status)
+            await self.carry(session, stream=MAIN_STREAM, after=resume_after, replace=True)
         self.start_keepalive()
         return [runtime.receiver(self.channel_layer, self.channel_name)]
 

@@ -183,16 +183,12 @@ class StreamableHTTPConsumer(StreamConsumer):
         if resume_after is not None and resume_after.ref != session.ref:
             raise InvalidEventId()
         await self.open_inbox(listen=False)
-        self.host_channel, self.session_pk = session.channel_name, session.pk
-        status = await runtime.attach(
-            self.channel_layer,
-            session.channel_name,
-            self.channel_name,
+        await self.carry(
+            session,
             stream=resume_after.stream if resume_after is not None else MAIN_STREAM,
             after=resume_after,
             replace=resume_after is not None,
         )
-        await self.attached(status)
         self._has_inbox.set()
         self.start_keepalive()
         return False
