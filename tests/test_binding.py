@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 import anyio
 import httpx2
 import pytest
+from asgiref.sync import sync_to_async
 from django.db import connection
 
 from demo.models import Note
@@ -39,7 +39,7 @@ async def test_session_id_is_the_records_key_and_stored_only_hashed(
                 cursor.execute("SELECT * FROM mcp_sessions_mcpsession")
                 return any(session_id in str(value) for row in cursor.fetchall() for value in row)
 
-        assert not await asyncio.to_thread(stored_anywhere)
+        assert not await sync_to_async(stored_anywhere)()
 
 
 async def test_concurrent_connections_get_unique_random_ids(
@@ -92,8 +92,8 @@ async def test_each_post_reaches_the_session_it_names(
 async def test_fifty_concurrent_clients_with_identical_request_ids_get_only_their_own_results(
     daphne: Any, make_user: Any
 ) -> None:
-    users = [await asyncio.to_thread(make_user, f"user{i}") for i in range(5)]
-    headers = [await asyncio.to_thread(login_headers, user) for user in users]
+    users = [await sync_to_async(make_user)(f"user{i}") for i in range(5)]
+    headers = [await sync_to_async(login_headers)(user) for user in users]
     results: dict[int, list[tuple[str, str]]] = {}
 
     async def run(client_no: int) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 import anyio
 import httpx2
 import pytest
+from asgiref.sync import sync_to_async
 
 from mcp_sessions.models import CloseReason, McpSession
 
@@ -211,7 +212,7 @@ async def test_workers_recover_when_the_database_drops_their_connections(
                 )
                 return cursor.fetchone()[0]
 
-        assert await asyncio.to_thread(terminate_other_backends) >= 1
+        assert await sync_to_async(terminate_other_backends)() >= 1
         statuses = []
         for n in range(5):
             response = await http.post(server.url + stream.endpoint, json=jsonrpc("ping", id=n), headers=alice_headers)

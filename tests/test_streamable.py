@@ -10,6 +10,7 @@ from typing import Any
 import anyio
 import httpx2
 import pytest
+from asgiref.sync import sync_to_async
 
 from demo.models import Note
 from mcp_sessions.models import CloseReason, McpSession, Transport
@@ -266,8 +267,8 @@ async def test_fifty_concurrent_sessions_with_colliding_ids_get_only_their_own_a
 ) -> None:
     from .conftest import login_headers
 
-    users = [await anyio.to_thread.run_sync(make_user, f"user{n}") for n in range(50)]
-    headers = [await anyio.to_thread.run_sync(login_headers, user) for user in users]
+    users = [await sync_to_async(make_user)(f"user{n}") for n in range(50)]
+    headers = [await sync_to_async(login_headers)(user) for user in users]
     limits = httpx2.Limits(max_connections=200, max_keepalive_connections=200)
     async with httpx2.AsyncClient(timeout=60, limits=limits) as client:
         peers = [Peer(client, f"{daphne.url}/mcp/", h) for h in headers]
@@ -296,8 +297,6 @@ async def test_fifty_concurrent_sessions_with_colliding_ids_get_only_their_own_a
 async def test_a_session_is_served_by_every_worker_and_revoked_from_anywhere(
     start_daphne: Any, http: httpx2.AsyncClient, alice: Any, alice_headers: dict[str, str], redis_settings: Any
 ) -> None:
-    from asgiref.sync import sync_to_async
-
     from mcp_sessions.revocation import revoke
 
     home, other = start_daphne(overrides=redis_settings), start_daphne(overrides=redis_settings)
