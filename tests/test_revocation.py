@@ -167,7 +167,10 @@ async def test_credential_changes_end_exactly_the_sessions_they_opened(
         ctx = {"admin": admin_client, "alice": alice, "login": login, "token": token}
         await sync_to_async(event)(ctx)
         for name in ended:
-            await ends(streams[name], within=1.0)
+            try:
+                await ends(streams[name], within=1.0)
+            except TimeoutError:
+                pytest.fail(f"the {name!r} stream is still open; daphne's log:\n{server.log()[-6000:]}")
         for name in set(streams) - ended:
             await handshake(http, server.url, streams[name], headers[name])
         await handshake(http, server.url, bobs, bob_headers)
