@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import resource
@@ -251,6 +252,16 @@ async def open_session_count() -> int:
     return await sync_to_async(McpSession.objects.filter(closed_at__isnull=True).count)()
 
 
+async def open_session_details() -> list[dict[str, Any]]:
+    from asgiref.sync import sync_to_async
+
+    from mcp_sessions.models import McpSession
+
+    fields = ("id_hash", "messages_in", "messages_out", "created_at", "last_seen_at", "worker_id")
+    rows = await sync_to_async(list)(McpSession.objects.filter(closed_at__isnull=True).values(*fields))
+    return [{**row, "id_hash": row["id_hash"][:12]} for row in rows]
+
+
 async def task_counts(http: httpx2.AsyncClient, workers: list[str]) -> dict[str, int]:
     counts = {}
     for url in workers:
@@ -419,6 +430,8 @@ async def run_suite(
 
         figures.storm_close_seconds = await settle(lambda: _zero(open_session_count), settle_within)
         figures.leaked_sessions = await open_session_count()
+        if figures.leaked_sessions:
+            log(f"sessions still open: {await open_session_details()}")
 
         async def tasks_back() -> bool:
             now = await task_counts(probe, workers)
@@ -426,6 +439,13 @@ async def run_suite(
             return not any(figures.leaked_tasks.values())
 
         await settle(tasks_back, settle_within)
+        if any(figures.leaked_tasks.values()):
+            for url in workers:
+                with contextlib.suppress(Exception):
+                    stacks = (await probe.get(url + "/_test/tasks?stacks=1")).json().get("stacks", [])
+                    log(f"tasks of {url} (leaked {figures.leaked_tasks[url]}):")
+                    for stack in stacks:
+                        log("  " + " <- ".join(reversed(stack[-3:])))
 
         async def keys_gone() -> bool:
             figures.leaked_keys = await redis_keys(redis_url, prefix)

@@ -3,7 +3,14 @@
 Both serve the same MCPServer (bench/servers.py) under daphne, on loopback ports, in one run; every figure is
 reported for both and as the ratio gateway / reference. Run it with
 
-    .venv/bin/python -m bench.run [--calls 500] [--seconds 5] [--sessions 32] [--streams 1000] [--no-workers]
+    .venv/bin/python -m bench.run [--rounds 3] [--calls 500] [--seconds 5] [--sessions 32] [--streams 1000]
+                                  [--no-workers]
+
+The two servers run side by side and are measured in alternating rounds (reference, gateway, reference, …);
+each figure is the median over the rounds, so a slow spell of a shared machine hits both alike. Besides wall-clock
+latency and calls/s it reports the server process's CPU time per call (user + system, from /proc), which the
+client's own CPU use and the machine's other load disturb far less. Memory per idle stream is also shown for
+daphne's own floor: a bare ASGI app holding the same number of event streams (``bench.servers:floor_app``).
 
 Then, unless ``--no-workers`` (or Redis is not reachable at ``--redis``), the gateway on Redis behind the
 round-robin loopback proxy (tests/proxy.py, its own process): 1 worker vs 2 workers (calls/s, as ratios to each
@@ -65,6 +72,12 @@ class Server:
                 time.sleep(0.1)
         raise RuntimeError(f"{name} did not start")
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the server process has used."""
+        with open(f"/proc/{self.proc.pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def rss(self) -> int:
         with open(f"/proc/{self.proc.pid}/statm") as statm:
             return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -93,7 +106,8 @@ async def latency(server: Server, headers: dict[str, str], calls: int) -> dict[s
     return {"p50_ms": statistics.median(samples), "p99_ms": samples[int(len(samples) * 0.99) - 1]}
 
 
-async def throughput(server: Server, headers: dict[str, str], sessions: int, seconds: float) -> float:
+async def throughput(server: Server, headers: dict[str, str], sessions: int, seconds: float) -> dict[str, float]:
+    """Calls/s with ``sessions`` concurrent sessions, and the server's CPU microseconds per call."""
     done = 0
     stop_at = 0.0
 
@@ -110,10 +124,14 @@ async def throughput(server: Server, headers: dict[str, str], sessions: int, sec
     ready = asyncio.Event()
     tasks = [asyncio.create_task(worker(n)) for n in range(sessions)]
     await asyncio.sleep(2)  # sessions open
+    cpu_before = server.cpu_seconds() if isinstance(server, Server) else 0.0
     stop_at = time.perf_counter() + seconds
     ready.set()
     await asyncio.wait_for(asyncio.gather(*tasks), seconds + 60)
-    return done / seconds
+    result = {"calls_per_s": done / seconds}
+    if isinstance(server, Server):
+        result["cpu_us_per_call"] = (server.cpu_seconds() - cpu_before) / max(done, 1) * 1e6
+    return result
 
 
 def idle_stream_bytes(server: Server, headers: dict[str, str], streams: int) -> float:
@@ -155,11 +173,14 @@ def gateway_headers(env: dict[str, str]) -> dict[str, str]:
     return json.loads(out)
 
 
-async def measure(server: Server, headers: dict[str, str], args: argparse.Namespace) -> dict[str, float]:
+async def measure_round(server: Server, headers: dict[str, str], args: argparse.Namespace) -> dict[str, float]:
     result = await latency(server, headers, args.calls)
-    result["calls_per_s"] = await throughput(server, headers, args.sessions, args.seconds)
-    result["idle_stream_kib"] = await asyncio.to_thread(idle_stream_bytes, server, headers, args.streams) / 1024
+    result.update(await throughput(server, headers, args.sessions, args.seconds))
     return result
+
+
+def medians(rounds: list[dict[str, float]]) -> dict[str, float]:
+    return {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
 
 
 class Front:
@@ -195,13 +216,14 @@ def multiworker(args: argparse.Namespace) -> dict[str, dict[str, float]]:
             headers = cluster.user_headers(1)[0]
             front = Front(cluster.front)
             result = asyncio.run(latency(front, headers, args.worker_calls))  # type: ignore[arg-type]
-            result["calls_per_s"] = asyncio.run(throughput(front, headers, args.sessions, args.seconds))  # type: ignore[arg-type]
+            result.update(asyncio.run(throughput(front, headers, args.sessions, args.seconds)))  # type: ignore[arg-type]
             results[name] = result
     return results
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; figures are their medians")
     parser.add_argument("--calls", type=int, default=500, help="sequential calls for latency")
     parser.add_argument("--sessions", type=int, default=32, help="concurrent sessions for throughput")
     parser.add_argument("--seconds", type=float, default=5.0, help="throughput measuring time")
@@ -217,29 +239,46 @@ def main() -> None:
         env = {"DJANGO_SETTINGS_MODULE": "bench.settings", "BENCH_DB": str(Path(tmp) / "bench.sqlite3")}
         headers = gateway_headers(env)
         results: dict[str, dict[str, float]] = {}
-        for name, app, module, sse_path, auth in (
-            ("reference", "bench.servers:reference_app", "daphne", "sse", {}),
-            ("gateway", "demo.asgi:application", "mcp_gateway.daphne", "mcp/sse", headers),
-        ):
-            server = Server(name, app, env, module)
-            server.sse_path = sse_path  # type: ignore[attr-defined]
-            try:
-                results[name] = asyncio.run(measure(server, auth, args))
-            finally:
+        servers: dict[str, tuple[Server, dict[str, str]]] = {}
+        try:
+            for name, app, module, sse_path, auth in (
+                ("reference", "bench.servers:reference_app", "daphne", "sse", {}),
+                ("gateway", "demo.asgi:application", "mcp_gateway.daphne", "mcp/sse", headers),
+                ("floor", "bench.servers:floor_app", "daphne", "sse", {}),
+            ):
+                server = Server(name, app, env, module)
+                server.sse_path = sse_path  # type: ignore[attr-defined]
+                servers[name] = (server, auth)
+            rounds: dict[str, list[dict[str, float]]] = {"reference": [], "gateway": []}
+            for _ in range(args.rounds):
+                for name in rounds:
+                    server, auth = servers[name]
+                    rounds[name].append(asyncio.run(measure_round(server, auth, args)))
+            for name, server_rounds in rounds.items():
+                results[name] = medians(server_rounds)
+            for name, (server, auth) in servers.items():
+                kib = idle_stream_bytes(server, auth, args.streams) / 1024
+                results.setdefault(name, {})["idle_stream_kib"] = kib
+        finally:
+            for server, _ in servers.values():
                 server.stop()
 
     models = [line.split(":", 1)[1] for line in Path("/proc/cpuinfo").read_text().splitlines() if "model name" in line]
     cpu = re.sub(r"\s+", " ", models[0] if models else "?").strip()
     print(f"Machine: {os.cpu_count()} cores, {cpu}; Python {platform.python_version()}; both under daphne")
+    print(f"Medians of {args.rounds} alternating rounds; memory with {args.streams} idle streams")
     print(f"{'metric':<22}{'reference':>12}{'gateway':>12}{'ratio':>9}")
     for key, better in (
         ("p50_ms", "lower"),
         ("p99_ms", "lower"),
         ("calls_per_s", "higher"),
+        ("cpu_us_per_call", "lower"),
         ("idle_stream_kib", "lower"),
     ):
         ref, ours = results["reference"][key], results["gateway"][key]
         print(f"{key:<22}{ref:>12.2f}{ours:>12.2f}{ours / ref:>8.2f}x  ({better} is better)")
+    floor = results["floor"]["idle_stream_kib"]
+    print(f"daphne's own floor per idle stream (bare ASGI app): {floor:.2f} KiB")
 
     workers: dict[str, dict[str, float]] = {}
     if args.no_workers:

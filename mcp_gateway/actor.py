@@ -1,11 +1,12 @@
 """One live MCP session, run in the worker that holds its stream.
 
 The actor runs the SDK's server loop over two bounded in-memory streams.
-Client messages arrive through :meth:`SessionActor.deliver` (the consumer
-feeds it from the channel layer); server messages leave through a ``sink``
-that the transport supplies (an SSE stream, later Streamable HTTP responses).
+Client messages arrive through :meth:`SessionActor.deliver` (its session
+host feeds it from the channel layer); server messages leave through a
+``sink``, the host's router to the streams of either transport.
 The actor knows nothing of HTTP, and nothing here touches the database: it
-only counts, and the consumer persists the counts now and then.
+only counts, and its worker's sweep (:class:`~mcp_gateway.runtime.Sweeper`)
+persists the counts now and then.
 """
 
 from __future__ import annotations

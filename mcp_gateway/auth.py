@@ -8,6 +8,13 @@ credential decides. A request nobody recognises is refused with 401 and a
 A :class:`Credential` says whether it is *ambient*, sent by a browser on its
 own (a cookie): only ambient credentials need the CSRF check. A bearer token is
 never ambient: a page on another origin cannot make a browser send it.
+
+A credential also has a *fingerprint*: a digest naming the very secret
+presented (this token, this login), which an authenticator can compute from a
+request without the database (:func:`presented_fingerprint`). A session
+remembers the fingerprint it was opened with, so that a later request carrying
+the same credential to the worker running it can skip the database (see
+:mod:`mcp_gateway.binding`).
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from django.conf import settings
 from django.contrib.auth import get_user
 from django.utils.module_loading import import_string
 
+from mcp_sessions.ids import hash_token, is_token_shaped
 from mcp_sessions.models import AccessToken
 from mcp_sessions.revocation import login_session_hash
 
@@ -41,6 +49,16 @@ class Credential:
     token_id: int | None = None
     expires_at: datetime | None = None
     login_session_hash: str = ""
+    # Digest of the secret presented (never the secret); empty when the authenticator cannot name one.
+    fingerprint: str = ""
+
+
+def token_fingerprint(token_hash: str) -> str:
+    return f"bearer:{token_hash}"
+
+
+def login_fingerprint(login_hash: str) -> str:
+    return f"session:{login_hash}"
 
 
 class Authenticator(Protocol):
@@ -53,6 +71,11 @@ class Authenticator(Protocol):
     async def authenticate(self, request: GatewayRequest) -> Credential | None:
         """The caller, or ``None`` when no usable credential of this kind is present."""
         ...
+
+    # Optional: ``fingerprint(request) -> str | None``, without I/O: the
+    # fingerprint :meth:`authenticate` would give the request's credential of
+    # this kind, "" if it cannot be valid, ``None`` if none is present. An
+    # authenticator without it disables the database-free path.
 
 
 class SessionCookieAuthenticator:
@@ -68,19 +91,28 @@ class SessionCookieAuthenticator:
     def challenge(self) -> str:
         return f'Cookie realm="mcp", cookie-name="{settings.SESSION_COOKIE_NAME}"'
 
+    def fingerprint(self, request: GatewayRequest) -> str | None:
+        session_key = request.cookies.get(settings.SESSION_COOKIE_NAME)
+        return login_fingerprint(login_session_hash(session_key)) if session_key else None
+
     async def authenticate(self, request: GatewayRequest) -> Credential | None:
-        django_request = request.django_request
-        session_key = django_request.COOKIES.get(settings.SESSION_COOKIE_NAME)
+        session_key = request.cookies.get(settings.SESSION_COOKIE_NAME)
         if not session_key:
             return None
+        django_request = request.django_request
         engine = import_module(settings.SESSION_ENGINE)
         django_request.session = engine.SessionStore(session_key)
         user = await database_sync_to_async(get_user)(django_request)
         if not user.is_authenticated:
             return None
         django_request.user = user
+        login_hash = login_session_hash(session_key)
         return Credential(
-            user=user, scheme=self.scheme, ambient=True, login_session_hash=login_session_hash(session_key)
+            user=user,
+            scheme=self.scheme,
+            ambient=True,
+            login_session_hash=login_hash,
+            fingerprint=login_fingerprint(login_hash),
         )
 
 
@@ -97,6 +129,13 @@ class BearerTokenAuthenticator:
     def challenge(self) -> str:
         return 'Bearer realm="mcp"'
 
+    def fingerprint(self, request: GatewayRequest) -> str | None:
+        kind, _, secret = request.headers.get("authorization", "").partition(" ")
+        if kind.lower() != "bearer":
+            return None
+        secret = secret.strip()
+        return token_fingerprint(hash_token(secret)) if is_token_shaped(secret) else ""
+
     async def authenticate(self, request: GatewayRequest) -> Credential | None:
         kind, _, secret = request.headers.get("authorization", "").partition(" ")
         if kind.lower() != "bearer":
@@ -105,7 +144,12 @@ class BearerTokenAuthenticator:
         if token is None:
             raise InvalidToken(headers=[(b"www-authenticate", b'Bearer realm="mcp", error="invalid_token"')])
         return Credential(
-            user=token.user, scheme=self.scheme, ambient=False, token_id=token.pk, expires_at=token.expires_at
+            user=token.user,
+            scheme=self.scheme,
+            ambient=False,
+            token_id=token.pk,
+            expires_at=token.expires_at,
+            fingerprint=token_fingerprint(token.token_hash),
         )
 
 
@@ -116,6 +160,22 @@ def _load(paths: tuple[str, ...]) -> tuple[Authenticator, ...]:
 
 def get_authenticators() -> tuple[Authenticator, ...]:
     return _load(tuple(gateway_settings.AUTHENTICATORS))
+
+
+def presented_fingerprint(request: GatewayRequest) -> str | None:
+    """The fingerprint of the credential :func:`authenticate` would decide on, computed without I/O.
+
+    ``None`` when it cannot be known this way: no credential, or an
+    authenticator ahead of the deciding one that cannot compute fingerprints.
+    """
+    for authenticator in get_authenticators():
+        fingerprint = getattr(authenticator, "fingerprint", None)
+        if fingerprint is None:
+            return None
+        value = fingerprint(request)
+        if value is not None:
+            return value or None
+    return None
 
 
 async def authenticate(request: GatewayRequest) -> Credential:

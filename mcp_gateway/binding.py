@@ -5,6 +5,16 @@ and Referer headers). Every request naming one is checked here against the
 record of who opened it. Unknown, closed, lost (their worker missed its lease) and foreign sessions all raise the
 same :class:`SessionNotFound`, so a probe learns nothing; a foreign one is
 also recorded in the audit trail, without the ID.
+
+Most requests reach the worker running their session and carry the credential
+that opened it. :func:`pinned_session` admits those without the database: the
+live session knows its owner and the fingerprint of that credential, and
+revoking the credential (logout, password change, deactivation, deletion,
+token revocation) ends the session at once. A change that bypasses those
+signals (a bulk ``update()``, a deleted login session row) is still seen
+within ``RECHECK_INTERVAL`` seconds, when the database is asked again. Any
+other request (another worker, another credential, a stale check) takes the
+full path: :func:`~mcp_gateway.auth.authenticate`, then :func:`bind`.
 """
 
 from __future__ import annotations
@@ -17,8 +27,8 @@ from channels.db import database_sync_to_async
 from mcp_sessions.ids import hash_session_id, is_well_formed, public_ref
 from mcp_sessions.models import AuditKind, McpSession
 
-from . import audit
-from .auth import Credential
+from . import audit, runtime
+from .auth import Credential, authenticate, presented_fingerprint
 from .conf import gateway_settings
 from .events import EventId
 from .exceptions import InvalidEventId, MalformedSessionId, MissingSessionId, SessionNotFound
@@ -73,6 +83,34 @@ def last_event_id(request: GatewayRequest) -> EventId | None:
     return event_id
 
 
+def pinned_session(
+    request: GatewayRequest, session_id: str | None, *, server: str, transport: str
+) -> tuple[Credential, BoundSession] | None:
+    """The caller and their session, if this worker can vouch for both without the database; else None."""
+    if session_id is None:
+        return None
+    host = runtime.local_host_by_id_hash(hash_session_id(session_id))
+    if host is None:
+        return None
+    fingerprint = presented_fingerprint(request)
+    if fingerprint is None or not host.admits(fingerprint, server=server, transport=transport):
+        return None
+    return host.credential, BoundSession(pk=host.pk, ref=host.ref, channel_name=host.inbox)
+
+
+async def identify(
+    request: GatewayRequest, session_id: str | None, *, server: str, transport: str
+) -> tuple[Credential, BoundSession | None]:
+    """The caller, and their session when this worker vouches for both without the database.
+
+    The session is None on the full path: the caller then names it to :func:`bind`.
+    """
+    pinned = pinned_session(request, session_id, server=server, transport=transport)
+    if pinned is not None:
+        return pinned
+    return await authenticate(request), None
+
+
 async def bind(
     request: GatewayRequest, credential: Credential, session_id: str, *, server: str, transport: str
 ) -> BoundSession:
@@ -93,6 +131,9 @@ async def _bind(
     row, foreign = await database_sync_to_async(_lookup)(match, credential.user, server, transport)
     if row is not None:
         pk, id_hash, channel_name = row
+        host = runtime.local_host(channel_name)
+        if host is not None:
+            host.confirm(credential)
         return BoundSession(pk=pk, ref=public_ref(id_hash), channel_name=channel_name)
     if foreign is not None:
         audit.record(

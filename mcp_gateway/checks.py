@@ -34,7 +34,7 @@ POSITIVE_NUMBERS = (
     "EVENT_BUFFER_SIZE",
 )
 # Zero is meaningful here: a dropped HTTP+SSE stream ends its session at once.
-NON_NEGATIVE_NUMBERS = ("RESUME_TIMEOUT",)
+NON_NEGATIVE_NUMBERS = ("RESUME_TIMEOUT", "RECHECK_INTERVAL")
 
 
 @register(Tags.compatibility)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings as django_settings
+from django.core.signals import setting_changed
 
 DEFAULTS: dict[str, Any] = {
     # Dotted path to the MCP server object (an ``MCPServer`` or a low-level ``Server``).
@@ -47,6 +48,10 @@ DEFAULTS: dict[str, Any] = {
     "MAX_LIFETIME": 86400.0,
     # Open sessions a user may have at once; None: no limit.
     "MAX_SESSIONS_PER_USER": 20,
+    # Seconds a request to a session running in the worker that takes it may rely on the last database check
+    # of its credential, when it presents the very credential that opened the session (revoking that credential
+    # ends the session at once anyway); 0: check the database on every request.
+    "RECHECK_INTERVAL": 5.0,
     # POSTs a user may make: (count, seconds), e.g. 600 per 60 s; None: no limit.
     "RATE_LIMIT": (600, 60),
     # Cache alias counting POSTs; must be shared by all workers (Redis, Memcached, database).
@@ -69,14 +74,32 @@ DEFAULTS: dict[str, Any] = {
 class GatewaySettings:
     """Attribute access to ``MCP_GATEWAY_<NAME>`` settings with defaults.
 
-    Values are looked up on every access, never cached, so a test's
-    ``override_settings`` is always seen.
+    Values are read from Django's settings on first access and kept; a change
+    of any setting (``override_settings`` in tests sends ``setting_changed``)
+    clears them, so a test always sees its own values.
     """
+
+    def __init__(self) -> None:
+        self._cache: dict[str, Any] = {}
 
     def __getattr__(self, name: str) -> Any:
         if name not in DEFAULTS:
             raise AttributeError(f"No gateway setting named {name!r}")
-        return getattr(django_settings, f"MCP_GATEWAY_{name}", DEFAULTS[name])
+        try:
+            return self._cache[name]
+        except KeyError:
+            value = self._cache[name] = getattr(django_settings, f"MCP_GATEWAY_{name}", DEFAULTS[name])
+            return value
+
+    def reload(self) -> None:
+        self._cache.clear()
 
 
 gateway_settings = GatewaySettings()
+
+
+def _reload(**kwargs: Any) -> None:
+    gateway_settings.reload()
+
+
+setting_changed.connect(_reload, dispatch_uid="mcp_gateway.conf.reload")

@@ -35,7 +35,7 @@ from mcp_sessions.models import CloseReason, McpSession, Transport
 
 from . import audit, runtime, sse
 from .auth import authenticate
-from .binding import BoundSession, bind, bind_ref, last_event_id, session_id_from_query
+from .binding import BoundSession, bind, bind_ref, identify, last_event_id, session_id_from_query
 from .conf import gateway_settings
 from .csrf import check_csrf
 from .events import MAIN_STREAM, Event, EventId
@@ -62,6 +62,34 @@ logger = logging.getLogger("mcp_gateway")
 EVENTS_LOST = -32002
 
 
+class Mailbox:
+    """Messages a consumer posts to itself: an unbounded FIFO for one reader.
+
+    What ``asyncio.Queue`` does here, without its four preallocated deques:
+    an idle stream holds one of these, so its size counts.
+    """
+
+    __slots__ = ("_items", "_waiter")
+
+    def __init__(self) -> None:
+        self._items: list[Message] = []
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put_nowait(self, item: Message) -> None:
+        self._items.append(item)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def get(self) -> Message:
+        while not self._items:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._items.pop(0)
+
+
 class GatewayConsumer(AsyncConsumer):
     """Base consumer: one mount, one request, refusals answered in one place.
 
@@ -72,11 +100,14 @@ class GatewayConsumer(AsyncConsumer):
     """
 
     user: Any = None
+    # Whether the consumer posts messages to itself (``_internal``), besides the request and :meth:`start`'s sources.
+    internal_messages = False
 
     def __init__(self, mount: Mount) -> None:
         self.mount = mount
         self.response_started = False
-        self._internal: asyncio.Queue[Message] = asyncio.Queue()
+        if self.internal_messages:
+            self._internal = Mailbox()
 
     async def __call__(self, scope: Any, receive: Receive, send: Send) -> None:
         self.scope = scope
@@ -84,8 +115,12 @@ class GatewayConsumer(AsyncConsumer):
         self.request = GatewayRequest.from_scope(scope)
         self.channel_layer = get_channel_layer(gateway_settings.CHANNEL_LAYER)
         try:
-            sources = [receive, self._internal.get, *await self.start()]
-            await await_many_dispatch(sources, self.dispatch)
+            extra = await self.start()
+            if extra or self.internal_messages:
+                await await_many_dispatch([receive, self._internal.get, *extra], self.dispatch)
+            else:
+                while True:  # the request alone: no task per message source
+                    await self.dispatch(await receive())
         except StopConsumer:
             pass
         except GatewayError as exc:
@@ -137,6 +172,14 @@ def parse_message(body: bytes) -> None:
         raise InvalidMessage() from None
 
 
+def usable_session_id(request: GatewayRequest) -> str | None:
+    """The ``session_id`` query parameter if well formed, else None (the full path then says what is wrong)."""
+    try:
+        return session_id_from_query(request)
+    except GatewayError:
+        return None
+
+
 class MessagesConsumer(GatewayConsumer):
     """``POST <prefix>messages/?session_id=<id>``: forward one message to its session."""
 
@@ -152,13 +195,18 @@ class MessagesConsumer(GatewayConsumer):
         raise StopConsumer()
 
     async def forward(self, body: bytes) -> None:
-        credential = await authenticate(self.request)
+        credential, session = await identify(
+            self.request, usable_session_id(self.request), server=self.mount.prefix, transport=Transport.SSE
+        )
         self.user = credential.user
         await check_rate(credential.user)
         check_csrf(self.request, credential)
         session_id = session_id_from_query(self.request)
         parse_message(body)
-        session = await bind(self.request, credential, session_id, server=self.mount.prefix, transport=Transport.SSE)
+        if session is None:
+            session = await bind(
+                self.request, credential, session_id, server=self.mount.prefix, transport=Transport.SSE
+            )
         event = {"type": "mcp.inbound", "body": body, "headers": self.request.forwardable_headers()}
         try:
             await self.channel_layer.send(session.channel_name, event)
@@ -197,6 +245,7 @@ class StreamConsumer(GatewayConsumer):
     as one ``application/json`` response instead of an event stream.
     """
 
+    internal_messages = True
     json_allowed = False
     host_channel: str | None = None
     session_pk: int | None = None
@@ -204,11 +253,17 @@ class StreamConsumer(GatewayConsumer):
     flow: FlowControl | None = None
     _mode: str | None = None  # None: nothing sent yet; "sse": streaming; "done": the stream is over
     _ended = False
-    _keepalive: asyncio.Task[None] | None = None
+    _keepalive: asyncio.TimerHandle | None = None
+    _pinging: asyncio.Task[None] | None = None
 
     def stream_headers(self) -> list[tuple[bytes, bytes]]:
         """Extra response headers (the Streamable HTTP session ID)."""
         return []
+
+    @property
+    def host_is_local(self) -> bool:
+        """Whether the session this connection serves runs in this worker (and calls it directly)."""
+        return self.host_channel is not None and runtime.local_host(self.host_channel) is not None
 
     async def __call__(self, scope: Any, receive: Receive, send: Send) -> None:
         try:
@@ -232,7 +287,11 @@ class StreamConsumer(GatewayConsumer):
         await self._write(sse.comment("stream"))
 
     def start_keepalive(self) -> None:
-        self._keepalive = asyncio.get_running_loop().create_task(self._ping())
+        """Ping every ``PING_INTERVAL`` while the stream lives: a timer, not a task held by every idle stream."""
+        self._keepalive = asyncio.get_running_loop().call_later(gateway_settings.PING_INTERVAL, self._ping_due)
+
+    def _ping_due(self) -> None:
+        self._pinging = asyncio.get_running_loop().create_task(self._ping())
 
     async def carry(self, session: BoundSession, *, stream: int, after: EventId | None, replace: bool) -> None:
         """Carry ``stream`` of ``session`` on this connection, from the event after ``after``; refusals raise."""
@@ -346,36 +405,44 @@ class StreamConsumer(GatewayConsumer):
 
     async def _write(self, chunk: bytes) -> None:
         assert self.flow is not None
+        message = {"type": "http.response.body", "body": chunk, "more_body": True}
+        if self.flow.ready():
+            await self.send(message)  # the common case: no timer needed
+            return
         try:
             with anyio.fail_after(gateway_settings.STALL_TIMEOUT):
                 await self.flow.writable()
-                await self.send({"type": "http.response.body", "body": chunk, "more_body": True})
+                await self.send(message)
         except TimeoutError:
             raise runtime.OutletClosed(CloseReason.STALLED) from None
 
     async def _ping(self) -> None:
         """Keep the stream alive; a stream fed from another worker also checks its session still lives."""
-        remote = self.host_channel is not None and runtime.local_host(self.host_channel) is None
-        while self._mode != "done":
-            await asyncio.sleep(gateway_settings.PING_INTERVAL)
-            try:
-                if self._mode == "sse":
-                    await self._write(sse.comment("ping"))
-                if remote and not await database_sync_to_async(_session_lives)(self.session_pk):
-                    self._ended = True
-                    self.end_soon(CloseReason.WORKER_LOST)
-                    return
-            except runtime.OutletClosed as closed:
-                self._mode = "done"
-                await self._leave(closed.reason)
-                self.end_soon(closed.reason)
+        if self._mode == "done":
+            return
+        remote = self.host_channel is not None and not self.host_is_local
+        try:
+            if self._mode == "sse":
+                await self._write(sse.comment("ping"))
+            if remote and not await database_sync_to_async(_session_lives)(self.session_pk):
+                self._ended = True
+                self.end_soon(CloseReason.WORKER_LOST)
                 return
-            except DatabaseError:
-                logger.warning("Could not check a remote session's lease", exc_info=True)
+        except runtime.OutletClosed as closed:
+            self._mode = "done"
+            await self._leave(closed.reason)
+            self.end_soon(closed.reason)
+            return
+        except DatabaseError:
+            logger.warning("Could not check a remote session's lease", exc_info=True)
+        if self._mode != "done":
+            self.start_keepalive()
 
     async def stop(self) -> None:
         if self._keepalive is not None:
             self._keepalive.cancel()
+        if self._pinging is not None and self._pinging is not asyncio.current_task():
+            self._pinging.cancel()
         if hasattr(self, "channel_name"):
             runtime.unregister_outlet(self.channel_name)
         if self.flow is not None:
@@ -418,6 +485,9 @@ class SSEConsumer(StreamConsumer):
         else:
             await self.carry(session, stream=MAIN_STREAM, after=resume_after, replace=True)
         self.start_keepalive()
+        self.request.release_django_request()
+        if self.host_is_local:
+            return []  # the session is in this worker and calls this consumer directly: nothing to listen to
         return [runtime.receiver(self.channel_layer, self.channel_name)]
 
     async def _open(self, credential: Any) -> None:

@@ -14,7 +14,6 @@ all there, :meth:`EventBuffer.after` says so instead of skipping them.
 from __future__ import annotations
 
 import re
-from collections import deque
 from dataclasses import dataclass
 
 from . import sse
@@ -93,7 +92,9 @@ class EventBuffer:
 
     def __init__(self, ref: str, size: int) -> None:
         self.ref = ref
-        self._events: deque[Event] = deque(maxlen=max(size, 1))
+        self._size = max(size, 1)
+        # A list, not a deque: a deque preallocates a 64-slot block, and every idle stream holds one buffer.
+        self._events: list[Event] = []
         self._last_seq: dict[int, int] = {}
         self._next_stream = MAIN_STREAM + 1
 
@@ -106,8 +107,8 @@ class EventBuffer:
         seq = self._last_seq.get(stream, 0) + 1
         self._last_seq[stream] = seq
         event = Event(str(EventId(self.ref, stream, seq)), stream, seq, name, data, final)
-        if len(self._events) == self._events.maxlen:
-            evicted = self._events[0]
+        if len(self._events) == self._size:
+            evicted = self._events.pop(0)
             if evicted.final:
                 # A finished stream whose last event is gone can only be resumed with a loss.
                 self._last_seq.pop(evicted.stream, None)

@@ -23,6 +23,10 @@ from zope.interface import implementer  # Twisted depends on zope.interface
 
 
 class FlowControl(Protocol):
+    def ready(self) -> bool:
+        """Whether a write now goes out without waiting, neither here nor inside ``send``."""
+        ...
+
     async def writable(self) -> None:
         """Return when the transport can take more data."""
         ...
@@ -33,6 +37,9 @@ class FlowControl(Protocol):
 
 
 class NoFlowControl:
+    def ready(self) -> bool:
+        return False  # the server's own send may wait for the socket
+
     async def writable(self) -> None:
         return None
 
@@ -46,17 +53,27 @@ class DaphneFlowControl:
 
     def __init__(self, request: Any) -> None:
         self._request = request
-        self._writable = asyncio.Event()
-        if not getattr(request.channel, "_waitingForTransport", False):
-            self._writable.set()
+        self._paused = bool(getattr(request.channel, "_waitingForTransport", False))
+        self._waiter: asyncio.Future[None] | None = None  # created only while a write waits
         request.registerProducer(self, True)
 
+    def ready(self) -> bool:
+        return not self._paused  # daphne's send never waits
+
     async def writable(self) -> None:
-        if not self._writable.is_set():
-            await self._writable.wait()
+        while self._paused:
+            if self._waiter is None or self._waiter.done():
+                self._waiter = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self._waiter)
+
+    def _resume(self) -> None:
+        self._paused = False
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+        self._waiter = None
 
     def release(self) -> None:
-        self._writable.set()
+        self._resume()
         if self._request.producer is self:
             # After connectionLost the request has no channel left to unregister from.
             with contextlib.suppress(AttributeError, RuntimeError):
@@ -64,14 +81,14 @@ class DaphneFlowControl:
 
     # IPushProducer, called by Twisted on the event loop thread.
     def pauseProducing(self) -> None:
-        self._writable.clear()
+        self._paused = True
 
     def resumeProducing(self) -> None:
-        self._writable.set()
+        self._resume()
 
     def stopProducing(self) -> None:
         # The connection is gone; ``http.disconnect`` follows and ends the stream.
-        self._writable.set()
+        self._resume()
 
 
 def flow_control_for(send: Any) -> FlowControl:

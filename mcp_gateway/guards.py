@@ -3,7 +3,8 @@
 Consumers bypass Django's middleware, so nothing else checks ``Host`` against
 ``ALLOWED_HOSTS``, refuses foreign origins, or bounds request bodies. Each
 guard checks one thing, answers a refusal itself, and otherwise passes the
-request on untouched. :func:`guard` stacks them in their default order.
+request on untouched. :func:`guard` stacks them in their default order
+(consecutive check-only guards as one middleware, :class:`Checks`).
 
 - :class:`HostGuard`: ``Host`` not allowed by ``ALLOWED_HOSTS`` (Django's own
   ``get_host()``), 421 Misdirected Request, as the MCP SDK answers DNS
@@ -21,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from django.core.exceptions import DisallowedHost
+from django.core.signals import setting_changed
 
 from . import audit
 from .conf import gateway_settings
@@ -52,11 +54,41 @@ class Guard:
 
 
 class HostGuard(Guard):
+    """Django's ``get_host()`` decides; hosts it accepted are remembered, so most requests build no Django request."""
+
     def check(self, request: GatewayRequest) -> None:
+        key = (
+            request.headers.get("host"),
+            request.headers.get("x-forwarded-host"),
+            request.headers.get("x-forwarded-port"),
+            tuple(request.scope.get("server") or ()),
+        )
+        if key in _accepted_hosts:
+            return
         try:
             request.django_request.get_host()
         except DisallowedHost:
             raise MisdirectedRequest() from None
+        remember(_accepted_hosts, key)
+
+
+# What the Host check accepted, keyed by everything get_host() reads from a request; cleared when settings
+# change, and bounded (ALLOWED_HOSTS may admit any subdomain).
+_accepted_hosts: dict[tuple[object, ...], None] = {}
+MEMO_SIZE = 256
+
+
+def remember(memo: dict[tuple[object, ...], None], key: tuple[object, ...]) -> None:
+    if len(memo) >= MEMO_SIZE:
+        memo.clear()
+    memo[key] = None
+
+
+def _forget(**kwargs: object) -> None:
+    _accepted_hosts.clear()
+
+
+setting_changed.connect(_forget, dispatch_uid="mcp_gateway.guards.forget")
 
 
 def site_origin(request: GatewayRequest) -> str:
@@ -138,8 +170,36 @@ class BodySizeGuard:
 DEFAULT_GUARDS: tuple[Callable[[ASGIApp], ASGIApp], ...] = (HostGuard, OriginGuard, ContentTypeGuard, BodySizeGuard)
 
 
+class Checks(Guard):
+    """Consecutive check-only guards run as one middleware, in order.
+
+    The same checks and refusals as stacking them; but a long-lived stream
+    keeps one suspended frame here instead of one per guard.
+    """
+
+    def __init__(self, app: ASGIApp, guards: Iterable[Guard]) -> None:
+        super().__init__(app)
+        self.guards = tuple(guards)
+
+    def check(self, request: GatewayRequest) -> None:
+        for each in self.guards:
+            each.check(request)
+
+
 def guard(app: ASGIApp, guards: Iterable[Callable[[ASGIApp], ASGIApp]] = DEFAULT_GUARDS) -> ASGIApp:
     """Wrap ``app`` in ``guards``, the first one outermost."""
+    pending: list[type[Guard]] = []  # consecutive check-only guards, innermost first
+
+    def flush(inner: ASGIApp) -> ASGIApp:
+        if not pending:
+            return inner
+        wrapped = pending[0](inner) if len(pending) == 1 else Checks(inner, [g(inner) for g in reversed(pending)])
+        pending.clear()
+        return wrapped
+
     for wrapper in reversed(tuple(guards)):
-        app = wrapper(app)
-    return app
+        if isinstance(wrapper, type) and issubclass(wrapper, Guard):
+            pending.append(wrapper)
+        else:
+            app = wrapper(flush(app))
+    return flush(app)

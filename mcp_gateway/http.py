@@ -16,6 +16,7 @@ from urllib.parse import parse_qs
 
 from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpRequest
+from django.http.cookie import parse_cookie
 
 from .exceptions import GatewayError
 
@@ -70,9 +71,18 @@ class GatewayRequest:
         return parse_qs(raw, keep_blank_values=True)
 
     @cached_property
+    def cookies(self) -> dict[str, str]:
+        """The request's cookies, parsed as Django parses them (without building a Django request)."""
+        return parse_cookie(self.headers.get("cookie", ""))
+
+    @cached_property
     def django_request(self) -> HttpRequest:
         """A bodiless Django request, so Django's own Host and CSRF logic can run on it."""
         return ASGIRequest(self.scope, io.BytesIO(b""))
+
+    def release_django_request(self) -> None:
+        """Drop the Django request (and the login session it loaded): a long-lived stream needs neither."""
+        self.__dict__.pop("django_request", None)
 
     @property
     def origin(self) -> str | None:

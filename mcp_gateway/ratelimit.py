@@ -15,6 +15,11 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.core.cache import caches
+from django.core.cache.backends.base import BaseCache
+from django.core.cache.backends.db import DatabaseCache
+from django.core.cache.backends.dummy import DummyCache
+from django.core.cache.backends.locmem import LocMemCache
+from django.core.signals import setting_changed
 
 from .conf import gateway_settings
 from .exceptions import ServiceUnavailable, TooManyRequests
@@ -31,23 +36,65 @@ async def check_rate(user: Any) -> None:
     now = time.time()
     bucket = int(now // window)
     key = f"mcp_gateway:rate:{user.pk}:{window}:{bucket}"
-    try:
-        try:
-            count = await sync_to_async(_count)(gateway_settings.CACHE, key, int(window) + 1)
-        except Exception:
-            # Once: a pooled connection that outlived a cache restart fails on first use, then reconnects.
-            count = await sync_to_async(_count)(gateway_settings.CACHE, key, int(window) + 1)
-    except Exception:
-        # The shared cache is down (e.g. Redis restarting): refuse as retryable rather than crash with a 500.
-        logger.warning("Rate-limit cache unavailable; request refused with 503", exc_info=True)
-        raise ServiceUnavailable("Rate-limit store unavailable, retry later") from None
+    alias = gateway_settings.CACHE
+    local, thread_sensitive = _plan(alias)
+    if local is not None:
+        count = _add_one(local, key, int(window) + 1)  # in-process and non-blocking: no thread hop
+    else:
+        count = await _count_in_thread(alias, key, int(window) + 1, thread_sensitive)
     if count > allowed:
         raise TooManyRequests(retry_after=max(1, math.ceil((bucket + 1) * window - now)))
 
 
+async def _count_in_thread(alias: str, key: str, expiry: int, thread_sensitive: bool) -> int:
+    count = sync_to_async(_count, thread_sensitive=thread_sensitive)
+    try:
+        try:
+            return await count(alias, key, expiry)
+        except Exception:
+            # Once: a pooled connection that outlived a cache restart fails on first use, then reconnects.
+            return await count(alias, key, expiry)
+    except Exception:
+        # The shared cache is down (e.g. Redis restarting): refuse as retryable rather than crash with a 500.
+        logger.warning("Rate-limit cache unavailable; request refused with 503", exc_info=True)
+        raise ServiceUnavailable("Rate-limit store unavailable, retry later") from None
+
+
+def _plan(alias: str) -> tuple[BaseCache | None, bool]:
+    """How to count in cache ``alias``: (an instance to use inline, or None; whether the thread hop is sensitive).
+
+    A cache in this process (locmem, dummy) is used inline, through one
+    instance: Django hands out cache instances per thread and per async
+    context, so ``caches[alias]`` would build one for every request, while a
+    locmem cache's data is shared by its instances anyway, behind a lock held
+    only in memory. A database cache shares the database's thread (its
+    connections are closed there); a cache server (Redis, Memcached) is asked
+    from any thread, not queued behind the database.
+    """
+    if alias not in _plans:
+        cache = caches.create_connection(alias)
+        inline = isinstance(cache, LocMemCache | DummyCache)
+        _plans[alias] = (cache if inline else None, isinstance(cache, DatabaseCache))
+    return _plans[alias]
+
+
+_plans: dict[str, tuple[BaseCache | None, bool]] = {}
+
+
+def _forget_caches(*, setting: str, **kwargs: Any) -> None:
+    if setting in ("CACHES", "MCP_GATEWAY_CACHE"):
+        _plans.clear()
+
+
+setting_changed.connect(_forget_caches, dispatch_uid="mcp_gateway.ratelimit.forget_caches")
+
+
 def _count(alias: str, key: str, timeout: int) -> int:
     """Add one to the window's counter: add-then-incr in one thread hop, not one per cache call."""
-    cache = caches[alias]
+    return _add_one(caches[alias], key, timeout)
+
+
+def _add_one(cache: BaseCache, key: str, timeout: int) -> int:
     if cache.add(key, 1, timeout=timeout):
         return 1
     try:

@@ -25,16 +25,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import hmac
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 import anyio
 from channels.db import database_sync_to_async
 from channels.exceptions import ChannelFull
 from channels.layers import BaseChannelLayer
-from channels.utils import await_many_dispatch
 from django.db import IntegrityError
 from django.utils import timezone
 from mcp.shared.message import SessionMessage
@@ -55,8 +56,6 @@ from .http import GatewayRequest
 from .lease import lease
 
 logger = logging.getLogger("mcp_gateway")
-
-E = TypeVar("E", bound=BaseException)
 
 # Seconds to wait for a host in another worker to answer an attach.
 ATTACH_TIMEOUT = 5.0
@@ -121,8 +120,10 @@ class RemoteOutlet:
             logger.warning("Could not tell a remote stream to end", exc_info=True)
 
 
-# What this process runs: hosts by inbox channel, and connections able to carry streams by their channel.
+# What this process runs: hosts by inbox channel and by session ID hash, and connections able to carry
+# streams by their channel.
 _hosts: dict[str, SessionHost] = {}
+_hosts_by_id_hash: dict[str, SessionHost] = {}
 _outlets: dict[str, Outlet] = {}
 
 
@@ -166,6 +167,10 @@ def local_host(inbox: str) -> SessionHost | None:
 
 def local_hosts() -> list[SessionHost]:
     return list(_hosts.values())
+
+
+def local_host_by_id_hash(id_hash: str) -> SessionHost | None:
+    return _hosts_by_id_hash.get(id_hash)
 
 
 async def attach(
@@ -266,6 +271,7 @@ async def open_session(
         layer=layer,
         inbox=inbox,
         record=record,
+        credential=credential,
         server=mount.server,
         context=GatewayRequestContext(
             user=credential.user, session_ref=record.ref, transport=transport, server=mount.prefix
@@ -274,6 +280,50 @@ async def open_session(
         resume_timeout=gateway_settings.RESUME_TIMEOUT if transport == Transport.SSE else None,
     )
     return host, session_id
+
+
+class Sweeper:
+    """Housekeeping for all of a worker's sessions, in one task and one database hop per ``PING_INTERVAL``.
+
+    Saves the activity counts of each session, ends those whose record was
+    closed elsewhere (a revocation whose message to the session was lost) and
+    those idle longer than ``IDLE_TIMEOUT``. One query per interval for the
+    whole worker, not one per session, and no task per session.
+    """
+
+    def __init__(self) -> None:
+        self._task: asyncio.Task[None] | None = None
+
+    def ensure(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._task is None or self._task.done() or self._task.get_loop() is not loop:
+            self._task = loop.create_task(self._run())
+
+    async def _run(self) -> None:
+        while _hosts:
+            await asyncio.sleep(gateway_settings.PING_INTERVAL)
+            try:
+                await self.sweep()
+            except Exception:
+                logger.exception("Could not save the activity of this worker's sessions; retrying")
+
+    async def sweep(self) -> None:
+        loop = asyncio.get_running_loop()
+        hosts = [host for host in list(_hosts.values()) if host.running_on(loop)]
+        if not hosts:
+            return
+        changes = {host.pk: host.pending_activity() for host in hosts}
+        still_open = await database_sync_to_async(McpSession.objects.record_activity)(changes)
+        idle_timeout = gateway_settings.IDLE_TIMEOUT
+        now = timezone.now()
+        for host in hosts:
+            if host.pk not in still_open:
+                host.end_soon(CloseReason.REVOKED)  # closed elsewhere; the record keeps its own reason
+            elif idle_timeout is not None and (now - host.last_seen).total_seconds() > idle_timeout:
+                host.end_soon(CloseReason.EXPIRED)
+
+
+_sweeper = Sweeper()
 
 
 def _deadline(credential: Credential) -> datetime | None:
@@ -294,6 +344,7 @@ class SessionHost:
         layer: BaseChannelLayer,
         inbox: str,
         record: McpSession,
+        credential: Credential,
         server: Any,
         context: GatewayRequestContext,
         deadline: datetime | None,
@@ -303,36 +354,47 @@ class SessionHost:
         self.inbox = inbox
         self.pk = record.pk
         self.ref = record.ref
+        self.id_hash = record.id_hash
+        self.mount_prefix = record.server
+        self.transport = record.transport
         self.user_id = record.user_id
+        self.credential = credential
+        self._credential_checked_at = time.monotonic()
         self.remote_addr = record.remote_addr
         self.deadline = deadline
         self.resume_timeout = resume_timeout
         self.buffer = EventBuffer(record.ref, gateway_settings.EVENT_BUFFER_SIZE)
-        self.actor = SessionActor(
-            server,
-            context=context,
-            sink=self._route,
-            inbound_size=gateway_settings.INBOUND_QUEUE_SIZE,
-            outbound_size=gateway_settings.OUTBOUND_QUEUE_SIZE,
-            max_in_flight=gateway_settings.MAX_REQUESTS_IN_FLIGHT,
-        )
-        self.closed = asyncio.Event()
-        self._spoken = asyncio.Event()
+        self._server = server
+        self._context = context
+        # The MCP server loop is created with the first client message: an idle stream holds no server state.
+        self.actor: SessionActor | None = None
+        self.last_seen = timezone.now()
+        self._actor_task: asyncio.Task[None] | None = None
+        self._closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._outlets: dict[int, tuple[str, Outlet]] = {}
         self._request_streams: dict[RequestId, int] = {}
         self._lock = asyncio.Lock()
-        self._internal: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        # Ends the inbox loop; an anyio scope keeps cancelling until the loop is out (a library may swallow one
+        # plain task cancellation: channels-redis's receive does, under load).
+        self._scope = anyio.CancelScope()
         self._close_reason: str | None = None
-        self._lost_reason: str = CloseReason.CLIENT_DISCONNECT
         self._orphan_timer: asyncio.TimerHandle | None = None
-        self._orphaned_since = 0
+        self._deadline_timer: asyncio.TimerHandle | None = None
         _hosts[inbox] = self
+        _hosts_by_id_hash[self.id_hash] = self
 
     # Lifecycle
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        loop = asyncio.get_running_loop()
+        self._task = loop.create_task(self._run())
+        if self._close_reason is not None:
+            self._scope.cancel()  # ended before it started (its server loop failed at once)
+        if self.deadline is not None:
+            left = (self.deadline - timezone.now()).total_seconds()
+            self._deadline_timer = loop.call_later(max(0.0, left), self.end_soon, CloseReason.EXPIRED)
+        _sweeper.ensure()
 
     async def close(self, reason: str) -> None:
         """End the session from outside its task, and wait until it has."""
@@ -340,49 +402,88 @@ class SessionHost:
             self._close_reason = reason
         if self._task is None:
             await self._finish(reason)
-        elif not self._task.done():
-            self._task.cancel()
-        await self.closed.wait()
+        else:
+            self._scope.cancel()
+        await asyncio.shield(self._closed)
+
+    @property
+    def is_closed(self) -> bool:
+        return self._closed.done()
+
+    def end_soon(self, reason: str) -> None:
+        """End the session for ``reason`` without waiting (from a timer, or from inside the session)."""
+        if self._close_reason is None:
+            self._close_reason = reason
+        self._scope.cancel()
+
+    def running_on(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Started on ``loop`` and not ending."""
+        return self._task is not None and self._task.get_loop() is loop and self._close_reason is None
+
+    def pending_activity(self) -> dict[str, Any] | None:
+        return self.actor.pending_activity() if self.actor is not None else None
 
     async def _run(self) -> None:
+        """Read the inbox until the session ends; then stop the MCP server loop and close the record.
+
+        An idle session is this one task: the server loop (:meth:`_serve`) is
+        started by the first client message.
+        """
         reason: str = CloseReason.SERVER_ENDED
         try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._inbox)
-                tg.start_soon(self._housekeeping)
-                # The MCP server loop starts with the first client message: an idle stream costs no server state.
-                await self._spoken.wait()
-                await self.actor.run()
-                tg.cancel_scope.cancel()
+            with self._scope:
+                receive = receiver(self.layer, self.inbox)
+                while True:
+                    await self._dispatch(await receive())
+            # Ended by close() or end_soon().
+            reason = self._close_reason or CloseReason.SERVER_SHUTDOWN
         except asyncio.CancelledError:
-            # Cancelled by close() or at shutdown: finish the session rather than abandon it.
+            # The task itself was cancelled (the server is shutting down): finish the session rather than abandon it.
             if (task := asyncio.current_task()) is not None:
                 task.uncancel()
             reason = self._close_reason or CloseReason.SERVER_SHUTDOWN
-        except Exception as exc:
-            ended = _first(exc, SessionEnded)
-            if ended is not None:
-                reason = ended.reason
-            else:
-                reason = CloseReason.SERVER_ERROR
-                logger.exception("MCP session %s failed", self.ref)
+        except SessionEnded as ended:
+            reason = ended.reason
+        except Exception:
+            reason = CloseReason.SERVER_ERROR
+            logger.exception("MCP session %s failed", self.ref)
+        if self._actor_task is not None and not self._actor_task.done():
+            # An anyio cancel scope, not task.cancel(): it keeps cancelling until the server loop has
+            # unwound, even if a handler catches one cancellation to answer its request.
+            self._actor_scope.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._actor_task
         await self._finish(reason)
 
+    async def _serve(self) -> None:
+        """The MCP server loop; the session ends with it."""
+        assert self.actor is not None
+        try:
+            with self._actor_scope:
+                await self.actor.run()
+            if self._actor_scope.cancel_called:
+                return  # stopped by _run: the session is ending already
+        except Exception:
+            logger.exception("MCP session %s failed", self.ref)
+            self.end_soon(CloseReason.SERVER_ERROR)
+        else:
+            self.end_soon(CloseReason.SERVER_ENDED)
+
     async def _finish(self, reason: str) -> None:
-        if self.closed.is_set() or _hosts.get(self.inbox) is not self:
+        if self._closed.done() or _hosts.get(self.inbox) is not self:
             return
         del _hosts[self.inbox]
-        if self._orphan_timer is not None:
-            self._orphan_timer.cancel()
+        _hosts_by_id_hash.pop(self.id_hash, None)
+        for timer in (self._orphan_timer, self._deadline_timer):
+            if timer is not None:
+                timer.cancel()
         outlets = [outlet for _, outlet in self._outlets.values()]
         self._outlets.clear()
         try:
             for outlet in outlets:
                 await outlet.end(reason)
             # Closed elsewhere already (revoked), the record keeps that time and reason.
-            reason = await database_sync_to_async(McpSession.objects.close)(
-                self.pk, reason, self.actor.pending_activity()
-            )
+            reason = await database_sync_to_async(McpSession.objects.close)(self.pk, reason, self.pending_activity())
             audit.record(
                 AuditKind.SESSION_CLOSED,
                 user_id=self.user_id,
@@ -393,29 +494,33 @@ class SessionHost:
         except Exception:
             logger.exception("Could not record the end of MCP session %s", self.ref)
         finally:
-            self.closed.set()
+            self._closed.set_result(None)
 
-    async def _housekeeping(self) -> None:
-        """Save activity now and then; end the session when it went idle, expired, or was closed elsewhere."""
-        idle_timeout = gateway_settings.IDLE_TIMEOUT
-        while True:
-            if self.deadline is None:
-                await anyio.sleep(gateway_settings.PING_INTERVAL)
-            else:
-                left = (self.deadline - timezone.now()).total_seconds()
-                await anyio.sleep(max(0.0, min(gateway_settings.PING_INTERVAL, left)))
-                if timezone.now() >= self.deadline:
-                    raise SessionEnded(CloseReason.EXPIRED)
-            changes = self.actor.pending_activity()
-            if not await database_sync_to_async(McpSession.objects.record_activity)(self.pk, changes):
-                raise SessionEnded(CloseReason.REVOKED)  # closed elsewhere; the record keeps its own reason
-            if idle_timeout is not None and (timezone.now() - self.actor.last_seen).total_seconds() > idle_timeout:
-                raise SessionEnded(CloseReason.EXPIRED)
+    # The credential that opened the session
+
+    def admits(self, fingerprint: str, *, server: str, transport: str) -> bool:
+        """Whether a request presenting ``fingerprint`` may reach this session without the database.
+
+        Only if the session is open, on that mount and transport, the
+        fingerprint is that of the credential that opened it, and the database
+        confirmed that credential less than ``RECHECK_INTERVAL`` seconds ago.
+        """
+        if self._close_reason is not None or self._closed.done():
+            return False
+        if self.mount_prefix != server or self.transport != transport:
+            return False
+        pinned = self.credential.fingerprint
+        if not pinned or not hmac.compare_digest(pinned, fingerprint):
+            return False
+        return time.monotonic() - self._credential_checked_at < gateway_settings.RECHECK_INTERVAL
+
+    def confirm(self, credential: Credential) -> None:
+        """The database just authenticated ``credential`` as this session's owner: renew the pin if it is the one."""
+        pinned = self.credential.fingerprint
+        if pinned and credential.fingerprint and hmac.compare_digest(pinned, credential.fingerprint):
+            self._credential_checked_at = time.monotonic()
 
     # The inbox
-
-    async def _inbox(self) -> None:
-        await await_many_dispatch([receiver(self.layer, self.inbox), self._internal.get], self._dispatch)
 
     async def _dispatch(self, message: dict[str, Any]) -> None:
         kind = message.get("type")
@@ -428,11 +533,6 @@ class SessionHost:
         elif kind == "mcp.close":
             reason = message.get("reason")
             raise SessionEnded(reason if reason in CloseReason.values else CloseReason.REVOKED)
-        elif kind == "host.orphaned":
-            if message["since"] == self._orphaned_since and MAIN_STREAM not in self._outlets:
-                raise SessionEnded(self._lost_reason)
-        elif kind == "host.lost":
-            raise SessionEnded(CloseReason.EVENTS_LOST)
         elif kind == "mcp.layer_lost":
             raise SessionEnded(CloseReason.SERVER_ERROR)
         else:
@@ -444,7 +544,7 @@ class SessionHost:
             parsed = jsonrpc_message_adapter.validate_json(message["body"], by_name=False)
         except ValidationError:
             return  # validated by the POST handler; nothing else sends here
-        self._spoken.set()
+        actor = self._actor()
         reply_to = message.get("reply_to")
         if reply_to and isinstance(parsed, JSONRPCRequest):
             async with self._lock:
@@ -459,7 +559,22 @@ class SessionHost:
                     return
                 self._request_streams[parsed.id] = stream
                 self._outlets[stream] = (reply_to, outlet)
-        await self.actor.deliver(parsed, message.get("headers") or {})
+        self.last_seen = timezone.now()
+        await actor.deliver(parsed, message.get("headers") or {})
+
+    def _actor(self) -> SessionActor:
+        if self.actor is None:
+            self.actor = SessionActor(
+                self._server,
+                context=self._context,
+                sink=self._route,
+                inbound_size=gateway_settings.INBOUND_QUEUE_SIZE,
+                outbound_size=gateway_settings.OUTBOUND_QUEUE_SIZE,
+                max_in_flight=gateway_settings.MAX_REQUESTS_IN_FLIGHT,
+            )
+            self._actor_scope = anyio.CancelScope()
+            self._actor_task = asyncio.get_running_loop().create_task(self._serve())
+        return self.actor
 
     async def _remote_attach(self, message: dict[str, Any]) -> None:
         reply_to = str(message["reply_to"])
@@ -496,14 +611,15 @@ class SessionHost:
                 await announce(status)
             if status is not Attach.OK:
                 if status is Attach.LOST:
-                    self._internal.put_nowait({"type": "host.lost"})
+                    self.end_soon(CloseReason.EVENTS_LOST)
                 return status
             previous = self._outlets.get(stream)
             if previous is not None and previous[0] != channel:
                 await previous[1].end("replaced")
             self._outlets[stream] = (channel, outlet)
-            if stream == MAIN_STREAM:
-                self._orphaned_since += 1
+            if stream == MAIN_STREAM and self._orphan_timer is not None:
+                self._orphan_timer.cancel()
+                self._orphan_timer = None
             for event in replay:
                 try:
                     await outlet.deliver(event)
@@ -517,7 +633,7 @@ class SessionHost:
     def _attach_status(
         self, stream: int, channel: str, after: EventId | None, replace: bool
     ) -> tuple[Attach, list[Event]]:
-        if self.closed.is_set() or self._close_reason is not None:
+        if self._closed.done() or self._close_reason is not None:
             return Attach.GONE, []
         current = self._outlets.get(stream)
         if current is not None and current[0] != channel and not replace:
@@ -542,15 +658,9 @@ class SessionHost:
             del self._outlets[stream]
             if stream == MAIN_STREAM and self.resume_timeout is not None:
                 # HTTP+SSE: without its stream the session cannot answer; wait a while for the client to resume.
-                self._lost_reason = reason
-                self._orphaned_since += 1
                 if self._orphan_timer is not None:
                     self._orphan_timer.cancel()
-                self._orphan_timer = asyncio.get_running_loop().call_later(
-                    self.resume_timeout,
-                    self._internal.put_nowait,
-                    {"type": "host.orphaned", "since": self._orphaned_since},
-                )
+                self._orphan_timer = asyncio.get_running_loop().call_later(self.resume_timeout, self.end_soon, reason)
 
     async def emit(self, stream: int, name: str, data: str, *, final: bool = False) -> None:
         """Number and buffer one event, and write it to the stream's connection if it has one."""
@@ -582,15 +692,3 @@ class SessionHost:
 
 def _dump(message: Any) -> str:
     return message.model_dump_json(by_alias=True, exclude_unset=True)
-
-
-def _first(exc: BaseException, kind: type[E]) -> E | None:
-    """The first ``kind`` exception in ``exc``, looking into exception groups."""
-    if isinstance(exc, kind):
-        return exc
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            found = _first(inner, kind)
-            if found is not None:
-                return found
-    return None

@@ -38,13 +38,14 @@ from mcp_sessions.models import CloseReason, McpSession, Transport
 from mcp_sessions.revocation import revoke
 
 from . import runtime
-from .auth import Credential, authenticate
-from .binding import BoundSession, bind, last_event_id, session_id_from_header
+from .auth import Credential
+from .binding import BoundSession, bind, identify, last_event_id, session_id_from_header
 from .consumers import StreamConsumer, parse_message
 from .csrf import check_csrf
 from .events import MAIN_STREAM
 from .exceptions import (
     BatchNotSupported,
+    GatewayError,
     InitializeRequired,
     InvalidEventId,
     MissingSessionId,
@@ -62,6 +63,7 @@ class StreamableHTTPConsumer(StreamConsumer):
     """``POST``, ``GET`` and ``DELETE <prefix>``; see the module docstring."""
 
     session_id_header: str | None = None
+    _pinned: BoundSession | None = None  # the session, when bound without the database
 
     def __init__(self, mount: Any) -> None:
         super().__init__(mount)
@@ -72,8 +74,13 @@ class StreamableHTTPConsumer(StreamConsumer):
         return [self._own_messages]
 
     async def _own_messages(self) -> Message:
-        """Messages on this connection's channel, once it has one (requests and streams only)."""
+        """Messages on this connection's channel, once it has one (requests and streams only).
+
+        A session in this worker calls the connection directly, so then there is nothing to listen to.
+        """
         await self._has_inbox.wait()
+        if self.host_is_local:
+            await asyncio.get_running_loop().create_future()
         return await runtime.receiver(self.channel_layer, self.channel_name)()
 
     async def open_inbox(self, *, listen: bool = True) -> None:
@@ -96,7 +103,13 @@ class StreamableHTTPConsumer(StreamConsumer):
             raise StopConsumer()
 
     async def _caller(self) -> Credential:
-        credential = await authenticate(self.request)
+        try:
+            session_id = session_id_from_header(self.request)
+        except GatewayError:
+            session_id = None  # the full path says what is wrong with it, after authenticating
+        credential, self._pinned = await identify(
+            self.request, session_id, server=self.mount.prefix, transport=Transport.STREAMABLE_HTTP
+        )
         self.user = credential.user
         await check_rate(credential.user)
         check_csrf(self.request, credential)
@@ -112,6 +125,8 @@ class StreamableHTTPConsumer(StreamConsumer):
         if session_id is None:
             raise MissingSessionId("Mcp-Session-Id header is required")
         self._check_protocol_version()
+        if self._pinned is not None:
+            return self._pinned
         return await bind(
             self.request, credential, session_id, server=self.mount.prefix, transport=Transport.STREAMABLE_HTTP
         )
@@ -140,9 +155,9 @@ class StreamableHTTPConsumer(StreamConsumer):
             "headers": self.request.forwardable_headers(),
         }
         if is_request:
+            self.host_channel, self.session_pk = session.channel_name, session.pk
             await self.open_inbox()
             self.json_allowed = True
-            self.host_channel, self.session_pk = session.channel_name, session.pk
             inbound["reply_to"] = self.channel_name
         try:
             await self.channel_layer.send(session.channel_name, inbound)

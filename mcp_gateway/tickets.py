@@ -18,7 +18,7 @@ from channels.db import database_sync_to_async
 
 from mcp_sessions.models import StreamTicket
 
-from .auth import Credential, authenticate
+from .auth import Credential, authenticate, login_fingerprint, token_fingerprint
 from .conf import gateway_settings
 from .exceptions import InvalidTicket, TicketRequired
 from .http import GatewayRequest
@@ -48,6 +48,13 @@ async def stream_credential(request: GatewayRequest) -> Credential:
         ticket = await database_sync_to_async(StreamTicket.objects.redeem)(values[0], request.origin or "")
     if ticket is None:
         raise InvalidTicket(headers=CHALLENGE)
+    # The session this stream opens is pinned to what the ticket was issued for: the page's POSTs carry that.
+    if ticket.token is not None:
+        fingerprint = token_fingerprint(ticket.token.token_hash)
+    elif ticket.login_session_hash:
+        fingerprint = login_fingerprint(ticket.login_session_hash)
+    else:
+        fingerprint = ""
     return Credential(
         user=ticket.user,
         scheme="ticket",
@@ -55,4 +62,5 @@ async def stream_credential(request: GatewayRequest) -> Credential:
         token_id=ticket.token_id,
         expires_at=ticket.token.expires_at if ticket.token else None,
         login_session_hash=ticket.login_session_hash,
+        fingerprint=fingerprint,
     )

@@ -193,10 +193,17 @@ class McpSessionManager(models.Manager.from_queryset(McpSessionQuerySet)):  # ty
                     raise SessionLimitReached()
             return self.create(user=user, **fields)
 
-    def record_activity(self, pk: int, changes: dict[str, Any] | None) -> bool:
-        """Save a live session's new activity; whether its record is still open (not revoked meanwhile)."""
-        still_open = self.filter(pk=pk, closed_at__isnull=True)
-        return still_open.update(**changes) == 1 if changes else still_open.exists()
+    def record_activity(self, changes: dict[int, dict[str, Any] | None]) -> set[int]:
+        """Save live sessions' new activity (by pk); which of them are still open (not closed meanwhile)."""
+        pks = list(changes)
+        still_open: set[int] = set()
+        for start in range(0, len(pks), 500):  # within every database's limit on query parameters
+            chunk = pks[start : start + 500]
+            still_open.update(self.filter(pk__in=chunk, closed_at__isnull=True).values_list("pk", flat=True))
+        for pk, fields in changes.items():
+            if fields and pk in still_open and not self.filter(pk=pk, closed_at__isnull=True).update(**fields):
+                still_open.discard(pk)
+        return still_open
 
     def close(self, pk: int, reason: str, changes: dict[str, Any] | None) -> str:
         """Close the record for ``reason`` unless already closed; the reason it ends up with."""

@@ -21,7 +21,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import connections
-from django.test import Client
+from django.test import Client, TransactionTestCase
 from django.utils.crypto import get_random_string
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -91,6 +91,41 @@ class Daphne:
     def rss_bytes(self) -> int:
         with open(f"/proc/{self.proc.pid}/statm") as statm:
             return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _is_deadlock(exc: BaseException | None) -> bool:
+    while exc is not None:
+        if "deadlock detected" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _flush_retries_a_deadlock() -> Iterator[None]:
+    """Retry the test database's flush when PostgreSQL aborts it in a deadlock.
+
+    The flush after a transactional test (TRUNCATE of every table) can race the
+    live test servers, which are still writing as that test's sessions close
+    (records, audit rows, heartbeats). PostgreSQL then aborts one side; when it
+    picks the flush, which runs in one transaction and was rolled back, doing it
+    again is safe. No test's own work is retried.
+    """
+    original = TransactionTestCase._fixture_teardown
+
+    def fixture_teardown(self: TransactionTestCase) -> None:
+        for attempt in range(3):
+            try:
+                original(self)
+                return
+            except Exception as exc:
+                if attempt == 2 or not _is_deadlock(exc):
+                    raise
+                time.sleep(0.2)
+
+    TransactionTestCase._fixture_teardown = fixture_teardown  # type: ignore[method-assign]
+    yield
+    TransactionTestCase._fixture_teardown = original  # type: ignore[method-assign]
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -31,6 +31,8 @@ ROOT_URLCONF = "tests.urls"
 
 # A dropped HTTP+SSE stream ends its session at once, as most tests expect; the resume tests set a window.
 MCP_GATEWAY_RESUME_TIMEOUT = 0.0
+# Shorter than the default (5 s), so the tests of changes that bypass revocation wait less; same behaviour.
+MCP_GATEWAY_RECHECK_INTERVAL = 1.0
 
 LOGGING = {
     "version": 1,

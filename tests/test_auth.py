@@ -92,3 +92,20 @@ def test_csrf_rules_are_djangos(alice: Any, headers: Any, settings: dict[str, An
 
 def test_non_ambient_credentials_need_no_csrf_token(alice: Any) -> None:
     check_csrf(request_with({}, method="POST"), Credential(user=alice, scheme="bearer", ambient=False))
+
+
+def test_a_remembered_csrf_verdict_covers_only_the_same_request(alice: Any) -> None:
+    headers = {**login_headers(alice), "Origin": "https://trusted.example"}
+    with override_settings(CSRF_TRUSTED_ORIGINS=["https://trusted.example"]):
+        check_csrf(request_with(headers, method="POST"), credential_for(alice))
+        check_csrf(request_with(headers, method="POST"), credential_for(alice))  # remembered
+        for changed in (
+            {"Origin": "http://evil.example"},
+            {"X-CSRFToken": "y" * 32},
+            {"Cookie": headers["Cookie"].rsplit("=", 1)[0] + "=" + "z" * 32},
+        ):
+            with pytest.raises(CsrfFailed):
+                check_csrf(request_with({**headers, **changed}, method="POST"), credential_for(alice))
+    # The trusted origin is gone: the remembered verdict goes with the settings.
+    with pytest.raises(CsrfFailed):
+        check_csrf(request_with(headers, method="POST"), credential_for(alice))

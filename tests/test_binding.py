@@ -1,4 +1,4 @@
-"""Session binding: the seed PR's six cases, and hijack attempts by another user."""
+"""Session binding: the seed PR's six cases, hijack attempts by another user, and the database-free path."""
 
 from __future__ import annotations
 
@@ -10,12 +10,22 @@ import anyio
 import httpx2
 import pytest
 from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
 from django.db import connection
+from django.test import override_settings
+from django.utils import timezone
 
 from demo.models import Note
-from mcp_sessions.ids import is_well_formed
-from mcp_sessions.models import McpSession
+from mcp_gateway import runtime
+from mcp_gateway.auth import Credential, authenticate
+from mcp_gateway.binding import bind, pinned_session
+from mcp_gateway.conf import gateway_settings
+from mcp_gateway.http import GatewayRequest
+from mcp_gateway.routing import Mount
+from mcp_sessions.ids import is_well_formed, new_session_id
+from mcp_sessions.models import AccessToken, CloseReason, McpSession, Transport
 
+from .asgi_helpers import http_scope
 from .clients import handshake, jsonrpc, mcp_client, raw_stream
 from .conftest import login_headers
 
@@ -155,3 +165,147 @@ async def test_no_cookie_gets_401(daphne: Any, http: httpx2.AsyncClient) -> None
     response = await http.get(f"{daphne.url}/mcp/sse")
     assert response.status_code == 401
     assert json.loads(response.content)["error"]["data"]["reason"] == "authentication_required"
+
+
+# The database-free path: a session in this worker, reached with the credential that opened it
+
+
+class NoFingerprintAuthenticator:
+    """A custom authenticator that cannot name credentials without I/O."""
+
+    scheme = "custom"
+
+    def challenge(self) -> str:
+        return 'Custom realm="mcp"'
+
+    async def authenticate(self, request: GatewayRequest) -> Credential | None:
+        return None
+
+
+def _headers_for(kind: str, secrets: dict[str, str], cookies: dict[str, dict[str, str]]) -> dict[str, str]:
+    if kind in cookies:
+        return cookies[kind]
+    return {"Authorization": f"Bearer {secrets[kind]}"}
+
+
+# (id, opened with, request credential, what to change, admitted?)
+PINNED_CASES = [
+    ("same-token", "alice-token", "alice-token", None, True),
+    ("same-login", "alice-login", "alice-login", None, True),
+    ("another-token-of-the-owner", "alice-token", "alice-token-2", None, False),
+    ("the-owners-login-for-a-token-session", "alice-token", "alice-login", None, False),
+    ("another-users-token", "alice-token", "bob-token", None, False),
+    ("another-users-login", "alice-login", "bob-login", None, False),
+    ("a-bearer-header-decides-over-the-cookie", "alice-login", "alice-login+bob-token", None, False),
+    ("malformed-token", "alice-token", "garbage-token", None, False),
+    ("no-credential", "alice-token", "none", None, False),
+    ("unknown-session-id", "alice-token", "alice-token", "other-id", False),
+    ("another-mount", "alice-token", "alice-token", "other-mount", False),
+    ("another-transport", "alice-token", "alice-token", "other-transport", False),
+    ("check-older-than-recheck-interval", "alice-token", "alice-token", "stale", False),
+    ("recheck-disabled", "alice-token", "alice-token", "recheck-0", False),
+    ("session-ending", "alice-token", "alice-token", "ending", False),
+    ("authenticator-without-fingerprints-first", "alice-token", "alice-token", "custom-first", False),
+]
+
+
+@pytest.mark.parametrize(
+    ("opened_with", "presented", "change", "admitted"),
+    [case[1:] for case in PINNED_CASES],
+    ids=[case[0] for case in PINNED_CASES],
+)
+async def test_pinned_session_admits_only_the_opening_credential_while_fresh(
+    alice: Any, bob: Any, opened_with: str, presented: str, change: str | None, admitted: bool
+) -> None:
+    secrets = {
+        "alice-token": (await sync_to_async(AccessToken.objects.issue)(alice, "one"))[1],
+        "alice-token-2": (await sync_to_async(AccessToken.objects.issue)(alice, "two"))[1],
+        "bob-token": (await sync_to_async(AccessToken.objects.issue)(bob, "bob"))[1],
+        "garbage-token": "not-a-token",
+    }
+    cookies = {
+        "alice-login": await sync_to_async(login_headers)(alice),
+        "bob-login": await sync_to_async(login_headers)(bob),
+        "none": {},
+    }
+    cookies["alice-login+bob-token"] = {**cookies["alice-login"], "Authorization": f"Bearer {secrets['bob-token']}"}
+
+    opener = GatewayRequest(http_scope(headers=_headers_for(opened_with, secrets, cookies).items()))
+    credential = await authenticate(opener)
+    mount = Mount("/mcp/", gateway_settings.SERVER)
+    host, session_id = await runtime.open_session(
+        layer=get_channel_layer(), mount=mount, request=opener, credential=credential, transport=Transport.SSE
+    )
+    try:
+        server, transport = "/mcp/", Transport.SSE
+        if change == "other-id":
+            session_id = new_session_id()
+        elif change == "other-mount":
+            server = "/other/"
+        elif change == "other-transport":
+            transport = Transport.STREAMABLE_HTTP
+        elif change == "stale":
+            host._credential_checked_at -= gateway_settings.RECHECK_INTERVAL + 1
+        elif change == "ending":
+            host.end_soon(CloseReason.REVOKED)
+        request = GatewayRequest(http_scope(method="POST", headers=_headers_for(presented, secrets, cookies).items()))
+        overrides: dict[str, Any] = {}
+        if change == "recheck-0":
+            overrides["MCP_GATEWAY_RECHECK_INTERVAL"] = 0
+        if change == "custom-first":
+            overrides["MCP_GATEWAY_AUTHENTICATORS"] = (
+                "tests.test_binding.NoFingerprintAuthenticator",
+                *gateway_settings.AUTHENTICATORS,
+            )
+        with override_settings(**overrides):
+            pinned = pinned_session(request, session_id, server=server, transport=transport)
+        if admitted:
+            assert pinned is not None
+            assert pinned[0].user.pk == alice.pk
+            assert pinned[1].pk == host.pk and pinned[1].channel_name == host.inbox
+        else:
+            assert pinned is None
+    finally:
+        await host.close(CloseReason.SERVER_SHUTDOWN)
+
+
+async def test_a_full_check_renews_the_pin_only_for_the_opening_credential(alice: Any) -> None:
+    _, secret = await sync_to_async(AccessToken.objects.issue)(alice, "one")
+    _, other = await sync_to_async(AccessToken.objects.issue)(alice, "two")
+    opener = GatewayRequest(http_scope(headers=[("Authorization", f"Bearer {secret}")]))
+    credential = await authenticate(opener)
+    mount = Mount("/mcp/", gateway_settings.SERVER)
+    host, session_id = await runtime.open_session(
+        layer=get_channel_layer(), mount=mount, request=opener, credential=credential, transport=Transport.SSE
+    )
+    try:
+        host._credential_checked_at -= gateway_settings.RECHECK_INTERVAL + 1
+        request = GatewayRequest(http_scope(method="POST", headers=[("Authorization", f"Bearer {secret}")]))
+        assert pinned_session(request, session_id, server="/mcp/", transport=Transport.SSE) is None
+
+        # Another credential of the owner passes the full check but does not renew the pin ...
+        second = GatewayRequest(http_scope(method="POST", headers=[("Authorization", f"Bearer {other}")]))
+        await bind(second, await authenticate(second), session_id, server="/mcp/", transport=Transport.SSE)
+        assert pinned_session(request, session_id, server="/mcp/", transport=Transport.SSE) is None
+
+        # ... the opening one does.
+        await bind(request, await authenticate(request), session_id, server="/mcp/", transport=Transport.SSE)
+        assert pinned_session(request, session_id, server="/mcp/", transport=Transport.SSE) is not None
+    finally:
+        await host.close(CloseReason.SERVER_SHUTDOWN)
+
+
+async def test_out_of_band_token_revocation_is_seen_within_the_recheck_interval(
+    start_daphne: Any, http: httpx2.AsyncClient, alice: Any
+) -> None:
+    """A bulk update fires no signal, so nothing ends the session; the next database check refuses the token."""
+    token, secret = await sync_to_async(AccessToken.objects.issue)(alice, "agent")
+    server = start_daphne(overrides={"MCP_GATEWAY_RECHECK_INTERVAL": 0.5})
+    headers = {"Authorization": f"Bearer {secret}"}
+    async with raw_stream(http, f"{server.url}/mcp/sse", headers) as stream:
+        first = await http.post(server.url + stream.endpoint, json=jsonrpc("ping", id=1), headers=headers)
+        assert first.status_code == 202
+        await AccessToken.objects.filter(pk=token.pk).aupdate(revoked_at=timezone.now())
+        await anyio.sleep(0.6)
+        late = await http.post(server.url + stream.endpoint, json=jsonrpc("ping", id=2), headers=headers)
+    assert late.status_code == 401

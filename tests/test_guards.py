@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.test import override_settings
 
-from mcp_gateway.guards import BodySizeGuard, ContentTypeGuard, HostGuard, OriginGuard, guard
+from mcp_gateway.guards import BodySizeGuard, Checks, ContentTypeGuard, HostGuard, OriginGuard, guard
 
 from .asgi_helpers import Downstream, Recorder, http_scope
 
@@ -53,6 +53,19 @@ async def test_host_guard(host: str, passes: bool) -> None:
     assert downstream.called is passes
     if not passes:
         assert (recorder.status, recorder.reason) == (421, "host_not_allowed")
+
+
+async def test_a_remembered_host_is_forgotten_when_allowed_hosts_change() -> None:
+    async def passes(host: str) -> bool:
+        downstream, recorder = Downstream(), Recorder()
+        await HostGuard(downstream)(http_scope(host=host), recorder.receive, recorder.send)
+        return downstream.called
+
+    with override_settings(ALLOWED_HOSTS=["api.example"]):
+        assert await passes("api.example")
+        assert await passes("api.example")  # remembered
+    with override_settings(ALLOWED_HOSTS=["other.example"]):
+        assert not await passes("api.example")
 
 
 CONTENT_TYPE_CASES = [
@@ -119,3 +132,43 @@ async def test_guards_leave_other_scope_types_alone() -> None:
     await stack({"type": "lifespan"}, None, None)
     await stack({"type": "websocket", "headers": [], "path": "/ws"}, None, None)
     assert calls == ["lifespan", "websocket"]
+
+
+# (id, host, headers, method, expected status): each request breaks several rules; the first guard decides.
+ORDER_CASES = [
+    ("host-before-origin", "evil.example", [("origin", "http://evil.example")], "GET", 421),
+    ("origin-before-content-type", "127.0.0.1:8000", [("origin", "http://evil.example")], "POST", 403),
+    (
+        "content-type-before-body-size",
+        "127.0.0.1:8000",
+        [("content-type", "text/plain"), ("content-length", str(10**9))],
+        "POST",
+        415,
+    ),
+    (
+        "body-size-last",
+        "127.0.0.1:8000",
+        [("content-type", "application/json"), ("content-length", str(10**9))],
+        "POST",
+        413,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("host", "headers", "method", "status"), [c[1:] for c in ORDER_CASES], ids=[c[0] for c in ORDER_CASES]
+)
+async def test_default_guards_run_in_their_documented_order(
+    host: str, headers: list[tuple[str, str]], method: str, status: int
+) -> None:
+    downstream, recorder = Downstream(), Recorder()
+    await guard(downstream)(http_scope(method, host=host, headers=headers), recorder.receive, recorder.send)
+    assert not downstream.called
+    assert recorder.status == status
+
+
+def test_consecutive_check_only_guards_are_one_middleware() -> None:
+    stack = guard(Downstream())
+    assert isinstance(stack, Checks)
+    assert [type(g) for g in stack.guards] == [HostGuard, OriginGuard, ContentTypeGuard]
+    assert isinstance(stack.app, BodySizeGuard)

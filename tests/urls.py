@@ -7,7 +7,15 @@ from django.urls import include, path
 
 
 async def task_count(request: HttpRequest) -> JsonResponse:
-    return JsonResponse({"tasks": len(asyncio.all_tasks())})
+    """How many asyncio tasks the server runs; with ``?stacks=1`` also where each one waits (to debug a leak)."""
+    tasks = asyncio.all_tasks()
+    body: dict[str, object] = {"tasks": len(tasks)}
+    if request.GET.get("stacks"):
+        body["stacks"] = [
+            [f"{frame.f_code.co_filename}:{frame.f_lineno} {frame.f_code.co_name}" for frame in task.get_stack()]
+            for task in tasks
+        ]
+    return JsonResponse(body)
 
 
 urlpatterns = [
