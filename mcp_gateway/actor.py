@@ -114,7 +114,11 @@ class SessionActor:
         self._in_send.close()
 
     def pending_activity(self) -> dict[str, Any] | None:
-        """Fields changed since the last call, for the session record; None if nothing did."""
+        """Fields changed since the record last saved them; None if nothing did.
+
+        Nothing is marked saved here: the caller reports a successful write
+        with :meth:`activity_saved`, so a failed or dropped write is retried.
+        """
         changed = {
             f.name: getattr(self.activity, f.name)
             for f in dataclasses.fields(self.activity)
@@ -122,9 +126,18 @@ class SessionActor:
         }
         if not changed:
             return None
-        self._flushed = dataclasses.replace(self.activity)
         changed["last_seen_at"] = self.last_seen
         return changed
+
+    def activity_saved(self, fields: dict[str, Any]) -> None:
+        """The record now holds ``fields`` (as returned by :meth:`pending_activity`)."""
+        for name, value in fields.items():
+            if hasattr(self._flushed, name):
+                setattr(self._flushed, name, value)
+
+    def all_activity(self) -> dict[str, Any]:
+        """Every activity field, for the final write when the session closes."""
+        return {**dataclasses.asdict(self.activity), "last_seen_at": self.last_seen}
 
     async def _pump(self) -> None:
         async with self._out_recv:

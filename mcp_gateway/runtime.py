@@ -314,6 +314,9 @@ class Sweeper:
             return
         changes = {host.pk: host.pending_activity() for host in hosts}
         still_open = await database_sync_to_async(McpSession.objects.record_activity)(changes)
+        for host in hosts:
+            if host.pk in still_open and (fields := changes[host.pk]):
+                host.activity_saved(fields)
         idle_timeout = gateway_settings.IDLE_TIMEOUT
         now = timezone.now()
         for host in hosts:
@@ -423,6 +426,13 @@ class SessionHost:
     def pending_activity(self) -> dict[str, Any] | None:
         return self.actor.pending_activity() if self.actor is not None else None
 
+    def activity_saved(self, fields: dict[str, Any]) -> None:
+        if self.actor is not None:
+            self.actor.activity_saved(fields)
+
+    def all_activity(self) -> dict[str, Any] | None:
+        return self.actor.all_activity() if self.actor is not None else None
+
     async def _run(self) -> None:
         """Read the inbox until the session ends; then stop the MCP server loop and close the record.
 
@@ -482,8 +492,9 @@ class SessionHost:
         try:
             for outlet in outlets:
                 await outlet.end(reason)
-            # Closed elsewhere already (revoked), the record keeps that time and reason.
-            reason = await database_sync_to_async(McpSession.objects.close)(self.pk, reason, self.pending_activity())
+            # Closed elsewhere already (revoked), the record keeps that time and reason but still learns
+            # all the activity: a sweep's write may have been refused because the record had just closed.
+            reason = await database_sync_to_async(McpSession.objects.close)(self.pk, reason, self.all_activity())
             audit.record(
                 AuditKind.SESSION_CLOSED,
                 user_id=self.user_id,
