@@ -39,7 +39,7 @@ from .exceptions import AuthenticationRequired, InvalidToken
 from .http import GatewayRequest
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Credential:
     """An authenticated caller."""
 

@@ -131,7 +131,7 @@ async def _bind(
     row, foreign = await database_sync_to_async(_lookup)(match, credential.user, server, transport)
     if row is not None:
         pk, id_hash, channel_name = row
-        host = runtime.local_host(channel_name)
+        host = runtime.local_host(pk)
         if host is not None:
             host.confirm(credential)
         return BoundSession(pk=pk, ref=public_ref(id_hash), channel_name=channel_name)

@@ -26,9 +26,8 @@ from channels.consumer import AsyncConsumer, get_handler_name
 from channels.db import database_sync_to_async
 from channels.exceptions import ChannelFull, StopConsumer
 from channels.layers import get_channel_layer
-from channels.utils import await_many_dispatch
 from django.db import DatabaseError
-from mcp_types import jsonrpc_message_adapter
+from mcp_types import JSONRPCMessage, jsonrpc_message_adapter
 from pydantic import ValidationError
 
 from mcp_sessions.models import CloseReason, McpSession, Transport
@@ -63,31 +62,55 @@ EVENTS_LOST = -32002
 
 
 class Mailbox:
-    """Messages a consumer posts to itself: an unbounded FIFO for one reader.
+    """Messages for one reader: an unbounded FIFO, and the message sources it waits on.
 
-    What ``asyncio.Queue`` does here, without its four preallocated deques:
-    an idle stream holds one of these, so its size counts.
+    What ``asyncio.Queue`` and Channels' ``await_many_dispatch`` do here,
+    lighter: an idle stream holds one of these, so its size counts. A source
+    (the request's ``receive``, a channel-layer inbox) is read by one task at a
+    time, and read again only once its message has been taken and handled, so
+    a slow reader still holds back a channel-layer sender.
     """
 
-    __slots__ = ("_items", "_waiter")
+    __slots__ = ("_items", "_sources", "_waiter")
 
     def __init__(self) -> None:
-        self._items: list[Message] = []
+        self._items: list[Message | asyncio.Task[Message]] = []
         self._waiter: asyncio.Future[None] | None = None
+        self._sources: dict[asyncio.Task[Message], Callable[[], Awaitable[Message]]] = {}
 
     def put_nowait(self, item: Message) -> None:
         self._items.append(item)
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
-    async def get(self) -> Message:
+    def listen(self, source: Callable[[], Awaitable[Message]]) -> None:
+        """Read one message from ``source`` in the background; :meth:`handled` reads the next."""
+        task = asyncio.ensure_future(source())
+        self._sources[task] = source
+        task.add_done_callback(self._arrived)
+
+    def _arrived(self, task: asyncio.Task[Message]) -> None:
+        if not task.cancelled():
+            self.put_nowait(task)  # type: ignore[arg-type]
+
+    async def get(self) -> tuple[Message, Callable[[], Awaitable[Message]] | None]:
+        """The next message, with the source to read again once it is handled (None for a posted message)."""
         while not self._items:
             self._waiter = asyncio.get_running_loop().create_future()
             try:
                 await self._waiter
             finally:
                 self._waiter = None
-        return self._items.pop(0)
+        item = self._items.pop(0)
+        if isinstance(item, asyncio.Task):
+            return item.result(), self._sources.pop(item)  # a failed source raises here, in the reader
+        return item, None
+
+    def close(self) -> None:
+        """Stop reading every source."""
+        for task in self._sources:
+            task.cancel()
+        self._sources.clear()
 
 
 class GatewayConsumer(AsyncConsumer):
@@ -117,7 +140,7 @@ class GatewayConsumer(AsyncConsumer):
         try:
             extra = await self.start()
             if extra or self.internal_messages:
-                await await_many_dispatch([receive, self._internal.get, *extra], self.dispatch)
+                await self._dispatch_all([receive, *extra])
             else:
                 while True:  # the request alone: no task per message source
                     await self.dispatch(await receive())
@@ -135,6 +158,22 @@ class GatewayConsumer(AsyncConsumer):
                 await send_error(self.send, ServiceUnavailable("Database unavailable, retry later"))
         finally:
             await self.stop()
+
+    async def _dispatch_all(self, sources: list[Callable[[], Awaitable[Message]]]) -> None:
+        """Handle messages from ``sources`` and posted ones, one at a time, in arrival order."""
+        if not self.internal_messages:
+            self._internal = Mailbox()
+        mailbox = self._internal
+        try:
+            for source in sources:
+                mailbox.listen(source)
+            while True:
+                message, source = await mailbox.get()
+                await self.dispatch(message)
+                if source is not None:
+                    mailbox.listen(source)
+        finally:
+            mailbox.close()
 
     async def start(self) -> list[Callable[[], Awaitable[Message]]]:
         return []
@@ -162,10 +201,10 @@ class GatewayConsumer(AsyncConsumer):
         raise StopConsumer()
 
 
-def parse_message(body: bytes) -> None:
-    """Refuse a body that is not one JSON-RPC message (or batch-free envelope)."""
+def parse_message(body: bytes) -> JSONRPCMessage:
+    """The one JSON-RPC message ``body`` holds; a refusal if it holds anything else (a batch, bad JSON)."""
     try:
-        jsonrpc_message_adapter.validate_json(body, by_name=False)
+        return jsonrpc_message_adapter.validate_json(body, by_name=False)
     except ValidationError as exc:
         if any(error["type"] == "json_invalid" for error in exc.errors()):
             raise ParseError() from None
@@ -202,14 +241,14 @@ class MessagesConsumer(GatewayConsumer):
         await check_rate(credential.user)
         check_csrf(self.request, credential)
         session_id = session_id_from_query(self.request)
-        parse_message(body)
+        parsed = parse_message(body)
         if session is None:
             session = await bind(
                 self.request, credential, session_id, server=self.mount.prefix, transport=Transport.SSE
             )
         event = {"type": "mcp.inbound", "body": body, "headers": self.request.forwardable_headers()}
         try:
-            await self.channel_layer.send(session.channel_name, event)
+            await runtime.send_to_session(self.channel_layer, session.channel_name, session.pk, event, parsed=parsed)
         except ChannelFull:
             raise ServiceUnavailable() from None
         except Exception:
@@ -263,7 +302,7 @@ class StreamConsumer(GatewayConsumer):
     @property
     def host_is_local(self) -> bool:
         """Whether the session this connection serves runs in this worker (and calls it directly)."""
-        return self.host_channel is not None and runtime.local_host(self.host_channel) is not None
+        return runtime.local_host(self.session_pk) is not None
 
     async def __call__(self, scope: Any, receive: Receive, send: Send) -> None:
         try:
@@ -292,12 +331,23 @@ class StreamConsumer(GatewayConsumer):
 
     def _ping_due(self) -> None:
         self._pinging = asyncio.get_running_loop().create_task(self._ping())
+        self._pinging.add_done_callback(self._pinged)
+
+    def _pinged(self, task: asyncio.Task[None]) -> None:
+        if self._pinging is task:
+            self._pinging = None  # a finished task keeps its coroutine: an idle stream should not hold one
 
     async def carry(self, session: BoundSession, *, stream: int, after: EventId | None, replace: bool) -> None:
         """Carry ``stream`` of ``session`` on this connection, from the event after ``after``; refusals raise."""
         self.host_channel, self.session_pk = session.channel_name, session.pk
         status = await runtime.attach(
-            self.channel_layer, session.channel_name, self.channel_name, stream=stream, after=after, replace=replace
+            self.channel_layer,
+            session.channel_name,
+            session.pk,
+            self.channel_name,
+            stream=stream,
+            after=after,
+            replace=replace,
         )
         await self.attached(status)
 
@@ -391,7 +441,7 @@ class StreamConsumer(GatewayConsumer):
     async def _leave(self, reason: str) -> None:
         if not self._ended and self.host_channel is not None:
             self._ended = True
-            await runtime.detach(self.channel_layer, self.host_channel, self.channel_name, reason)
+            await runtime.detach(self.channel_layer, self.host_channel, self.session_pk, self.channel_name, reason)
 
     async def _finish_response(self) -> None:
         if self._mode is None:
@@ -449,7 +499,7 @@ class StreamConsumer(GatewayConsumer):
             self.flow.release()
         if self.host_channel is None:
             return
-        host = runtime.local_host(self.host_channel)
+        host = runtime.local_host(self.session_pk)
         if self.cancelled and host is not None:
             await host.close(CloseReason.SERVER_SHUTDOWN)  # the server is stopping: so is this worker's session
         else:
@@ -485,7 +535,7 @@ class SSEConsumer(StreamConsumer):
         else:
             await self.carry(session, stream=MAIN_STREAM, after=resume_after, replace=True)
         self.start_keepalive()
-        self.request.release_django_request()
+        self.request.release()
         if self.host_is_local:
             return []  # the session is in this worker and calls this consumer directly: nothing to listen to
         return [runtime.receiver(self.channel_layer, self.channel_name)]

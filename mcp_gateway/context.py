@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class GatewayRequestContext:
     """Per-message facts about the caller; ``headers`` never carry credentials."""
 

@@ -90,6 +90,8 @@ class Event:
 class EventBuffer:
     """The last ``size`` events of one session, across its streams."""
 
+    __slots__ = ("_events", "_last_seq", "_next_stream", "_size", "ref")
+
     def __init__(self, ref: str, size: int) -> None:
         self.ref = ref
         self._size = max(size, 1)

@@ -80,9 +80,13 @@ class GatewayRequest:
         """A bodiless Django request, so Django's own Host and CSRF logic can run on it."""
         return ASGIRequest(self.scope, io.BytesIO(b""))
 
-    def release_django_request(self) -> None:
-        """Drop the Django request (and the login session it loaded): a long-lived stream needs neither."""
-        self.__dict__.pop("django_request", None)
+    def release(self) -> None:
+        """Drop what was parsed from the request (the Django request and the login session it loaded too).
+
+        A long-lived stream is done with them once it has started; read again, they are parsed again.
+        """
+        for name in ("django_request", "headers", "query", "cookies"):
+            self.__dict__.pop(name, None)
 
     @property
     def origin(self) -> str | None:

@@ -3,11 +3,12 @@
 A session runs in one worker, the one that opened it, as a
 :class:`SessionHost`: the MCP server loop (:class:`~mcp_gateway.actor.SessionActor`),
 a numbered and bounded buffer of the events it sent
-(:class:`~mcp_gateway.events.EventBuffer`), and an inbox on the channel layer
-whose address is stored with the session's record. The host outlives any one
-connection:
+(:class:`~mcp_gateway.events.EventBuffer`), and an inbox. The host outlives
+any one connection:
 
-- client messages reach it through its inbox, from whichever worker took the POST;
+- client messages reach its inbox from whichever worker took the POST: in its
+  own worker directly, from another one through that worker's one address on
+  the channel layer (:class:`WorkerInbox`), which is stored with the record;
 - its events go to *outlets*, one per stream: the connection that carries the
   stream, in this worker (called directly, with backpressure) or in another
   (through that connection's own channel);
@@ -59,6 +60,9 @@ logger = logging.getLogger("mcp_gateway")
 
 # Seconds to wait for a host in another worker to answer an attach.
 ATTACH_TIMEOUT = 5.0
+
+# Waiting messages a session's inbox holds when the channel layer sets no capacity (as Channels' default).
+DEFAULT_INBOX_CAPACITY = 100
 
 # JSON-RPC "invalid request": the client reused the ID of a request still in progress.
 INVALID_REQUEST = -32600
@@ -120,9 +124,9 @@ class RemoteOutlet:
             logger.warning("Could not tell a remote stream to end", exc_info=True)
 
 
-# What this process runs: hosts by inbox channel and by session ID hash, and connections able to carry
+# What this process runs: hosts by record pk and by session ID hash, and connections able to carry
 # streams by their channel.
-_hosts: dict[str, SessionHost] = {}
+_hosts: dict[int, SessionHost] = {}
 _hosts_by_id_hash: dict[str, SessionHost] = {}
 _outlets: dict[str, Outlet] = {}
 
@@ -149,6 +153,114 @@ def receiver(layer: BaseChannelLayer, channel: str) -> Callable[[], Awaitable[di
     return receive
 
 
+class WorkerInbox:
+    """This worker's one address on the channel layer, shared by all the sessions it runs.
+
+    Whatever another process has for a session here (a client message whose
+    POST it took, a stream it wants to carry, a revocation) is sent to this
+    address, tagged with the session's record pk, and handed to the session's
+    host. One receiving task per worker rather than one per session: an idle
+    session holds no channel-layer queue and no task reading it. Senders in
+    this worker skip the channel layer (:func:`send_to_session`).
+
+    A lost channel layer ends every session of the worker, as a lost inbox
+    ended its session before: messages queued there may be gone.
+    """
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._layer: BaseChannelLayer | None = None
+        self._channel: asyncio.Future[str] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._replies: set[asyncio.Task[None]] = set()
+
+    async def address(self, layer: BaseChannelLayer) -> str:
+        """The channel this worker receives on, listening from the first call."""
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop or self._layer is not layer or self._channel is None:
+            self._loop, self._layer = loop, layer
+            self._channel = loop.create_future()
+            self._task = loop.create_task(self._run(layer, self._channel))
+        try:
+            return await asyncio.shield(self._channel)
+        except Exception:
+            self._loop = None  # could not get an address (the layer is down): the next session tries again
+            raise
+
+    async def _run(self, layer: BaseChannelLayer, named: asyncio.Future[str]) -> None:
+        try:
+            channel = await layer.new_channel()
+        except Exception as exc:
+            named.set_exception(exc)
+            return
+        named.set_result(channel)
+        while True:
+            try:
+                message = await layer.receive(channel)
+            except TimeoutError:
+                continue
+            except Exception:
+                logger.warning("Channel layer receive failed: this worker's sessions end", exc_info=True)
+                for host in _hosts_on(asyncio.get_running_loop()):
+                    host.post({"type": "mcp.layer_lost"}, force=True)
+                await asyncio.sleep(1.0)
+                continue
+            self.dispatch(layer, message)
+
+    def dispatch(self, layer: BaseChannelLayer, message: dict[str, Any]) -> None:
+        """Hand ``message`` to its session's host; answer for a session that is not here (any more)."""
+        pks = message.pop("sessions", None) or [message.pop("session", None)]
+        for pk in pks:
+            host = _hosts.get(pk) if isinstance(pk, int) else None
+            if host is not None and not host.is_closed:
+                # Never waits: the sender was told its message was accepted. Its own worker bounds it (the
+                # channel's capacity, the rate limit); the host refuses requests beyond its in-flight limit.
+                host.post(message, force=True)
+            else:
+                self._gone(layer, message)
+
+    def _gone(self, layer: BaseChannelLayer, message: dict[str, Any]) -> None:
+        reply_to = message.get("reply_to")
+        if not isinstance(reply_to, str):
+            return  # a client message, a revocation or a detach for a session that has ended: nothing to do
+        if message.get("type") == "mcp.attach":
+            reply: dict[str, Any] = {"type": "mcp.attached", "status": Attach.GONE.value}
+        elif message.get("type") == "mcp.inbound":
+            reply = {"type": "mcp.end", "reason": CloseReason.REVOKED}
+        else:
+            return
+        task = asyncio.get_running_loop().create_task(self._reply(layer, reply_to, reply))
+        self._replies.add(task)
+        task.add_done_callback(self._replies.discard)
+
+    async def _reply(self, layer: BaseChannelLayer, channel: str, message: dict[str, Any]) -> None:
+        with contextlib.suppress(Exception):
+            await layer.send(channel, message)
+
+
+_worker_inbox = WorkerInbox()
+
+
+def _hosts_on(loop: asyncio.AbstractEventLoop) -> list[SessionHost]:
+    return [host for host in list(_hosts.values()) if host.running_on(loop)]
+
+
+async def send_to_session(
+    layer: BaseChannelLayer, channel: str, pk: int, message: dict[str, Any], *, parsed: Any = None
+) -> None:
+    """Deliver ``message`` to the session ``pk`` whose worker's address is ``channel``.
+
+    A host in this worker takes it directly, with the client message already
+    ``parsed`` if given, so it is not validated twice; :class:`ChannelFull` when
+    its inbox is full, as the channel layer says for a full channel.
+    """
+    host = _hosts.get(pk)
+    if host is not None and not host.is_closed:
+        host.post(message if parsed is None else {**message, "parsed": parsed})
+        return
+    await layer.send(channel, {**message, "session": pk})
+
+
 def register_outlet(channel: str, outlet: Outlet) -> None:
     _outlets[channel] = outlet
 
@@ -161,8 +273,9 @@ def _outlet_for(layer: BaseChannelLayer, channel: str) -> Outlet:
     return _outlets.get(channel) or RemoteOutlet(layer, channel)
 
 
-def local_host(inbox: str) -> SessionHost | None:
-    return _hosts.get(inbox)
+def local_host(pk: int | None) -> SessionHost | None:
+    """The host of session ``pk`` if this worker runs it."""
+    return _hosts.get(pk) if pk is not None else None
 
 
 def local_hosts() -> list[SessionHost]:
@@ -176,22 +289,24 @@ def local_host_by_id_hash(id_hash: str) -> SessionHost | None:
 async def attach(
     layer: BaseChannelLayer,
     host_channel: str,
+    pk: int,
     channel: str,
     *,
     stream: int,
     after: EventId | None,
     replace: bool,
 ) -> Attach:
-    """Make the connection at ``channel`` carry ``stream`` of the session whose inbox is ``host_channel``.
+    """Make the connection at ``channel`` carry ``stream`` of session ``pk``, run by the worker at ``host_channel``.
 
     A host in this process is called directly. One elsewhere is asked through
-    its inbox; its answer is the first message on ``channel``, ahead of any event.
+    its worker's address; its answer is the first message on ``channel``, ahead of any event.
     """
-    host = _hosts.get(host_channel)
+    host = _hosts.get(pk)
     if host is not None:
         return await host.attach(stream, channel, _outlet_for(layer, channel), after=after, replace=replace)
     request = {
         "type": "mcp.attach",
+        "session": pk,
         "reply_to": channel,
         "stream": stream,
         "after": str(after) if after is not None else None,
@@ -206,14 +321,14 @@ async def attach(
     return Attach(answer.get("status", Attach.GONE))
 
 
-async def detach(layer: BaseChannelLayer, host_channel: str, channel: str, reason: str) -> None:
-    """The connection at ``channel`` no longer carries any of the session's streams."""
-    host = _hosts.get(host_channel)
+async def detach(layer: BaseChannelLayer, host_channel: str, pk: int, channel: str, reason: str) -> None:
+    """The connection at ``channel`` no longer carries any of session ``pk``'s streams."""
+    host = _hosts.get(pk)
     if host is not None:
         await host.detach(channel, reason)
         return
     with contextlib.suppress(Exception):
-        await layer.send(host_channel, {"type": "mcp.detach", "reply_to": channel, "reason": reason})
+        await layer.send(host_channel, {"type": "mcp.detach", "session": pk, "reply_to": channel, "reason": reason})
 
 
 async def close_all(reason: str = CloseReason.SERVER_SHUTDOWN) -> None:
@@ -234,7 +349,7 @@ async def open_session(
     The host is not started: the caller attaches its connection first, so
     that nothing the session sends can miss it.
     """
-    inbox = await layer.new_channel()
+    inbox = await _worker_inbox.address(layer)
     session_id = new_session_id()
     fields = {
         "limit": gateway_settings.MAX_SESSIONS_PER_USER,
@@ -309,7 +424,7 @@ class Sweeper:
 
     async def sweep(self) -> None:
         loop = asyncio.get_running_loop()
-        hosts = [host for host in list(_hosts.values()) if host.running_on(loop)]
+        hosts = _hosts_on(loop)
         if not hosts:
             return
         changes = {host.pk: host.pending_activity() for host in hosts}
@@ -340,6 +455,42 @@ def _deadline(credential: Credential) -> datetime | None:
 
 class SessionHost:
     """One live session in this worker; see the module docstring."""
+
+    # Slots, not a __dict__: every open session holds one of these, idle or not.
+    __slots__ = (
+        "_actor_scope",
+        "_actor_task",
+        "_capacity",
+        "_close_reason",
+        "_closed",
+        "_context",
+        "_credential_checked_at",
+        "_deadline_timer",
+        "_lock",
+        "_mail",
+        "_mail_waiter",
+        "_orphan_timer",
+        "_outlets",
+        "_request_streams",
+        "_scope",
+        "_server",
+        "_task",
+        "actor",
+        "buffer",
+        "credential",
+        "deadline",
+        "id_hash",
+        "inbox",
+        "last_seen",
+        "layer",
+        "mount_prefix",
+        "pk",
+        "ref",
+        "remote_addr",
+        "resume_timeout",
+        "transport",
+        "user_id",
+    )
 
     def __init__(
         self,
@@ -384,7 +535,13 @@ class SessionHost:
         self._close_reason: str | None = None
         self._orphan_timer: asyncio.TimerHandle | None = None
         self._deadline_timer: asyncio.TimerHandle | None = None
-        _hosts[inbox] = self
+        # The inbox: messages in arrival order, and the task waiting for one.
+        self._mail: list[dict[str, Any]] = []
+        self._mail_waiter: asyncio.Future[None] | None = None
+        # As many waiting messages as the layer lets a channel hold (RedisPubSubChannelLayer sets no limit).
+        get_capacity = getattr(layer, "get_capacity", None)
+        self._capacity: int = get_capacity(inbox) if get_capacity is not None else DEFAULT_INBOX_CAPACITY
+        _hosts[self.pk] = self
         _hosts_by_id_hash[self.id_hash] = self
 
     # Lifecycle
@@ -423,6 +580,23 @@ class SessionHost:
         """Started on ``loop`` and not ending."""
         return self._task is not None and self._task.get_loop() is loop and self._close_reason is None
 
+    def post(self, message: dict[str, Any], *, force: bool = False) -> None:
+        """Put ``message`` in the inbox; :class:`ChannelFull` if it is full (unless ``force``)."""
+        if not force and len(self._mail) >= self._capacity:
+            raise ChannelFull()
+        self._mail.append(message)
+        if self._mail_waiter is not None and not self._mail_waiter.done():
+            self._mail_waiter.set_result(None)
+
+    async def _next_message(self) -> dict[str, Any]:
+        while not self._mail:
+            self._mail_waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._mail_waiter
+            finally:
+                self._mail_waiter = None
+        return self._mail.pop(0)
+
     def pending_activity(self) -> dict[str, Any] | None:
         return self.actor.pending_activity() if self.actor is not None else None
 
@@ -442,9 +616,8 @@ class SessionHost:
         reason: str = CloseReason.SERVER_ENDED
         try:
             with self._scope:
-                receive = receiver(self.layer, self.inbox)
                 while True:
-                    await self._dispatch(await receive())
+                    await self._dispatch(await self._next_message())
             # Ended by close() or end_soon().
             reason = self._close_reason or CloseReason.SERVER_SHUTDOWN
         except asyncio.CancelledError:
@@ -480,9 +653,9 @@ class SessionHost:
             self.end_soon(CloseReason.SERVER_ENDED)
 
     async def _finish(self, reason: str) -> None:
-        if self._closed.done() or _hosts.get(self.inbox) is not self:
+        if self._closed.done() or _hosts.get(self.pk) is not self:
             return
-        del _hosts[self.inbox]
+        del _hosts[self.pk]
         _hosts_by_id_hash.pop(self.id_hash, None)
         for timer in (self._orphan_timer, self._deadline_timer):
             if timer is not None:
@@ -551,10 +724,12 @@ class SessionHost:
 
     async def receive_message(self, message: dict[str, Any]) -> None:
         """A client message; with ``reply_to``, a request whose own stream goes to that connection."""
-        try:
-            parsed = jsonrpc_message_adapter.validate_json(message["body"], by_name=False)
-        except ValidationError:
-            return  # validated by the POST handler; nothing else sends here
+        parsed = message.get("parsed")  # validated already by a POST handler in this worker
+        if parsed is None:
+            try:
+                parsed = jsonrpc_message_adapter.validate_json(message["body"], by_name=False)
+            except ValidationError:
+                return  # validated by the POST handler in its worker; nothing else sends here
         actor = self._actor()
         reply_to = message.get("reply_to")
         if reply_to and isinstance(parsed, JSONRPCRequest):

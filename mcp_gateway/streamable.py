@@ -31,7 +31,7 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.exceptions import ChannelFull, StopConsumer
-from mcp_types import JSONRPCRequest, jsonrpc_message_adapter
+from mcp_types import JSONRPCMessage, JSONRPCRequest
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 
 from mcp_sessions.models import CloseReason, McpSession, Transport
@@ -140,13 +140,12 @@ class StreamableHTTPConsumer(StreamConsumer):
         credential = await self._caller()
         if body.lstrip()[:1] == b"[":
             raise BatchNotSupported()
-        parse_message(body)
-        message = jsonrpc_message_adapter.validate_json(body, by_name=False)
+        message = parse_message(body)
         is_request = isinstance(message, JSONRPCRequest)
         if session_id_from_header(self.request) is None:
             if not (is_request and message.method == "initialize"):
                 raise InitializeRequired()
-            await self._initialize(credential, body)
+            await self._initialize(credential, body, message)
             return False
         session = await self._session(credential)
         inbound: dict[str, Any] = {
@@ -160,7 +159,7 @@ class StreamableHTTPConsumer(StreamConsumer):
             self.json_allowed = True
             inbound["reply_to"] = self.channel_name
         try:
-            await self.channel_layer.send(session.channel_name, inbound)
+            await runtime.send_to_session(self.channel_layer, session.channel_name, session.pk, inbound, parsed=message)
         except ChannelFull:
             raise ServiceUnavailable() from None
         if not is_request:
@@ -169,7 +168,7 @@ class StreamableHTTPConsumer(StreamConsumer):
         self.start_keepalive()
         return False
 
-    async def _initialize(self, credential: Credential, body: bytes) -> None:
+    async def _initialize(self, credential: Credential, body: bytes, message: JSONRPCMessage) -> None:
         host, session_id = await runtime.open_session(
             layer=self.channel_layer,
             mount=self.mount,
@@ -183,7 +182,12 @@ class StreamableHTTPConsumer(StreamConsumer):
         await self.open_inbox()
         try:
             await host.receive_message(
-                {"body": body, "headers": self.request.forwardable_headers(), "reply_to": self.channel_name}
+                {
+                    "body": body,
+                    "parsed": message,
+                    "headers": self.request.forwardable_headers(),
+                    "reply_to": self.channel_name,
+                }
             )
         finally:
             host.start()
@@ -206,6 +210,7 @@ class StreamableHTTPConsumer(StreamConsumer):
         )
         self._has_inbox.set()
         self.start_keepalive()
+        self.request.release()
         return False
 
     async def delete(self, body: bytes) -> bool:

@@ -1,16 +1,18 @@
 """Ending live sessions from anywhere: admin actions, logouts, deactivated users, revoked tokens.
 
 :func:`revoke` marks the records closed in the database, which already makes
-every later POST to them 404, and then tells each stream to close through the
-channel layer, which reaches the worker that holds it even from another
-process. If that message is lost (a full channel, a Redis hiccup), the stream
-still notices at its next keep-alive, when it finds its record closed.
+every later POST to them 404, and then tells each worker running some of them
+to end them, through the channel layer, which reaches that worker even from
+another process: one message per worker, at its address stored with the
+records. If that message is lost (a full channel, a Redis hiccup), the worker
+still notices at its next sweep, when it finds the records closed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+from collections import defaultdict
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -41,24 +43,27 @@ def revoke(sessions: QuerySet[McpSession], reason: str = CloseReason.REVOKED) ->
     McpSession.objects.filter(pk__in=[t[0] for t in targets], closed_at__isnull=True).update(
         closed_at=timezone.now(), close_reason=reason
     )
-    channels = [t[2] for t in targets]
-    transaction.on_commit(lambda: _tell_streams(channels, reason))
+    by_worker: dict[str, list[int]] = defaultdict(list)
+    for pk, _, channel, _ in targets:
+        by_worker[channel].append(pk)
+    transaction.on_commit(lambda: _tell_streams(by_worker, reason))
     for _, id_hash, _, user_id in targets:
         audit.record(AuditKind.SESSION_REVOKED, user_id=user_id, session_ref=public_ref(id_hash), detail=reason)
     return len(targets)
 
 
-def _tell_streams(channels: list[str], reason: str) -> None:
+def _tell_streams(by_worker: dict[str, list[int]], reason: str) -> None:
+    """Tell each worker running some of the sessions to end them: one message per worker."""
     layer = get_channel_layer(gateway_settings.CHANNEL_LAYER)
     if layer is None:
         return
-    for channel in channels:
+    for channel, pks in by_worker.items():
         try:
-            async_to_sync(layer.send)(channel, {"type": "mcp.close", "reason": reason})
+            async_to_sync(layer.send)(channel, {"type": "mcp.close", "sessions": pks, "reason": reason})
         except ChannelFull:
-            pass  # the stream finds its record closed at its next keep-alive
+            pass  # the worker finds the records closed at its next sweep
         except Exception:
-            logger.exception("Could not reach an MCP stream to close it; it closes at its next keep-alive")
+            logger.exception("Could not reach a worker to close its MCP sessions; they close at its next sweep")
 
 
 def revoke_for_user(user: Any, *, cookie_only: bool = False) -> int:

@@ -1,4 +1,4 @@
-"""Session hosts in-process: what the worker's sweep saves to the session record, and when."""
+"""Session hosts in-process: the worker's one inbox, and what its sweep saves to the session records."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
-from channels.layers import get_channel_layer
+from channels.exceptions import ChannelFull
+from channels.layers import BaseChannelLayer, InMemoryChannelLayer, get_channel_layer
 from django.utils import timezone
 
 from mcp_gateway import runtime
@@ -17,6 +18,7 @@ from mcp_gateway.conf import gateway_settings
 from mcp_gateway.http import GatewayRequest
 from mcp_gateway.routing import Mount
 from mcp_sessions.models import AccessToken, CloseReason, McpSession, Transport
+from mcp_sessions.revocation import revoke
 
 from .asgi_helpers import http_scope
 
@@ -34,16 +36,21 @@ INITIALIZE = {
 }
 
 
-async def _started_host(user: Any) -> runtime.SessionHost:
+async def _host(user: Any, layer: BaseChannelLayer | None = None) -> runtime.SessionHost:
     _, secret = await sync_to_async(AccessToken.objects.issue)(user, "agent")
     request = GatewayRequest(http_scope(headers=[("Authorization", f"Bearer {secret}")]))
     host, _ = await runtime.open_session(
-        layer=get_channel_layer(),
+        layer=layer or get_channel_layer(),
         mount=Mount("/mcp/", gateway_settings.SERVER),
         request=request,
         credential=await authenticate(request),
         transport=Transport.STREAMABLE_HTTP,
     )
+    return host
+
+
+async def _started_host(user: Any) -> runtime.SessionHost:
+    host = await _host(user)
     host.start()
     await host.receive_message({"type": "mcp.inbound", "body": json.dumps(INITIALIZE)})
     for _ in range(100):  # the server loop answers on its own task
@@ -105,3 +112,101 @@ async def test_a_failed_sweep_loses_no_activity(alice: Any, monkeypatch: pytest.
         assert (record.client_name, record.messages_in) == ("sweep-test", 1)
     finally:
         await host.close(CloseReason.SERVER_SHUTDOWN)
+
+
+# The worker's one inbox
+
+
+async def test_a_workers_sessions_share_one_address_and_no_channel_queue(alice: Any) -> None:
+    layer = InMemoryChannelLayer()
+    hosts = [await _host(alice, layer) for _ in range(3)]
+    try:
+        for host in hosts:
+            host.start()
+        await asyncio.sleep(0.05)
+        records = [await McpSession.objects.aget(pk=host.pk) for host in hosts]
+        assert len({record.channel_name for record in records}) == 1
+        assert {host.inbox for host in hosts} == {records[0].channel_name}
+        assert list(layer.channels) == [records[0].channel_name]  # one queue: the worker's, not one per session
+    finally:
+        for host in hosts:
+            await host.close(CloseReason.SERVER_SHUTDOWN)
+
+
+async def test_a_message_from_another_worker_reaches_its_session(alice: Any) -> None:
+    layer = InMemoryChannelLayer()
+    host = await _host(alice, layer)
+    host.start()
+    try:
+        reply_to = await layer.new_channel()
+        # What another worker sends: the message, tagged with the session it is for, to this worker's address.
+        await layer.send(host.inbox, {"type": "mcp.inbound", "session": host.pk, "body": json.dumps(INITIALIZE)})
+        await layer.send(
+            host.inbox,
+            {"type": "mcp.attach", "session": host.pk, "reply_to": reply_to, "stream": 0, "after": None},
+        )
+        assert await asyncio.wait_for(layer.receive(reply_to), 5) == {"type": "mcp.attached", "status": "ok"}
+        event = await asyncio.wait_for(layer.receive(reply_to), 5)
+        assert event["type"] == "mcp.event" and '"serverInfo"' in event["data"]
+    finally:
+        await host.close(CloseReason.SERVER_SHUTDOWN)
+
+
+@pytest.mark.parametrize(
+    ("message", "answer"),
+    [
+        ({"type": "mcp.attach", "stream": 0, "after": None}, {"type": "mcp.attached", "status": "gone"}),
+        ({"type": "mcp.inbound", "body": "{}"}, {"type": "mcp.end", "reason": CloseReason.REVOKED}),
+    ],
+    ids=["attach-is-told-gone", "request-stream-is-ended"],
+)
+async def test_a_message_for_a_session_no_longer_here_is_answered(
+    alice: Any, message: dict[str, Any], answer: dict[str, Any]
+) -> None:
+    """A waiting connection in another worker learns at once that the session is gone, rather than timing out."""
+    layer = InMemoryChannelLayer()
+    host = await _host(alice, layer)
+    host.start()
+    await host.close(CloseReason.TERMINATED)
+    reply_to = await layer.new_channel()
+    await layer.send(host.inbox, {**message, "session": host.pk, "reply_to": reply_to})
+    assert await asyncio.wait_for(layer.receive(reply_to), 5) == answer
+
+
+async def test_a_local_sender_is_refused_when_the_sessions_inbox_is_full(alice: Any) -> None:
+    layer = InMemoryChannelLayer(capacity=2)
+    host = await _host(alice, layer)  # not started: nothing reads its inbox
+    try:
+        ping = {"type": "mcp.inbound", "body": json.dumps({"jsonrpc": "2.0", "method": "notifications/x"})}
+        for _ in range(2):
+            await runtime.send_to_session(layer, host.inbox, host.pk, ping)
+        with pytest.raises(ChannelFull):
+            await runtime.send_to_session(layer, host.inbox, host.pk, ping)
+        assert layer.channels.get(host.inbox) is None or layer.channels[host.inbox].empty()  # the layer was skipped
+    finally:
+        await host.close(CloseReason.SERVER_SHUTDOWN)
+
+
+async def test_revoking_many_sessions_of_a_worker_sends_it_one_message(alice: Any) -> None:
+    layer = get_channel_layer()
+    hosts = [await _host(alice, layer) for _ in range(3)]
+    for host in hosts:
+        host.start()
+    sent: list[tuple[str, dict[str, Any]]] = []
+    original_send = layer.send
+
+    async def counting_send(channel: str, message: dict[str, Any]) -> None:
+        sent.append((channel, message))
+        await original_send(channel, message)
+
+    layer.send = counting_send  # type: ignore[method-assign]
+    try:
+        await sync_to_async(revoke)(McpSession.objects.filter(pk__in=[host.pk for host in hosts]))
+        for host in hosts:
+            await asyncio.wait_for(asyncio.shield(host._closed), 5)
+    finally:
+        del layer.send
+        for host in hosts:
+            await host.close(CloseReason.SERVER_SHUTDOWN)
+    assert [message["type"] for _, message in sent] == ["mcp.close"]
+    assert sorted(sent[0][1]["sessions"]) == sorted(host.pk for host in hosts)
