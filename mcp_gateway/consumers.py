@@ -84,7 +84,7 @@ class Mailbox:
             self._waiter.set_result(None)
 
     def listen(self, source: Callable[[], Awaitable[Message]]) -> None:
-        """Read one message from ``source`` in the background; :meth:`handled` reads the next."""
+        """Read one message from ``source`` in the background; the reader listens again once it has handled it."""
         task = asyncio.ensure_future(source())
         self._sources[task] = source
         task.add_done_callback(self._arrived)
@@ -123,6 +123,7 @@ class GatewayConsumer(AsyncConsumer):
     """
 
     user: Any = None
+    cancelled = False
     # Whether the consumer posts messages to itself (``_internal``), besides the request and :meth:`start`'s sources.
     internal_messages = False
 
@@ -156,6 +157,9 @@ class GatewayConsumer(AsyncConsumer):
             logger.exception("Database unavailable")
             if not self.response_started:
                 await send_error(self.send, ServiceUnavailable("Database unavailable, retry later"))
+        except asyncio.CancelledError:
+            self.cancelled = True  # the server is stopping (or gave up on this request): stop() may act on it
+            raise
         finally:
             await self.stop()
 
@@ -288,7 +292,6 @@ class StreamConsumer(GatewayConsumer):
     json_allowed = False
     host_channel: str | None = None
     session_pk: int | None = None
-    cancelled = False
     flow: FlowControl | None = None
     _mode: str | None = None  # None: nothing sent yet; "sse": streaming; "done": the stream is over
     _ended = False
@@ -303,13 +306,6 @@ class StreamConsumer(GatewayConsumer):
     def host_is_local(self) -> bool:
         """Whether the session this connection serves runs in this worker (and calls it directly)."""
         return runtime.local_host(self.session_pk) is not None
-
-    async def __call__(self, scope: Any, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        except asyncio.CancelledError:
-            self.cancelled = True
-            raise
 
     async def open_inbox(self) -> None:
         self.channel_name = await self.channel_layer.new_channel()

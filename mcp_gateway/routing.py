@@ -15,7 +15,7 @@ everything else, WebSocket and lifespan included, goes to the wrapped app.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from functools import cached_property
 from typing import Any
 from urllib.parse import quote
@@ -24,7 +24,7 @@ from django.core.exceptions import ImproperlyConfigured
 from mcp.server.lowlevel import Server
 
 from .conf import gateway_settings
-from .consumers import MessagesConsumer, SSEConsumer, TicketsConsumer
+from .consumers import GatewayConsumer, MessagesConsumer, SSEConsumer, TicketsConsumer
 from .exceptions import MethodNotAllowed, NotFound
 from .guards import DEFAULT_GUARDS, guard
 from .http import ASGIApp, Receive, Scope, Send, send_error
@@ -66,28 +66,31 @@ class Mount:
 
 
 class MountApplication:
-    """Dispatch a mount's paths to its consumers, by path then method."""
+    """Dispatch a mount's paths to its consumers, by path then method.
+
+    Called by the guards in front of it, never as a site's top-level
+    application: it returns the consumer's coroutine rather than awaiting it,
+    so no frame of its own stays alive as long as each stream does.
+    """
 
     def __init__(self, mount: Mount) -> None:
         self.mount = mount
-        self.routes: dict[str, tuple[tuple[str, ...], ASGIApp]] = {
-            STREAMABLE_HTTP_PATH: (("POST", "GET", "DELETE"), StreamableHTTPConsumer.as_asgi(mount=mount)),
-            SSE_PATH: (("GET",), SSEConsumer.as_asgi(mount=mount)),
-            MESSAGES_PATH: (("POST",), MessagesConsumer.as_asgi(mount=mount)),
-            TICKETS_PATH: (("POST",), TicketsConsumer.as_asgi(mount=mount)),
+        self.routes: dict[str, tuple[tuple[str, ...], type[GatewayConsumer]]] = {
+            STREAMABLE_HTTP_PATH: (("POST", "GET", "DELETE"), StreamableHTTPConsumer),
+            SSE_PATH: (("GET",), SSEConsumer),
+            MESSAGES_PATH: (("POST",), MessagesConsumer),
+            TICKETS_PATH: (("POST",), TicketsConsumer),
         }
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         path = _route_path(scope)
         route = self.routes.get(path[len(self.mount.prefix) :] if path != self.mount.prefix[:-1] else "")
         if route is None:
-            await send_error(send, NotFound())
-            return
-        methods, app = route
+            return send_error(send, NotFound())
+        methods, consumer_class = route
         if scope["method"] not in methods:
-            await send_error(send, MethodNotAllowed(methods))
-            return
-        await app(scope, receive, send)
+            return send_error(send, MethodNotAllowed(methods))
+        return consumer_class(self.mount)(scope, receive, send)
 
 
 class McpRouter:

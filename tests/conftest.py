@@ -37,7 +37,12 @@ def free_port() -> int:
 class Daphne:
     """A daphne process serving ``tests.asgi`` on a free loopback port."""
 
-    def __init__(self, overrides: dict[str, Any] | None = None, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        overrides: dict[str, Any] | None = None,
+        extra_env: dict[str, str] | None = None,
+        module: str = "mcp_gateway.daphne",
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_file = tempfile.NamedTemporaryFile(prefix="daphne-", suffix=".log", delete=False)
@@ -48,7 +53,7 @@ class Daphne:
             [
                 sys.executable,
                 "-m",
-                "mcp_gateway.daphne",
+                module,
                 "-b",
                 "127.0.0.1",
                 "-p",

@@ -51,6 +51,18 @@ async def test_sigterm_closes_open_sessions(
     assert reasons == [CloseReason.SERVER_SHUTDOWN] * 2
 
 
+async def test_sigterm_under_plain_daphne_closes_the_sessions_of_its_streams(
+    start_daphne: Any, http: httpx2.AsyncClient, alice: Any, alice_headers: dict[str, str]
+) -> None:
+    """Plain ``daphne`` cancels each connection's consumer at shutdown: a stream's session closes with it."""
+    server = start_daphne(module="daphne")
+    async with raw_stream(http, f"{server.url}/mcp/sse", alice_headers) as stream:
+        await handshake(http, server.url, stream, alice_headers)
+        await asyncio.to_thread(server.stop, signal.SIGTERM)
+    reasons = [r async for r in McpSession.objects.filter(user=alice).values_list("close_reason", flat=True)]
+    assert reasons == [CloseReason.SERVER_SHUTDOWN]
+
+
 STALL_SETTINGS = {
     "MCP_GATEWAY_STALL_TIMEOUT": 1.0,
     "MCP_GATEWAY_OUTBOUND_QUEUE_SIZE": 4,
