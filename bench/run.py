@@ -9,7 +9,9 @@ reported for both and as the ratio gateway / reference. Run it with
 The two servers run side by side and are measured in alternating rounds (reference, gateway, reference, …);
 each figure is the median over the rounds, so a slow spell of a shared machine hits both alike. Besides wall-clock
 latency and calls/s it reports the server process's CPU time per call (user + system, from /proc), which the
-client's own CPU use and the machine's other load disturb far less. Memory per idle stream is also shown for
+client's own CPU use and the machine's other load disturb far less. Memory per idle stream is measured twice: in
+the servers after the rounds (``idle_stream_kib``), and in fresh processes that served nothing before
+(``idle_stream_fresh_kib``), where new streams cannot reuse memory freed by earlier work. It is also shown for
 daphne's own floor: a bare ASGI app holding the same number of event streams (``bench.servers:floor_app``).
 
 Then, unless ``--no-workers`` (or Redis is not reachable at ``--redis``), the gateway on Redis behind the
@@ -54,6 +56,8 @@ def free_port() -> int:
 class Server:
     def __init__(self, name: str, app: str, env: dict[str, str], module: str = "daphne") -> None:
         self.name = name
+        self.app = app
+        self.module = module
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
@@ -259,6 +263,15 @@ def main() -> None:
             for name, (server, auth) in servers.items():
                 kib = idle_stream_bytes(server, auth, args.streams) / 1024
                 results.setdefault(name, {})["idle_stream_kib"] = kib
+            # The same in a fresh process: after the rounds, new streams partly reuse memory the rounds freed.
+            for name in ("reference", "gateway"):
+                server, auth = servers[name]
+                fresh = Server(name, server.app, env, server.module)
+                fresh.sse_path = server.sse_path  # type: ignore[attr-defined]
+                try:
+                    results[name]["idle_stream_fresh_kib"] = idle_stream_bytes(fresh, auth, args.streams) / 1024
+                finally:
+                    fresh.stop()
         finally:
             for server, _ in servers.values():
                 server.stop()
@@ -274,6 +287,7 @@ def main() -> None:
         ("calls_per_s", "higher"),
         ("cpu_us_per_call", "lower"),
         ("idle_stream_kib", "lower"),
+        ("idle_stream_fresh_kib", "lower"),
     ):
         ref, ours = results["reference"][key], results["gateway"][key]
         print(f"{key:<22}{ref:>12.2f}{ours:>12.2f}{ours / ref:>8.2f}x  ({better} is better)")

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import enum
 import hmac
 import logging
@@ -180,7 +181,8 @@ class WorkerInbox:
         if self._loop is not loop or self._layer is not layer or self._channel is None:
             self._loop, self._layer = loop, layer
             self._channel = loop.create_future()
-            self._task = loop.create_task(self._run(layer, self._channel))
+            # A context of its own: it serves every session, so it must not carry the opening request's.
+            self._task = loop.create_task(self._run(layer, self._channel), context=contextvars.Context())
         try:
             return await asyncio.shield(self._channel)
         except Exception:
@@ -412,7 +414,7 @@ class Sweeper:
     def ensure(self) -> None:
         loop = asyncio.get_running_loop()
         if self._task is None or self._task.done() or self._task.get_loop() is not loop:
-            self._task = loop.create_task(self._run())
+            self._task = loop.create_task(self._run(), context=contextvars.Context())
 
     async def _run(self) -> None:
         while _hosts:
