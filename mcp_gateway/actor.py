@@ -90,7 +90,8 @@ class SessionActor:
         """Hand one client message to the server.
 
         Waits when the inbound queue is full, which in turn fills the session's
-        channel and makes further POSTs answer 503 instead of losing messages.
+        inbox: further messages are then refused (503, or an ended request
+        stream) rather than queued without bound.
         A request beyond ``max_in_flight`` unanswered ones is answered at once
         with a JSON-RPC error: every request in progress may hold a result in
         memory, so their number is what bounds a session's memory.

@@ -2,12 +2,12 @@
 
 - :class:`SSEConsumer` (``GET <prefix>sse``) authenticates the caller, opens
   a session bound to them in this worker (a
-  :class:`~mcp_gateway.runtime.SessionHost`, whose inbox address is stored with
-  the record) and carries its stream; or, given ``Last-Event-ID``, resumes the
+  :class:`~mcp_gateway.runtime.SessionHost`; the address of this worker is
+  stored with the record) and carries its stream; or, given ``Last-Event-ID``, resumes the
   caller's session on this connection.
 - :class:`MessagesConsumer` (``POST <prefix>messages/``) is a stateless
   forwarder: authenticate, check CSRF, bind the session ID to the caller,
-  validate the message, send it to the session's channel, answer 202. It keeps
+  validate the message, send it to its session, answer 202. It keeps
   no per-process state, so it may run on any worker.
 
 Handlers never block: the session runs in its own task, so
@@ -71,12 +71,13 @@ class Mailbox:
     a slow reader still holds back a channel-layer sender.
     """
 
-    __slots__ = ("_items", "_sources", "_waiter")
+    __slots__ = ("_closed", "_items", "_sources", "_waiter")
 
     def __init__(self) -> None:
         self._items: list[Message | asyncio.Task[Message]] = []
         self._waiter: asyncio.Future[None] | None = None
         self._sources: dict[asyncio.Task[Message], Callable[[], Awaitable[Message]]] = {}
+        self._closed = False
 
     def put_nowait(self, item: Message) -> None:
         self._items.append(item)
@@ -90,8 +91,8 @@ class Mailbox:
         task.add_done_callback(self._arrived)
 
     def _arrived(self, task: asyncio.Task[Message]) -> None:
-        if not task.cancelled():
-            self.put_nowait(task)  # type: ignore[arg-type]
+        if not self._closed:
+            self.put_nowait(task)  # type: ignore[arg-type]  # failed or cancelled too: the reader finds out
 
     async def get(self) -> tuple[Message, Callable[[], Awaitable[Message]] | None]:
         """The next message, with the source to read again once it is handled (None for a posted message)."""
@@ -108,6 +109,7 @@ class Mailbox:
 
     def close(self) -> None:
         """Stop reading every source."""
+        self._closed = True
         for task in self._sources:
             task.cancel()
         self._sources.clear()
@@ -255,6 +257,8 @@ class MessagesConsumer(GatewayConsumer):
             await runtime.send_to_session(self.channel_layer, session.channel_name, session.pk, event, parsed=parsed)
         except ChannelFull:
             raise ServiceUnavailable() from None
+        except GatewayError:
+            raise
         except Exception:
             # The channel layer is down (e.g. Redis restarting): the message was not accepted, say so (503).
             logger.warning("Channel layer unavailable; message refused with 503", exc_info=True)
@@ -408,13 +412,13 @@ class StreamConsumer(GatewayConsumer):
 
     async def stream_end(self, message: Message) -> None:
         self._ended = True  # the stream is complete, or the host dropped it already
-        await self._finish_response()
+        await self._finish_response(message.get("reason"))
         raise StopConsumer()
 
     async def mcp_end(self, message: Message) -> None:
         """The host (in another worker) ended this stream."""
         self._ended = True
-        await self._finish_response()
+        await self._finish_response(message.get("reason"))
         raise StopConsumer()
 
     async def mcp_event(self, message: Message) -> None:
@@ -439,10 +443,12 @@ class StreamConsumer(GatewayConsumer):
             self._ended = True
             await runtime.detach(self.channel_layer, self.host_channel, self.session_pk, self.channel_name, reason)
 
-    async def _finish_response(self) -> None:
+    async def _finish_response(self, reason: str | None = None) -> None:
         if self._mode is None:
-            # Ended before anything was sent: the session was closed while the request waited.
-            await send_error(self.send, SessionNotFound())
+            # Ended before anything was sent: the session was closed while the request waited, or (busy) its
+            # inbox was full.
+            refusal = SessionNotFound() if reason != runtime.BUSY else ServiceUnavailable("Session busy, retry later")
+            await send_error(self.send, refusal)
         elif self._mode == "sse" or self.flow is not None:
             if self.flow is not None:
                 self.flow.release()

@@ -20,6 +20,7 @@ from functools import cached_property
 from typing import Any
 from urllib.parse import quote
 
+from asgiref.sync import markcoroutinefunction
 from django.core.exceptions import ImproperlyConfigured
 from mcp.server.lowlevel import Server
 
@@ -82,6 +83,7 @@ class MountApplication:
             TICKETS_PATH: (("POST",), TicketsConsumer),
         }
 
+    @markcoroutinefunction  # an ASGI 3 app to whoever inspects it, though it returns the coroutine
     def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         path = _route_path(scope)
         route = self.routes.get(path[len(self.mount.prefix) :] if path != self.mount.prefix[:-1] else "")

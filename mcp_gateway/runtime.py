@@ -30,14 +30,14 @@ import enum
 import hmac
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 import anyio
 from channels.db import database_sync_to_async
 from channels.exceptions import ChannelFull
-from channels.layers import BaseChannelLayer
+from channels.layers import BaseChannelLayer, InMemoryChannelLayer
 from django.db import IntegrityError
 from django.utils import timezone
 from mcp.shared.message import SessionMessage
@@ -53,7 +53,7 @@ from .auth import Credential
 from .conf import gateway_settings
 from .context import GatewayRequestContext
 from .events import MAIN_STREAM, Event, EventBuffer, EventId, EventsLost, UnknownEvent
-from .exceptions import ServiceUnavailable, TooManySessions
+from .exceptions import ServiceUnavailable, SessionNotFound, TooManySessions
 from .http import GatewayRequest
 from .lease import lease
 
@@ -61,6 +61,12 @@ logger = logging.getLogger("mcp_gateway")
 
 # Seconds to wait for a host in another worker to answer an attach.
 ATTACH_TIMEOUT = 5.0
+
+# How a stream ends when its request was refused because the session's inbox was full (the client gets 503).
+BUSY = "busy"
+
+# Channel layers that only carry messages within one process: a session's messages all come from this worker.
+PROCESS_LOCAL_LAYERS: tuple[type[BaseChannelLayer], ...] = (InMemoryChannelLayer,)
 
 # Waiting messages a session's inbox holds when the channel layer sets no capacity (as Channels' default).
 DEFAULT_INBOX_CAPACITY = 100
@@ -173,29 +179,40 @@ class WorkerInbox:
         self._layer: BaseChannelLayer | None = None
         self._channel: asyncio.Future[str] | None = None
         self._task: asyncio.Task[None] | None = None
-        self._replies: set[asyncio.Task[None]] = set()
 
     async def address(self, layer: BaseChannelLayer) -> str:
-        """The channel this worker receives on, listening from the first call."""
+        """The channel this worker receives on, listening from the first call (and again if the loop stopped)."""
         loop = asyncio.get_running_loop()
         if self._loop is not loop or self._layer is not layer or self._channel is None:
+            if self._task is not None and self._loop is loop:
+                self._task.cancel()  # another layer on this loop (tests): its address is not this worker's any more
             self._loop, self._layer = loop, layer
             self._channel = loop.create_future()
-            # A context of its own: it serves every session, so it must not carry the opening request's.
-            self._task = loop.create_task(self._run(layer, self._channel), context=contextvars.Context())
+            self._task = self._start(self._name_and_receive(layer, self._channel))
         try:
-            return await asyncio.shield(self._channel)
+            channel = await asyncio.shield(self._channel)
         except Exception:
             self._loop = None  # could not get an address (the layer is down): the next session tries again
             raise
+        if self._task is not None and self._task.done():
+            logger.error("This worker's inbox had stopped; listening again on %s", channel)
+            self._task = self._start(self._receive(layer, channel))
+        return channel
 
-    async def _run(self, layer: BaseChannelLayer, named: asyncio.Future[str]) -> None:
+    def _start(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        # A context of its own: it serves every session, so it must not carry the opening request's.
+        return asyncio.get_running_loop().create_task(coro, context=contextvars.Context())
+
+    async def _name_and_receive(self, layer: BaseChannelLayer, named: asyncio.Future[str]) -> None:
         try:
             channel = await layer.new_channel()
         except Exception as exc:
             named.set_exception(exc)
             return
         named.set_result(channel)
+        await self._receive(layer, channel)
+
+    async def _receive(self, layer: BaseChannelLayer, channel: str) -> None:
         while True:
             try:
                 message = await layer.receive(channel)
@@ -207,37 +224,59 @@ class WorkerInbox:
                     host.post({"type": "mcp.layer_lost"}, force=True)
                 await asyncio.sleep(1.0)
                 continue
-            self.dispatch(layer, message)
+            try:
+                self.dispatch(layer, message)
+            except Exception:
+                logger.exception("Could not dispatch a message of type %r", message.get("type"))
 
     def dispatch(self, layer: BaseChannelLayer, message: dict[str, Any]) -> None:
         """Hand ``message`` to its session's host; answer for a session that is not here (any more)."""
-        pks = message.pop("sessions", None) or [message.pop("session", None)]
+        pks = message.pop("sessions", None)
+        if not isinstance(pks, list):
+            pks = [message.pop("session", None)]
         for pk in pks:
             host = _hosts.get(pk) if isinstance(pk, int) else None
-            if host is not None and not host.is_closed:
-                # Never waits: the sender was told its message was accepted. Its own worker bounds it (the
-                # channel's capacity, the rate limit); the host refuses requests beyond its in-flight limit.
-                host.post(message, force=True)
-            else:
-                self._gone(layer, message)
+            if host is None or not host.accepting:
+                _refuse(layer, message, "gone")
+                continue
+            try:
+                host.post(message)
+            except ChannelFull:
+                # The session has not read its last ``capacity`` messages: it is stuck. Its sender was told the
+                # message was accepted, so say what happened rather than queue without bound.
+                logger.warning("MCP session %s: inbox full, a %s message dropped", host.ref, message.get("type"))
+                _refuse(layer, message, "full")
 
-    def _gone(self, layer: BaseChannelLayer, message: dict[str, Any]) -> None:
-        reply_to = message.get("reply_to")
-        if not isinstance(reply_to, str):
-            return  # a client message, a revocation or a detach for a session that has ended: nothing to do
-        if message.get("type") == "mcp.attach":
-            reply: dict[str, Any] = {"type": "mcp.attached", "status": Attach.GONE.value}
-        elif message.get("type") == "mcp.inbound":
-            reply = {"type": "mcp.end", "reason": CloseReason.REVOKED}
-        else:
-            return
-        task = asyncio.get_running_loop().create_task(self._reply(layer, reply_to, reply))
-        self._replies.add(task)
-        task.add_done_callback(self._replies.discard)
 
-    async def _reply(self, layer: BaseChannelLayer, channel: str, message: dict[str, Any]) -> None:
-        with contextlib.suppress(Exception):
-            await layer.send(channel, message)
+_replies: set[asyncio.Task[None]] = set()
+
+
+def _refuse(layer: BaseChannelLayer, message: dict[str, Any], why: str) -> None:
+    """Answer a message its session cannot take: it is gone, or (``full``) its inbox is.
+
+    A connection waiting on it (a stream attaching, a Streamable HTTP request)
+    is told at once instead of timing out; a message nobody waits on (a
+    client notification, a revocation, a detach) needs no answer.
+    """
+    reply_to = message.get("reply_to")
+    if not isinstance(reply_to, str):
+        return
+    if message.get("type") == "mcp.attach":
+        reply: dict[str, Any] = {"type": "mcp.attached", "status": Attach.GONE.value}
+    elif message.get("type") == "mcp.inbound":
+        reply = {"type": "mcp.end", "reason": CloseReason.REVOKED if why == "gone" else BUSY}
+    else:
+        return
+    outlet = _outlets.get(reply_to)
+    coro = outlet.end(reply["reason"]) if outlet is not None and reply["type"] == "mcp.end" else None
+    task = asyncio.get_running_loop().create_task(coro or _send_quietly(layer, reply_to, reply))
+    _replies.add(task)
+    task.add_done_callback(_replies.discard)
+
+
+async def _send_quietly(layer: BaseChannelLayer, channel: str, message: dict[str, Any]) -> None:
+    with contextlib.suppress(Exception):
+        await layer.send(channel, message)
 
 
 _worker_inbox = WorkerInbox()
@@ -252,12 +291,20 @@ async def send_to_session(
 ) -> None:
     """Deliver ``message`` to the session ``pk`` whose worker's address is ``channel``.
 
-    A host in this worker takes it directly, with the client message already
-    ``parsed`` if given, so it is not validated twice; :class:`ChannelFull` when
-    its inbox is full, as the channel layer says for a full channel.
+    The channel layer keeps a session's messages in the order they were
+    accepted, from whichever worker: a client that waited for its 202 before
+    sending the next message is served in that order. So messages go through
+    it, except with a layer that lives in this process only (Channels'
+    in-memory layer), where every sender is here: then the host takes the
+    message directly, already ``parsed`` if given, so it is not validated
+    twice. :class:`ChannelFull` when the session's inbox is full, as the
+    layer says for a full channel; :class:`SessionNotFound` when the session
+    is ending.
     """
-    host = _hosts.get(pk)
-    if host is not None and not host.is_closed:
+    if isinstance(layer, PROCESS_LOCAL_LAYERS):
+        host = _hosts.get(pk)
+        if host is None or not host.accepting:
+            raise SessionNotFound()
         host.post(message if parsed is None else {**message, "parsed": parsed})
         return
     await layer.send(channel, {**message, "session": pk})
@@ -572,6 +619,11 @@ class SessionHost:
     def is_closed(self) -> bool:
         return self._closed.done()
 
+    @property
+    def accepting(self) -> bool:
+        """Open and not ending: a message posted now will be read."""
+        return self._close_reason is None and not self._closed.done()
+
     def end_soon(self, reason: str) -> None:
         """End the session for ``reason`` without waiting (from a timer, or from inside the session)."""
         if self._close_reason is None:
@@ -664,9 +716,12 @@ class SessionHost:
                 timer.cancel()
         outlets = [outlet for _, outlet in self._outlets.values()]
         self._outlets.clear()
+        unread, self._mail = self._mail, []
         try:
             for outlet in outlets:
                 await outlet.end(reason)
+            for message in unread:  # nothing will read them now: answer whoever waits on one
+                _refuse(self.layer, message, "gone")
             # Closed elsewhere already (revoked), the record keeps that time and reason but still learns
             # all the activity: a sweep's write may have been refused because the record had just closed.
             reason = await database_sync_to_async(McpSession.objects.close)(self.pk, reason, self.all_activity())

@@ -15,6 +15,7 @@ from django.utils import timezone
 from mcp_gateway import runtime
 from mcp_gateway.auth import authenticate
 from mcp_gateway.conf import gateway_settings
+from mcp_gateway.exceptions import SessionNotFound
 from mcp_gateway.http import GatewayRequest
 from mcp_gateway.routing import Mount
 from mcp_sessions.models import AccessToken, CloseReason, McpSession, Transport
@@ -210,3 +211,102 @@ async def test_revoking_many_sessions_of_a_worker_sends_it_one_message(alice: An
             await host.close(CloseReason.SERVER_SHUTDOWN)
     assert [message["type"] for _, message in sent] == ["mcp.close"]
     assert sorted(sent[0][1]["sessions"]) == sorted(host.pk for host in hosts)
+
+
+class RecordingOutlet:
+    """A connection in this worker, as the host sees it: what it was told."""
+
+    def __init__(self) -> None:
+        self.ended: list[str] = []
+
+    async def deliver(self, event: Any) -> None:
+        pass
+
+    async def end(self, reason: str) -> None:
+        self.ended.append(reason)
+
+
+async def test_a_sessions_messages_keep_their_order_across_workers(alice: Any, redis_settings: Any) -> None:
+    """A message accepted from another worker is handled before one accepted here after it.
+
+    Both travel through the channel layer, which keeps them in order: a local
+    shortcut would let ``tools/list`` overtake the ``initialize`` before it.
+    """
+    from channels_redis.core import RedisChannelLayer
+
+    layer = RedisChannelLayer(**redis_settings["CHANNEL_LAYERS"]["default"]["CONFIG"])
+    host = await _host(alice, layer)  # not started: its inbox shows the order messages reached it
+    try:
+        await layer.send(host.inbox, {"type": "mcp.inbound", "session": host.pk, "body": json.dumps(INITIALIZE)})
+        tools_list = json.dumps({"jsonrpc": "2.0", "id": 2, "method": "tools/list"})
+        await runtime.send_to_session(layer, host.inbox, host.pk, {"type": "mcp.inbound", "body": tools_list})
+        for _ in range(500):
+            if len(host._mail) == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert [json.loads(message["body"])["method"] for message in host._mail] == ["initialize", "tools/list"]
+    finally:
+        await host.close(CloseReason.SERVER_SHUTDOWN)
+        await layer.flush()
+
+
+async def test_a_session_that_is_ending_takes_no_more_messages(alice: Any) -> None:
+    layer = InMemoryChannelLayer()
+    host = await _host(alice, layer)
+    host.start()
+    host.end_soon(CloseReason.REVOKED)
+    with pytest.raises(SessionNotFound):
+        await runtime.send_to_session(layer, host.inbox, host.pk, {"type": "mcp.inbound", "body": "{}"})
+    await host.close(CloseReason.REVOKED)
+
+
+async def test_a_request_left_in_the_inbox_of_a_closing_session_is_answered(alice: Any) -> None:
+    """Its connection, waiting in this worker, is ended (404) rather than left to time out."""
+    layer = InMemoryChannelLayer()
+    host = await _host(alice, layer)  # not started: nothing reads the inbox
+    outlet = RecordingOutlet()
+    runtime.register_outlet("waiting-request", outlet)
+    try:
+        request = {"jsonrpc": "2.0", "id": 7, "method": "tools/list"}
+        inbound = {"type": "mcp.inbound", "body": json.dumps(request), "reply_to": "waiting-request"}
+        await runtime.send_to_session(layer, host.inbox, host.pk, inbound)
+        await host.close(CloseReason.REVOKED)
+        await asyncio.sleep(0.05)
+        assert outlet.ended == [CloseReason.REVOKED]
+    finally:
+        runtime.unregister_outlet("waiting-request")
+
+
+async def test_a_request_from_another_worker_to_a_full_inbox_is_refused_as_busy(alice: Any) -> None:
+    layer = InMemoryChannelLayer(capacity=1)
+    host = await _host(alice, layer)  # not started: nothing reads the inbox
+    try:
+        await runtime.send_to_session(layer, host.inbox, host.pk, {"type": "mcp.inbound", "body": "{}"})
+        reply_to = await layer.new_channel()
+        await layer.send(host.inbox, {"type": "mcp.inbound", "session": host.pk, "body": "{}", "reply_to": reply_to})
+        assert await asyncio.wait_for(layer.receive(reply_to), 5) == {"type": "mcp.end", "reason": runtime.BUSY}
+    finally:
+        await host.close(CloseReason.SERVER_SHUTDOWN)
+
+
+@pytest.mark.parametrize("fault", ["task-stopped", "malformed-message"])
+async def test_the_worker_inbox_keeps_serving_after_a_fault(alice: Any, fault: str) -> None:
+    layer = InMemoryChannelLayer()
+    host = await _host(alice, layer)
+    host.start()
+    try:
+        if fault == "task-stopped":
+            task = runtime._worker_inbox._task
+            assert task is not None
+            task.cancel()
+            await asyncio.sleep(0)
+            assert await runtime._worker_inbox.address(layer) == host.inbox  # listening again, same address
+        else:
+            await layer.send(host.inbox, {"type": "mcp.close", "sessions": 5, "reason": "x"})
+        reply_to = await layer.new_channel()
+        await layer.send(
+            host.inbox, {"type": "mcp.attach", "session": host.pk, "reply_to": reply_to, "stream": 0, "after": None}
+        )
+        assert await asyncio.wait_for(layer.receive(reply_to), 5) == {"type": "mcp.attached", "status": "ok"}
+    finally:
+        await host.close(CloseReason.SERVER_SHUTDOWN)
