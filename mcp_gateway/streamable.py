@@ -216,6 +216,11 @@ class StreamableHTTPConsumer(StreamConsumer):
     async def delete(self, body: bytes) -> bool:
         credential = await self._caller()
         session = await self._session(credential)
-        await database_sync_to_async(revoke)(McpSession.objects.filter(pk=session.pk), CloseReason.TERMINATED)
+        host = runtime.local_host(session.pk)
+        if host is not None:
+            # Ended here: one write closes the record with all the session's activity, before the 204.
+            await host.close(CloseReason.TERMINATED)
+        else:
+            await database_sync_to_async(revoke)(McpSession.objects.filter(pk=session.pk), CloseReason.TERMINATED)
         await send_response(self.send, 204, b"", content_type=None)
         return True

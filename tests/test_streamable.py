@@ -205,6 +205,10 @@ async def test_a_second_get_stream_is_409_and_delete_ends_the_session(peers: Any
         assert second.json()["error"]["data"]["reason"] == "stream_conflict"
         deleted = await alice_peer.http.delete(alice_peer.url, headers=alice_peer.with_session())
         assert deleted.status_code == 204
+        # Closed by then, with what the session learnt.
+        record = await McpSession.objects.aget()
+        assert record.closed_at is not None
+        assert (record.messages_in, record.client_name) == (2, INITIALIZE["params"]["clientInfo"]["name"])
         with anyio.fail_after(2):
             async for _ in stream.aiter_bytes():
                 pass  # the GET stream ends with the session
