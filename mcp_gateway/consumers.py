@@ -49,6 +49,7 @@ from .exceptions import (
 )
 from .flow import FlowControl, flow_control_for
 from .http import SECURITY_HEADERS, GatewayRequest, Message, Receive, Send, json_bytes, send_error, send_response
+from .mailbox import SourcedMailbox
 from .ratelimit import check_rate
 from .tickets import issue_ticket, stream_credential
 
@@ -59,60 +60,6 @@ logger = logging.getLogger("mcp_gateway")
 
 # JSON-RPC server error: events a resuming client missed can no longer be replayed.
 EVENTS_LOST = -32002
-
-
-class Mailbox:
-    """Messages for one reader: an unbounded FIFO, and the message sources it waits on.
-
-    What ``asyncio.Queue`` and Channels' ``await_many_dispatch`` do here,
-    lighter: an idle stream holds one of these, so its size counts. A source
-    (the request's ``receive``, a channel-layer inbox) is read by one task at a
-    time, and read again only once its message has been taken and handled, so
-    a slow reader still holds back a channel-layer sender.
-    """
-
-    __slots__ = ("_closed", "_items", "_sources", "_waiter")
-
-    def __init__(self) -> None:
-        self._items: list[Message | asyncio.Task[Message]] = []
-        self._waiter: asyncio.Future[None] | None = None
-        self._sources: dict[asyncio.Task[Message], Callable[[], Awaitable[Message]]] = {}
-        self._closed = False
-
-    def put_nowait(self, item: Message) -> None:
-        self._items.append(item)
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-
-    def listen(self, source: Callable[[], Awaitable[Message]]) -> None:
-        """Read one message from ``source`` in the background; the reader listens again once it has handled it."""
-        task = asyncio.ensure_future(source())
-        self._sources[task] = source
-        task.add_done_callback(self._arrived)
-
-    def _arrived(self, task: asyncio.Task[Message]) -> None:
-        if not self._closed:
-            self.put_nowait(task)  # type: ignore[arg-type]  # failed or cancelled too: the reader finds out
-
-    async def get(self) -> tuple[Message, Callable[[], Awaitable[Message]] | None]:
-        """The next message, with the source to read again once it is handled (None for a posted message)."""
-        while not self._items:
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        item = self._items.pop(0)
-        if isinstance(item, asyncio.Task):
-            return item.result(), self._sources.pop(item)  # a failed source raises here, in the reader
-        return item, None
-
-    def close(self) -> None:
-        """Stop reading every source."""
-        self._closed = True
-        for task in self._sources:
-            task.cancel()
-        self._sources.clear()
 
 
 class GatewayConsumer(AsyncConsumer):
@@ -133,7 +80,7 @@ class GatewayConsumer(AsyncConsumer):
         self.mount = mount
         self.response_started = False
         if self.internal_messages:
-            self._internal = Mailbox()
+            self._internal = SourcedMailbox()
 
     async def __call__(self, scope: Any, receive: Receive, send: Send) -> None:
         self.scope = scope
@@ -168,13 +115,13 @@ class GatewayConsumer(AsyncConsumer):
     async def _dispatch_all(self, sources: list[Callable[[], Awaitable[Message]]]) -> None:
         """Handle messages from ``sources`` and posted ones, one at a time, in arrival order."""
         if not self.internal_messages:
-            self._internal = Mailbox()
+            self._internal = SourcedMailbox()
         mailbox = self._internal
         try:
             for source in sources:
                 mailbox.listen(source)
             while True:
-                message, source = await mailbox.get()
+                message, source = await mailbox.next()
                 await self.dispatch(message)
                 if source is not None:
                     mailbox.listen(source)

@@ -56,6 +56,7 @@ from .events import MAIN_STREAM, Event, EventBuffer, EventId, EventsLost, Unknow
 from .exceptions import ServiceUnavailable, SessionNotFound, TooManySessions
 from .http import GatewayRequest
 from .lease import lease
+from .mailbox import Mailbox
 
 logger = logging.getLogger("mcp_gateway")
 
@@ -517,7 +518,6 @@ class SessionHost:
         "_deadline_timer",
         "_lock",
         "_mail",
-        "_mail_waiter",
         "_orphan_timer",
         "_outlets",
         "_request_streams",
@@ -584,9 +584,8 @@ class SessionHost:
         self._close_reason: str | None = None
         self._orphan_timer: asyncio.TimerHandle | None = None
         self._deadline_timer: asyncio.TimerHandle | None = None
-        # The inbox: messages in arrival order, and the task waiting for one.
-        self._mail: list[dict[str, Any]] = []
-        self._mail_waiter: asyncio.Future[None] | None = None
+        # The inbox: messages in arrival order.
+        self._mail = Mailbox()
         # As many waiting messages as the layer lets a channel hold (RedisPubSubChannelLayer sets no limit).
         get_capacity = getattr(layer, "get_capacity", None)
         self._capacity: int = get_capacity(inbox) if get_capacity is not None else DEFAULT_INBOX_CAPACITY
@@ -638,18 +637,7 @@ class SessionHost:
         """Put ``message`` in the inbox; :class:`ChannelFull` if it is full (unless ``force``)."""
         if not force and len(self._mail) >= self._capacity:
             raise ChannelFull()
-        self._mail.append(message)
-        if self._mail_waiter is not None and not self._mail_waiter.done():
-            self._mail_waiter.set_result(None)
-
-    async def _next_message(self) -> dict[str, Any]:
-        while not self._mail:
-            self._mail_waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._mail_waiter
-            finally:
-                self._mail_waiter = None
-        return self._mail.pop(0)
+        self._mail.put_nowait(message)
 
     def pending_activity(self) -> dict[str, Any] | None:
         return self.actor.pending_activity() if self.actor is not None else None
@@ -671,7 +659,7 @@ class SessionHost:
         try:
             with self._scope:
                 while True:
-                    await self._dispatch(await self._next_message())
+                    await self._dispatch(await self._mail.get())
             # Ended by close() or end_soon().
             reason = self._close_reason or CloseReason.SERVER_SHUTDOWN
         except asyncio.CancelledError:
@@ -716,7 +704,7 @@ class SessionHost:
                 timer.cancel()
         outlets = [outlet for _, outlet in self._outlets.values()]
         self._outlets.clear()
-        unread, self._mail = self._mail, []
+        unread = self._mail.take_all()
         try:
             for outlet in outlets:
                 await outlet.end(reason)

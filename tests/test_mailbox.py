@@ -1,0 +1,100 @@
+"""The FIFOs sessions and connections wait on: order, waiting, and reading from sources."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from mcp_gateway.mailbox import Mailbox, SourcedMailbox
+
+
+async def test_a_reader_waits_for_a_message_and_gets_them_in_order() -> None:
+    mailbox = Mailbox()
+    reader = asyncio.ensure_future(mailbox.get())
+    await asyncio.sleep(0)
+    assert not reader.done()
+    mailbox.put_nowait(1)
+    mailbox.put_nowait(2)
+    assert await asyncio.wait_for(reader, 1) == 1
+    assert await mailbox.get() == 2
+    assert len(mailbox) == 0
+
+
+async def test_take_all_empties_it() -> None:
+    mailbox = Mailbox()
+    for item in "abc":
+        mailbox.put_nowait(item)
+    assert mailbox.take_all() == ["a", "b", "c"]
+    assert len(mailbox) == 0 and list(mailbox) == []
+
+
+def counting_source(log: list[int]) -> Any:
+    async def source() -> dict[str, Any]:
+        log.append(len(log))
+        return {"type": "n", "n": len(log)}
+
+    return source
+
+
+async def test_a_source_is_read_again_only_once_its_message_is_handled() -> None:
+    """Backpressure: a reader that has not handled a message leaves the source unread."""
+    reads: list[int] = []
+    mailbox = SourcedMailbox()
+    mailbox.listen(counting_source(reads))
+    message, source = await mailbox.next()
+    await asyncio.sleep(0.01)
+    assert message == {"type": "n", "n": 1} and reads == [0]
+    assert source is not None
+    mailbox.listen(source)
+    assert (await mailbox.next())[0] == {"type": "n", "n": 2}
+    mailbox.close()
+
+
+async def test_posted_messages_and_source_messages_come_in_arrival_order() -> None:
+    mailbox = SourcedMailbox()
+    mailbox.put_nowait({"type": "posted"})
+    mailbox.listen(counting_source([]))
+    await asyncio.sleep(0)
+    first, second = await mailbox.next(), await mailbox.next()
+    assert first == ({"type": "posted"}, None)
+    assert second[0]["type"] == "n" and second[1] is not None
+    mailbox.close()
+
+
+@pytest.mark.parametrize("outcome", ["fails", "is-cancelled"])
+async def test_a_source_that_fails_or_is_cancelled_reaches_the_reader(outcome: str) -> None:
+    async def broken() -> dict[str, Any]:
+        if outcome == "fails":
+            raise ConnectionError("layer down")
+        await asyncio.sleep(10)
+        return {}
+
+    mailbox = SourcedMailbox()
+    mailbox.listen(broken)
+    if outcome == "is-cancelled":
+        await asyncio.sleep(0)
+        next(iter(mailbox._sources)).cancel()
+    expected = ConnectionError if outcome == "fails" else asyncio.CancelledError
+    with pytest.raises(expected):
+        await asyncio.wait_for(mailbox.next(), 1)
+    mailbox.close()
+
+
+async def test_close_stops_reading_its_sources() -> None:
+    started = asyncio.Event()
+
+    async def slow() -> dict[str, Any]:
+        started.set()
+        await asyncio.sleep(10)
+        return {}
+
+    mailbox = SourcedMailbox()
+    mailbox.listen(slow)
+    await started.wait()
+    task = next(iter(mailbox._sources))
+    mailbox.close()
+    await asyncio.sleep(0)
+    assert task.cancelled()
+    assert len(mailbox) == 0
