@@ -615,10 +615,6 @@ class SessionHost:
         await asyncio.shield(self._closed)
 
     @property
-    def is_closed(self) -> bool:
-        return self._closed.done()
-
-    @property
     def accepting(self) -> bool:
         """Open and not ending: a message posted now will be read."""
         return self._close_reason is None and not self._closed.done()
