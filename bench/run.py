@@ -1,7 +1,8 @@
 """Benchmark: the gateway (authentication and session binding on) against the MCP SDK's own SSE server.
 
-Both serve the same MCPServer (bench/servers.py) under daphne, on loopback ports, in one run; every figure is
-reported for both and as the ratio gateway / reference. Run it with
+Both serve the same MCPServer (bench/servers.py) under daphne (the gateway's ``python -m mcp_gateway.daphne``,
+for both), on loopback ports, in one run; every figure is reported for both and as the ratio gateway / reference.
+Run it with
 
     .venv/bin/python -m bench.run [--rounds 3] [--calls 500] [--seconds 5] [--sessions 32] [--streams 1000]
                                   [--no-workers]
@@ -11,8 +12,10 @@ each figure is the median over the rounds, so a slow spell of a shared machine h
 latency and calls/s it reports the server process's CPU time per call (user + system, from /proc), which the
 client's own CPU use and the machine's other load disturb far less. Memory per idle stream is measured twice: in
 the servers after the rounds (``idle_stream_kib``), and in fresh processes that served nothing before
-(``idle_stream_fresh_kib``), where new streams cannot reuse memory freed by earlier work. It is also shown for
-daphne's own floor: a bare ASGI app holding the same number of event streams (``bench.servers:floor_app``).
+(``idle_stream_fresh_kib``), where new streams cannot reuse memory freed by earlier work; each time after a few
+streams opened and closed, so what a process does once (imports, its database connection) is not counted per
+stream. It is also shown for the server's own floor: a bare ASGI app holding the same number of event streams
+(``bench.servers:floor_app``), under the gateway's daphne command line and under daphne's own.
 
 Then, unless ``--no-workers`` (or Redis is not reachable at ``--redis``), the gateway on Redis behind the
 round-robin loopback proxy (tests/proxy.py, its own process): 1 worker vs 2 workers (calls/s, as ratios to each
@@ -138,24 +141,40 @@ async def throughput(server: Server, headers: dict[str, str], sessions: int, sec
     return result
 
 
-def idle_stream_bytes(server: Server, headers: dict[str, str], streams: int) -> float:
-    """Server memory per open, idle SSE stream: open many on raw sockets, read only the endpoint event."""
+def open_streams(server: Server, headers: dict[str, str], count: int, socks: list[socket.socket]) -> None:
+    """Open ``count`` SSE streams on raw sockets (into ``socks``), reading only their endpoint events."""
     lines = [f"GET /{server.sse_path} HTTP/1.1", f"Host: 127.0.0.1:{server.port}"]
     request = ("\r\n".join(lines + [f"{k}: {v}" for k, v in headers.items()]) + "\r\n\r\n").encode()
+    for _ in range(count):
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        socks.append(sock)
+        sock.sendall(request)
+        received = b""
+        while b"session_id=" not in received:
+            chunk = sock.recv(4096)
+            if not chunk:
+                raise RuntimeError(f"{server.name} closed a stream: {received[:200]!r}")
+            received += chunk
+
+
+def idle_stream_bytes(server: Server, headers: dict[str, str], streams: int, warmup: int = 5) -> float:
+    """Server memory per open, idle SSE stream: RSS growth while ``streams`` streams are opened.
+
+    ``warmup`` streams are opened and closed first, so that what a process
+    does once, on its first requests (imports, its database connection), is
+    not counted as the cost of each stream.
+    """
+    socks: list[socket.socket] = []
+    try:
+        open_streams(server, headers, warmup, socks)
+    finally:
+        for sock in socks:
+            sock.close()
     time.sleep(1)
     before = server.rss()
     socks = []
     try:
-        for _ in range(streams):
-            sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
-            sock.sendall(request)
-            received = b""
-            while b"session_id=" not in received:
-                chunk = sock.recv(4096)
-                if not chunk:
-                    raise RuntimeError(f"{server.name} closed a stream: {received[:200]!r}")
-                received += chunk
-            socks.append(sock)
+        open_streams(server, headers, streams, socks)
         time.sleep(2)
         return (server.rss() - before) / streams
     finally:
@@ -245,10 +264,13 @@ def main() -> None:
         results: dict[str, dict[str, float]] = {}
         servers: dict[str, tuple[Server, dict[str, str]]] = {}
         try:
+            # All under the gateway's daphne command line (daphne with a lighter input queue per connection, see
+            # mcp_gateway/daphne.py); the floor also under daphne's own, to show what that saves.
             for name, app, module, sse_path, auth in (
-                ("reference", "bench.servers:reference_app", "daphne", "sse", {}),
+                ("reference", "bench.servers:reference_app", "mcp_gateway.daphne", "sse", {}),
                 ("gateway", "demo.asgi:application", "mcp_gateway.daphne", "mcp/sse", headers),
-                ("floor", "bench.servers:floor_app", "daphne", "sse", {}),
+                ("floor", "bench.servers:floor_app", "mcp_gateway.daphne", "sse", {}),
+                ("floor-daphne", "bench.servers:floor_app", "daphne", "sse", {}),
             ):
                 server = Server(name, app, env, module)
                 server.sse_path = sse_path  # type: ignore[attr-defined]
@@ -278,7 +300,8 @@ def main() -> None:
 
     models = [line.split(":", 1)[1] for line in Path("/proc/cpuinfo").read_text().splitlines() if "model name" in line]
     cpu = re.sub(r"\s+", " ", models[0] if models else "?").strip()
-    print(f"Machine: {os.cpu_count()} cores, {cpu}; Python {platform.python_version()}; both under daphne")
+    python = platform.python_version()
+    print(f"Machine: {os.cpu_count()} cores, {cpu}; Python {python}; both under python -m mcp_gateway.daphne")
     print(f"Medians of {args.rounds} alternating rounds; memory with {args.streams} idle streams")
     print(f"{'metric':<22}{'reference':>12}{'gateway':>12}{'ratio':>9}")
     for key, better in (
@@ -291,8 +314,8 @@ def main() -> None:
     ):
         ref, ours = results["reference"][key], results["gateway"][key]
         print(f"{key:<22}{ref:>12.2f}{ours:>12.2f}{ours / ref:>8.2f}x  ({better} is better)")
-    floor = results["floor"]["idle_stream_kib"]
-    print(f"daphne's own floor per idle stream (bare ASGI app): {floor:.2f} KiB")
+    floor, plain = results["floor"]["idle_stream_kib"], results["floor-daphne"]["idle_stream_kib"]
+    print(f"floor per idle stream (bare ASGI app): {floor:.2f} KiB; under daphne's own command line: {plain:.2f} KiB")
 
     workers: dict[str, dict[str, float]] = {}
     if args.no_workers:

@@ -17,6 +17,7 @@ Handlers never block: the session runs in its own task, so
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -89,10 +90,13 @@ class GatewayConsumer(AsyncConsumer):
         self.channel_layer = get_channel_layer(gateway_settings.CHANNEL_LAYER)
         try:
             extra = await self.start()
-            if extra or self.internal_messages:
+            if extra:
                 await self._dispatch_all([receive, *extra])
+            elif self.internal_messages:
+                while True:  # the request and posted messages, read in this task: no task per message source
+                    await self.dispatch(await self._internal.next_or(receive))
             else:
-                while True:  # the request alone: no task per message source
+                while True:
                     await self.dispatch(await receive())
         except StopConsumer:
             pass
@@ -246,7 +250,6 @@ class StreamConsumer(GatewayConsumer):
     flow: FlowControl | None = None
     _mode: str | None = None  # None: nothing sent yet; "sse": streaming; "done": the stream is over
     _ended = False
-    _keepalive: asyncio.TimerHandle | None = None
     _pinging: asyncio.Task[None] | None = None
 
     def stream_headers(self) -> list[tuple[bytes, bytes]]:
@@ -273,12 +276,13 @@ class StreamConsumer(GatewayConsumer):
         await self._write(sse.comment("stream"))
 
     def start_keepalive(self) -> None:
-        """Ping every ``PING_INTERVAL`` while the stream lives: a timer, not a task held by every idle stream."""
-        self._keepalive = asyncio.get_running_loop().call_later(gateway_settings.PING_INTERVAL, self._ping_due)
+        """Ping every ``PING_INTERVAL`` while the stream lives (see :class:`Keepalive`)."""
+        _keepalive.add(self)
 
-    def _ping_due(self) -> None:
-        self._pinging = asyncio.get_running_loop().create_task(self._ping())
-        self._pinging.add_done_callback(self._pinged)
+    def ping_due(self) -> None:
+        if self._pinging is None:  # else the last ping is still waiting for the client: skip this one
+            self._pinging = asyncio.get_running_loop().create_task(self._ping())
+            self._pinging.add_done_callback(self._pinged)
 
     def _pinged(self, task: asyncio.Task[None]) -> None:
         if self._pinging is task:
@@ -426,20 +430,15 @@ class StreamConsumer(GatewayConsumer):
             if remote and not await database_sync_to_async(_session_lives)(self.session_pk):
                 self._ended = True
                 self.end_soon(CloseReason.WORKER_LOST)
-                return
         except runtime.OutletClosed as closed:
             self._mode = "done"
             await self._leave(closed.reason)
             self.end_soon(closed.reason)
-            return
         except DatabaseError:
             logger.warning("Could not check a remote session's lease", exc_info=True)
-        if self._mode != "done":
-            self.start_keepalive()
 
     async def stop(self) -> None:
-        if self._keepalive is not None:
-            self._keepalive.cancel()
+        _keepalive.discard(self)
         if self._pinging is not None and self._pinging is not asyncio.current_task():
             self._pinging.cancel()
         if hasattr(self, "channel_name"):
@@ -457,6 +456,40 @@ class StreamConsumer(GatewayConsumer):
 
 def _session_lives(pk: int | None) -> bool:
     return McpSession.objects.open().leased(gateway_settings.LEASE_TIMEOUT).filter(pk=pk).exists()
+
+
+class Keepalive:
+    """Pings every open stream of this worker each ``PING_INTERVAL``, from one task.
+
+    Not a timer per stream: thousands of idle streams cost one set entry
+    each, and the loop's timer heap stays small. A stream's first ping comes
+    within one interval of its opening.
+    """
+
+    def __init__(self) -> None:
+        self._streams: set[StreamConsumer] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def add(self, stream: StreamConsumer) -> None:
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._streams, self._loop = set(), loop  # streams of an earlier loop (tests) are over
+        if self._task is None or self._task.done() or self._task.get_loop() is not loop:
+            self._task = loop.create_task(self._run(), context=contextvars.Context())
+        self._streams.add(stream)
+
+    def discard(self, stream: StreamConsumer) -> None:
+        self._streams.discard(stream)
+
+    async def _run(self) -> None:
+        while self._streams:
+            await asyncio.sleep(gateway_settings.PING_INTERVAL)
+            for stream in list(self._streams):
+                stream.ping_due()
+
+
+_keepalive = Keepalive()
 
 
 class SSEConsumer(StreamConsumer):
@@ -501,7 +534,9 @@ class SSEConsumer(StreamConsumer):
         try:
             await host.attach(MAIN_STREAM, self.channel_name, self, after=None, replace=False)
             await self.start_stream()
-            # Headers go out with the first body chunk, so the endpoint event is sent at once.
-            await host.emit(MAIN_STREAM, "endpoint", self.mount.messages_url(self.scope, session_id))
+            # Headers go out with the first body chunk, so the endpoint event is sent at once. It is never replayed
+            # (a client resumes from it or later), so an idle session does not keep it.
+            url = self.mount.messages_url(self.scope, session_id)
+            await host.emit(MAIN_STREAM, "endpoint", url, replay=False)
         finally:
             host.start()

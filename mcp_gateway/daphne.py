@@ -1,12 +1,19 @@
-"""daphne with an access log that never prints secrets, and a clean shutdown.
+"""daphne with an access log that never prints secrets, a clean shutdown, and lighter connections.
 
-daphne writes its access log straight to a stream, whole request lines and
-query strings included, so session IDs and tickets would land in it. This is
-daphne's own command line with two changes: access-log lines pass through
-:func:`mcp_gateway.redaction.redact`, and on shutdown every session this
-worker runs is closed (its record says ``server_shutdown``) before the
-process exits, including Streamable HTTP sessions that hold no connection at
-that moment. Use it exactly like ``daphne``::
+This is daphne's own command line with three changes:
+
+- daphne writes its access log straight to a stream, whole request lines and
+  query strings included, so session IDs and tickets would land in it; here
+  access-log lines pass through :func:`mcp_gateway.redaction.redact`;
+- on shutdown every session this worker runs is closed (its record says
+  ``server_shutdown``) before the process exits, including Streamable HTTP
+  sessions that hold no connection at that moment;
+- each connection's ``receive`` reads an :class:`ApplicationQueue` instead of
+  an ``asyncio.Queue``, which preallocates three deques and an event, about
+  3 KB held for as long as the connection lives: most of the memory an idle
+  event stream costs daphne.
+
+Use it exactly like ``daphne``::
 
     python -m mcp_gateway.daphne -b 127.0.0.1 -p 8000 mysite.asgi:application
 """
@@ -14,8 +21,11 @@ that moment. Use it exactly like ``daphne``::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import logging
+import sys
+from functools import partial
 from typing import Any
 
 from daphne.access import AccessLogGenerator
@@ -42,15 +52,81 @@ class RedactingAccessLog(AccessLogGenerator):
         super().write_entry(host, date, redact(request), status, length, ident, user)
 
 
+class ApplicationQueue:
+    """An unbounded FIFO that daphne feeds an application's ``receive`` from.
+
+    What daphne needs of ``asyncio.Queue`` (``put_nowait``, and ``get`` for
+    any number of readers, a cancelled reader losing nothing), without
+    its preallocated deques: a connection holds an empty list, and a list of
+    waiting readers only while one waits.
+    """
+
+    __slots__ = ("_getters", "_items")
+
+    def __init__(self) -> None:
+        self._items: list[Any] = []
+        self._getters: list[asyncio.Future[None]] | None = None
+
+    def put_nowait(self, item: Any) -> None:
+        self._items.append(item)
+        self._wake_next()
+
+    def _wake_next(self) -> None:
+        while self._getters:
+            getter = self._getters.pop(0)
+            if not getter.done():
+                getter.set_result(None)
+                return
+
+    async def get(self) -> Any:
+        while not self._items:
+            getter = asyncio.get_running_loop().create_future()
+            if self._getters is None:
+                self._getters = []
+            self._getters.append(getter)
+            try:
+                await getter
+            except BaseException:
+                getter.cancel()
+                with contextlib.suppress(ValueError):
+                    self._getters.remove(getter)
+                if self._items and not getter.cancelled():
+                    self._wake_next()  # woken, then cancelled: the item is for the next reader
+                raise
+            if not self._getters:
+                self._getters = None
+        return self._items.pop(0)
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+
 class GatewayServer(Server):
     def __init__(self, *args: Any, action_logger: Any = None, **kwargs: Any) -> None:
         if type(action_logger) is AccessLogGenerator:
             action_logger = RedactingAccessLog(action_logger.stream)
         super().__init__(*args, action_logger=action_logger, **kwargs)
 
-    def kill_all_applications(self) -> defer.Deferred[Any]:
-        from . import runtime  # needs the app registry, which the ASGI application loaded by now
+    def create_application(self, protocol: Any, scope: dict[str, Any]) -> ApplicationQueue | None:
+        """daphne's ``Server.create_application``, with an :class:`ApplicationQueue` as the input queue."""
+        assert "application_instance" not in self.connections[protocol]
+        queue = ApplicationQueue()
+        scope.setdefault("asgi", {"version": "3.0"})
+        instance = self.application(scope=scope, receive=queue.get, send=partial(self.handle_reply, protocol))
+        if protocol not in self.connections:
+            return None
+        self.connections[protocol]["application_instance"] = asyncio.ensure_future(
+            instance, loop=asyncio.get_event_loop()
+        )
+        return queue
 
+    def kill_all_applications(self) -> defer.Deferred[Any]:
+        runtime = sys.modules.get("mcp_gateway.runtime")
+        if runtime is None:  # not a gateway application (or it never loaded one): no sessions to close
+            return super().kill_all_applications()
         closing = defer.Deferred.fromFuture(asyncio.ensure_future(runtime.close_all()))
         closing.addErrback(lambda failure: logger.error("Closing sessions at shutdown failed: %s", failure))
         return defer.gatherResults([closing, super().kill_all_applications()])

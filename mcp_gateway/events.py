@@ -105,10 +105,18 @@ class EventBuffer:
         self._next_stream += 1
         return stream
 
-    def append(self, stream: int, name: str, data: str, *, final: bool = False) -> Event:
+    def append(self, stream: int, name: str, data: str, *, final: bool = False, keep: bool = True) -> Event:
+        """Number the next event of ``stream``; keep it for replay unless ``keep`` is false.
+
+        An event that is never replayed (the endpoint event, the first of its
+        stream: no client can resume from before it) is numbered all the same,
+        so resuming from it replays what followed.
+        """
         seq = self._last_seq.get(stream, 0) + 1
         self._last_seq[stream] = seq
         event = Event(str(EventId(self.ref, stream, seq)), stream, seq, name, data, final)
+        if not keep:
+            return event
         if len(self._events) == self._size:
             evicted = self._events.pop(0)
             if evicted.final:

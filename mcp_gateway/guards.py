@@ -19,8 +19,9 @@ request on untouched. :func:`guard` stacks them in their default order
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
+from asgiref.sync import markcoroutinefunction
 from django.core.exceptions import DisallowedHost
 from django.core.signals import setting_changed
 
@@ -33,21 +34,26 @@ BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
 class Guard:
-    """Base: run :meth:`check` on every HTTP request; a raised refusal is answered here."""
+    """Base: run :meth:`check` on every HTTP request; a raised refusal is answered here.
+
+    A guard decides before the request reaches the application, so it returns
+    the application's coroutine (or its refusal's) instead of awaiting it: a
+    long-lived stream keeps no frame of it.
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    @markcoroutinefunction  # an ASGI 3 application to whoever inspects it, though it returns the coroutine
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         if scope["type"] == "http":
             request = GatewayRequest.from_scope(scope)
             try:
                 self.check(request)
             except GatewayError as exc:
                 audit.record_refusal(exc, request)
-                await send_error(send, exc)
-                return
-        await self.app(scope, receive, send)
+                return send_error(send, exc)
+        return self.app(scope, receive, send)
 
     def check(self, request: GatewayRequest) -> None:
         raise NotImplementedError
@@ -132,10 +138,13 @@ class BodySizeGuard:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    @markcoroutinefunction
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         if scope["type"] != "http" or scope["method"] not in BODY_METHODS:
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)  # nothing to count: no frame kept for a stream
+        return self._counting(scope, receive, send)
+
+    async def _counting(self, scope: Scope, receive: Receive, send: Send) -> None:
         limit: int = gateway_settings.MAX_BODY_SIZE
         request = GatewayRequest.from_scope(scope)
         if request.content_length is not None and request.content_length > limit:
@@ -173,8 +182,8 @@ DEFAULT_GUARDS: tuple[Callable[[ASGIApp], ASGIApp], ...] = (HostGuard, OriginGua
 class Checks(Guard):
     """Consecutive check-only guards run as one middleware, in order.
 
-    The same checks and refusals as stacking them; but a long-lived stream
-    keeps one suspended frame here instead of one per guard.
+    The same checks and refusals as stacking them, with one call instead of
+    one per guard.
     """
 
     def __init__(self, app: ASGIApp, guards: Iterable[Guard]) -> None:

@@ -52,17 +52,31 @@ class Mailbox:
 class SourcedMailbox(Mailbox):
     """A mailbox also fed from message sources (the request's ``receive``, a channel-layer inbox).
 
-    A source is read by one task at a time, and read again only once its
-    message has been taken and handled, so a slow reader still holds back a
-    channel-layer sender.
+    Two ways to read sources. :meth:`listen` and :meth:`next`: each source is
+    read by a task of its own, one read at a time, and read again only once
+    its message has been taken and handled, so a slow reader still holds back
+    a channel-layer sender. :meth:`next_or`: one source read in the reader's
+    own task, for the connection that waits on its request alone, so an idle
+    stream holds no second task.
     """
 
-    __slots__ = ("_closed", "_sources")
+    __slots__ = ("_closed", "_interrupted", "_reader", "_sources")
 
     def __init__(self) -> None:
         super().__init__()
         self._sources: dict[asyncio.Task[dict[str, Any]], Source] = {}
         self._closed = False
+        self._reader: asyncio.Task[Any] | None = None
+        self._interrupted = False
+
+    def put_nowait(self, item: Any) -> None:
+        super().put_nowait(item)
+        reader = self._reader
+        if reader is not None and not self._interrupted:
+            # The reader waits on its source (next_or): interrupt that read, as asyncio.timeout() does, with a
+            # cancellation next_or takes back.
+            self._interrupted = True
+            reader.cancel()
 
     def listen(self, source: Source) -> None:
         """Read one message from ``source`` in the background; the reader listens again once it has handled it."""
@@ -80,6 +94,35 @@ class SourcedMailbox(Mailbox):
         if isinstance(item, asyncio.Task):
             return item.result(), self._sources.pop(item)  # a failed source raises here, in the reader
         return item, None
+
+    async def next_or(self, source: Source) -> dict[str, Any]:
+        """The next posted message, else the next message of ``source``, read in the calling task.
+
+        A message posted while ``source`` is being read interrupts the read,
+        so ``source`` must be safe to cancel: a message it had not returned
+        must stay for its next call. An ASGI ``receive`` is (``asyncio.Queue.get``
+        under daphne), as is anything Starlette also cancels to watch for a
+        disconnect. Cancelling the reader's task for any other reason still
+        cancels it.
+        """
+        task = asyncio.current_task()
+        assert task is not None and self._reader is None, "one reader, in a task"
+        while not self._items:
+            self._reader = task
+            try:
+                return await source()
+            except asyncio.CancelledError:
+                if not self._interrupted:
+                    raise
+                self._interrupted = False
+                if task.uncancel() > 0:
+                    raise  # cancelled for another reason as well
+            finally:
+                self._reader = None
+                if self._interrupted:  # the source swallowed the interruption and returned a message
+                    self._interrupted = False
+                    task.uncancel()
+        return self._items.pop(0)
 
     def close(self) -> None:
         """Stop reading every source."""

@@ -109,14 +109,14 @@ class McpRouter:
         self.mounts = sorted(mounts, key=lambda m: len(m.prefix), reverse=True)
         self.apps = [(m.prefix, guard(MountApplication(m), guards)) for m in self.mounts]
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    @markcoroutinefunction  # returns the chosen application's coroutine: no frame of its own per stream
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         if scope["type"] == "http":
             path = _route_path(scope)
             for prefix, app in self.apps:
                 if path.startswith(prefix) or path == prefix[:-1]:
-                    await app(scope, receive, send)
-                    return
-        await self.inner(scope, receive, send)
+                    return app(scope, receive, send)
+        return self.inner(scope, receive, send)
 
 
 def mcp_application(

@@ -438,9 +438,6 @@ async def open_session(
         record=record,
         credential=credential,
         server=mount.server,
-        context=GatewayRequestContext(
-            user=credential.user, session_ref=record.ref, transport=transport, server=mount.prefix
-        ),
         deadline=_deadline(credential),
         resume_timeout=gateway_settings.RESUME_TIMEOUT if transport == Transport.SSE else None,
     )
@@ -477,6 +474,8 @@ class Sweeper:
         hosts = _hosts_on(loop)
         if not hosts:
             return
+        for host in hosts:
+            host.schedule_deadline()
         changes = {host.pk: host.pending_activity() for host in hosts}
         still_open = await database_sync_to_async(McpSession.objects.record_activity)(changes)
         for host in hosts:
@@ -513,10 +512,12 @@ class SessionHost:
         "_capacity",
         "_close_reason",
         "_closed",
-        "_context",
         "_credential_checked_at",
         "_deadline_timer",
+        "_ended",
+        "_ending",
         "_lock",
+        "_loop",
         "_mail",
         "_orphan_timer",
         "_outlets",
@@ -549,7 +550,6 @@ class SessionHost:
         record: McpSession,
         credential: Credential,
         server: Any,
-        context: GatewayRequestContext,
         deadline: datetime | None,
         resume_timeout: float | None,
     ) -> None:
@@ -566,21 +566,26 @@ class SessionHost:
         self.remote_addr = record.remote_addr
         self.deadline = deadline
         self.resume_timeout = resume_timeout
-        self.buffer = EventBuffer(record.ref, gateway_settings.EVENT_BUFFER_SIZE)
+        self.buffer = EventBuffer(self.ref, gateway_settings.EVENT_BUFFER_SIZE)
         self._server = server
-        self._context = context
         # The MCP server loop is created with the first client message: an idle stream holds no server state.
         self.actor: SessionActor | None = None
         self.last_seen = timezone.now()
         self._actor_task: asyncio.Task[None] | None = None
-        self._closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # Whether _finish has begun, and has completed; what close() waits on, made when someone waits.
+        self._ending = False
+        self._ended = False
+        self._closed: asyncio.Future[None] | None = None
         self._outlets: dict[int, tuple[str, Outlet]] = {}
         self._request_streams: dict[RequestId, int] = {}
         self._lock = asyncio.Lock()
+        # The loop it was started on, and the task that reads its inbox: created by the first message (or the
+        # end), so an idle session holds no task.
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
-        # Ends the inbox loop; an anyio scope keeps cancelling until the loop is out (a library may swallow one
-        # plain task cancellation: channels-redis's receive does, under load).
-        self._scope = anyio.CancelScope()
+        # Ends that task's loop; an anyio scope keeps cancelling until the loop is out (a library may swallow
+        # one plain task cancellation: channels-redis's receive does, under load).
+        self._scope: anyio.CancelScope | None = None
         self._close_reason: str | None = None
         self._orphan_timer: asyncio.TimerHandle | None = None
         self._deadline_timer: asyncio.TimerHandle | None = None
@@ -595,14 +600,33 @@ class SessionHost:
     # Lifecycle
 
     def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._task = loop.create_task(self._run())
-        if self._close_reason is not None:
-            self._scope.cancel()  # ended before it started (its server loop failed at once)
-        if self.deadline is not None:
-            left = (self.deadline - timezone.now()).total_seconds()
-            self._deadline_timer = loop.call_later(max(0.0, left), self.end_soon, CloseReason.EXPIRED)
+        """Serve: its inbox is read from now on (by a task that the first message, or the end, starts)."""
+        self._loop = asyncio.get_running_loop()
+        if self._mail or self._close_reason is not None:
+            self._wake()  # messages came, or it ended, before it started
+        self.schedule_deadline()
         _sweeper.ensure()
+
+    def schedule_deadline(self) -> None:
+        """Set the timer that ends the session at its deadline, if that falls before the sweep after next.
+
+        Later deadlines are left to a later sweep, which calls this again: a
+        session that lives for hours holds no timer until its last minutes.
+        """
+        if self.deadline is None or self._deadline_timer is not None or self._loop is None:
+            return
+        left = (self.deadline - timezone.now()).total_seconds()
+        if left <= 2 * gateway_settings.PING_INTERVAL:
+            self._deadline_timer = self._loop.call_later(max(0.0, left), self.end_soon, CloseReason.EXPIRED)
+
+    def _wake(self) -> None:
+        """Have the inbox read, or the end acted on: start the task that does, or interrupt it to end."""
+        if self._loop is None:
+            return  # not started: start() does this
+        if self._task is None:
+            self._task = self._loop.create_task(self._run())
+        elif self._close_reason is not None and self._scope is not None:
+            self._scope.cancel()
 
     async def close(self, reason: str) -> None:
         """End the session from outside its task, and wait until it has."""
@@ -611,29 +635,39 @@ class SessionHost:
         if self._task is None:
             await self._finish(reason)
         else:
-            self._scope.cancel()
+            self._wake()
+        await self.wait_closed()
+
+    async def wait_closed(self) -> None:
+        """Wait until the session has ended and its record is closed."""
+        if self._ended:
+            return
+        if self._closed is None:
+            self._closed = asyncio.get_running_loop().create_future()
         await asyncio.shield(self._closed)
 
     @property
     def accepting(self) -> bool:
         """Open and not ending: a message posted now will be read."""
-        return self._close_reason is None and not self._closed.done()
+        return self._close_reason is None and not self._ending
 
     def end_soon(self, reason: str) -> None:
         """End the session for ``reason`` without waiting (from a timer, or from inside the session)."""
         if self._close_reason is None:
             self._close_reason = reason
-        self._scope.cancel()
+        self._wake()
 
     def running_on(self, loop: asyncio.AbstractEventLoop) -> bool:
         """Started on ``loop`` and not ending."""
-        return self._task is not None and self._task.get_loop() is loop and self._close_reason is None
+        return self._loop is loop and self._close_reason is None
 
     def post(self, message: dict[str, Any], *, force: bool = False) -> None:
         """Put ``message`` in the inbox; :class:`ChannelFull` if it is full (unless ``force``)."""
         if not force and len(self._mail) >= self._capacity:
             raise ChannelFull()
         self._mail.put_nowait(message)
+        if self._task is None:
+            self._wake()
 
     def pending_activity(self) -> dict[str, Any] | None:
         return self.actor.pending_activity() if self.actor is not None else None
@@ -652,8 +686,11 @@ class SessionHost:
         started by the first client message.
         """
         reason: str = CloseReason.SERVER_ENDED
+        self._scope = scope = anyio.CancelScope()
+        if self._close_reason is not None:
+            scope.cancel()  # ended before its first message
         try:
-            with self._scope:
+            with scope:
                 while True:
                     await self._dispatch(await self._mail.get())
             # Ended by close() or end_soon().
@@ -668,12 +705,6 @@ class SessionHost:
         except Exception:
             reason = CloseReason.SERVER_ERROR
             logger.exception("MCP session %s failed", self.ref)
-        if self._actor_task is not None and not self._actor_task.done():
-            # An anyio cancel scope, not task.cancel(): it keeps cancelling until the server loop has
-            # unwound, even if a handler catches one cancellation to answer its request.
-            self._actor_scope.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._actor_task
         await self._finish(reason)
 
     async def _serve(self) -> None:
@@ -691,8 +722,16 @@ class SessionHost:
             self.end_soon(CloseReason.SERVER_ENDED)
 
     async def _finish(self, reason: str) -> None:
-        if self._closed.done() or _hosts.get(self.pk) is not self:
+        if self._ending or _hosts.get(self.pk) is not self:
             return
+        self._ending = True
+        actor_task = self._actor_task
+        if actor_task is not None and not actor_task.done() and actor_task is not asyncio.current_task():
+            # An anyio cancel scope, not task.cancel(): it keeps cancelling until the server loop has
+            # unwound, even if a handler catches one cancellation to answer its request.
+            self._actor_scope.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await actor_task
         del _hosts[self.pk]
         _hosts_by_id_hash.pop(self.id_hash, None)
         for timer in (self._orphan_timer, self._deadline_timer):
@@ -719,7 +758,9 @@ class SessionHost:
         except Exception:
             logger.exception("Could not record the end of MCP session %s", self.ref)
         finally:
-            self._closed.set_result(None)
+            self._ended = True
+            if self._closed is not None:
+                self._closed.set_result(None)
 
     # The credential that opened the session
 
@@ -730,7 +771,7 @@ class SessionHost:
         fingerprint is that of the credential that opened it, and the database
         confirmed that credential less than ``RECHECK_INTERVAL`` seconds ago.
         """
-        if self._close_reason is not None or self._closed.done():
+        if self._close_reason is not None or self._ending:
             return False
         if self.mount_prefix != server or self.transport != transport:
             return False
@@ -791,9 +832,12 @@ class SessionHost:
 
     def _actor(self) -> SessionActor:
         if self.actor is None:
+            context = GatewayRequestContext(
+                user=self.credential.user, session_ref=self.ref, transport=self.transport, server=self.mount_prefix
+            )
             self.actor = SessionActor(
                 self._server,
-                context=self._context,
+                context=context,
                 sink=self._route,
                 inbound_size=gateway_settings.INBOUND_QUEUE_SIZE,
                 outbound_size=gateway_settings.OUTBOUND_QUEUE_SIZE,
@@ -860,7 +904,7 @@ class SessionHost:
     def _attach_status(
         self, stream: int, channel: str, after: EventId | None, replace: bool
     ) -> tuple[Attach, list[Event]]:
-        if self._closed.done() or self._close_reason is not None:
+        if self._ending or self._close_reason is not None:
             return Attach.GONE, []
         current = self._outlets.get(stream)
         if current is not None and current[0] != channel and not replace:
@@ -889,10 +933,10 @@ class SessionHost:
                     self._orphan_timer.cancel()
                 self._orphan_timer = asyncio.get_running_loop().call_later(self.resume_timeout, self.end_soon, reason)
 
-    async def emit(self, stream: int, name: str, data: str, *, final: bool = False) -> None:
-        """Number and buffer one event, and write it to the stream's connection if it has one."""
+    async def emit(self, stream: int, name: str, data: str, *, final: bool = False, replay: bool = True) -> None:
+        """Number and buffer one event (unless not to ``replay``), and write it to the stream's connection if any."""
         async with self._lock:
-            event = self.buffer.append(stream, name, data, final=final)
+            event = self.buffer.append(stream, name, data, final=final, keep=replay)
             held = self._outlets.get(stream)
             if held is None:
                 return

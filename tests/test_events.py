@@ -68,3 +68,14 @@ def test_a_gap_beyond_the_buffer_is_reported_not_skipped() -> None:
     buffer.append(MAIN_STREAM, "message", "evicts the final answer")
     with pytest.raises(EventsLost):
         buffer.after(EventId(REF, 1, 1))
+
+
+def test_an_event_not_kept_is_numbered_and_resuming_from_it_replays_what_followed() -> None:
+    buffer = EventBuffer(REF, 4)
+    endpoint = buffer.append(MAIN_STREAM, "endpoint", "/messages/", keep=False)
+    assert endpoint.id == f"{REF}.0.1"
+    assert buffer.after(EventId(REF, MAIN_STREAM, 1)) == []
+    buffer.append(MAIN_STREAM, "message", "a")
+    assert [e.data for e in buffer.after(EventId(REF, MAIN_STREAM, 1))] == ["a"]
+    with pytest.raises(EventsLost):  # from before it: it cannot be replayed
+        buffer.after(EventId(REF, MAIN_STREAM, 0))

@@ -204,7 +204,7 @@ async def test_revoking_many_sessions_of_a_worker_sends_it_one_message(alice: An
     try:
         await sync_to_async(revoke)(McpSession.objects.filter(pk__in=[host.pk for host in hosts]))
         for host in hosts:
-            await asyncio.wait_for(asyncio.shield(host._closed), 5)
+            await asyncio.wait_for(host.wait_closed(), 5)
     finally:
         del layer.send
         for host in hosts:
