@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from typing import Any
 
@@ -69,7 +70,8 @@ def _plan(alias: str) -> tuple[BaseCache | None, bool]:
     locmem cache's data is shared by its instances anyway, behind a lock held
     only in memory. A database cache shares the database's thread (its
     connections are closed there); a cache server (Redis, Memcached) is asked
-    from any thread, not queued behind the database.
+    from any thread, not queued behind the database. Either way through that
+    thread's instance (:func:`thread_cache`).
     """
     if alias not in _plans:
         cache = caches.create_connection(alias)
@@ -81,17 +83,33 @@ def _plan(alias: str) -> tuple[BaseCache | None, bool]:
 _plans: dict[str, tuple[BaseCache | None, bool]] = {}
 
 
+# Cache instances of the threads that count, one per thread and alias, as Django keeps them under WSGI.
+# ``caches[alias]`` in a thread hop is per async context: a new instance for every request, and with a cache
+# server a new connection pool, so a new connection, every time.
+_thread_caches = threading.local()
+
+
 def _forget_caches(*, setting: str, **kwargs: Any) -> None:
+    global _thread_caches
     if setting in ("CACHES", "MCP_GATEWAY_CACHE"):
         _plans.clear()
+        _thread_caches = threading.local()
 
 
 setting_changed.connect(_forget_caches, dispatch_uid="mcp_gateway.ratelimit.forget_caches")
 
 
+def thread_cache(alias: str) -> BaseCache:
+    """This thread's instance of cache ``alias``, whose connections serve one request after another."""
+    held = _thread_caches.__dict__
+    if alias not in held:
+        held[alias] = caches.create_connection(alias)
+    return held[alias]
+
+
 def _count(alias: str, key: str, timeout: int) -> int:
     """Add one to the window's counter: add-then-incr in one thread hop, not one per cache call."""
-    return _add_one(caches[alias], key, timeout)
+    return _add_one(thread_cache(alias), key, timeout)
 
 
 def _add_one(cache: BaseCache, key: str, timeout: int) -> int:

@@ -51,3 +51,30 @@ async def test_a_cancelled_reader_loses_nothing(woken: bool) -> None:
 async def test_an_empty_queue_is_still_true() -> None:
     # daphne tests ``if self.application_queue:`` to know whether the application exists.
     assert ApplicationQueue()
+
+
+@pytest.mark.parametrize(("args", "frozen"), [([], True), (["--no-gc-freeze"], False)], ids=["default", "opt-out"])
+def test_the_objects_of_the_loaded_application_are_frozen_unless_asked_not_to(
+    args: list[str], frozen: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gc
+
+    from daphne.cli import CommandLineInterface as DaphneCommandLineInterface
+    from daphne.server import Server
+
+    from mcp_gateway.daphne import CommandLineInterface
+
+    servers = []
+
+    def build_only(cli: DaphneCommandLineInterface, argv: list[str]) -> None:
+        servers.append(cli.server_class(application=None, endpoints=["tcp:port=0:interface=127.0.0.1"]))
+
+    monkeypatch.setattr(DaphneCommandLineInterface, "run", build_only)
+    monkeypatch.setattr(Server, "run", lambda server: None)
+    CommandLineInterface().run([*args, "demo.asgi:application"])
+    assert gc.get_freeze_count() == 0
+    try:
+        servers[0].run()
+        assert (gc.get_freeze_count() > 0) is frozen
+    finally:
+        gc.unfreeze()

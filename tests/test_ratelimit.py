@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import anyio
@@ -84,3 +85,24 @@ async def test_posts_per_user_are_rate_limited_across_workers(
         assert 1 <= int(refusal.headers["retry-after"]) <= 60
         async with raw_stream(http, f"{second.url}/mcp/sse", bob_headers) as bobs:
             await handshake(http, second.url, bobs, bob_headers)  # bob has his own budget
+
+
+async def test_counting_on_a_cache_server_reuses_its_connections(redis_settings: dict[str, Any], alice: Any) -> None:
+    import contextvars
+
+    import redis
+
+    from mcp_gateway.ratelimit import check_rate
+
+    server = redis.Redis.from_url("redis://127.0.0.1:6379/1")
+
+    def connections_made() -> int:
+        return int(server.info("stats")["total_connections_received"])
+
+    before = connections_made()
+    for _ in range(10):  # each in a context of its own, as requests are
+        await asyncio.get_running_loop().create_task(check_rate(alice), context=contextvars.Context())
+    # One connection per thread that counted (and this test's own), not one per request.
+    assert connections_made() - before <= 3
+    assert int(server.get(next(iter(server.scan_iter("*mcp_gateway:rate:*"))))) == 10
+    server.close()
