@@ -113,10 +113,16 @@ def _count(alias: str, key: str, timeout: int) -> int:
 
 
 def _add_one(cache: BaseCache, key: str, timeout: int) -> int:
+    # Most requests find the window's counter there: increment first (one call, two round trips on Redis, where
+    # add-then-increment took three); create it only when missing.
+    try:
+        return cache.incr(key)
+    except ValueError:
+        pass
     if cache.add(key, 1, timeout=timeout):
         return 1
     try:
-        return cache.incr(key)
-    except ValueError:  # expired between add and incr: a new window
+        return cache.incr(key)  # another request created it meanwhile
+    except ValueError:  # and it expired already: a new window
         cache.set(key, 1, timeout=timeout)
         return 1
