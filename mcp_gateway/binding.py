@@ -12,17 +12,24 @@ live session knows its owner and the fingerprint of that credential, and
 revoking the credential (logout, password change, deactivation, deletion,
 token revocation) ends the session at once. A change that bypasses those
 signals (a bulk ``update()``, a deleted login session row) is still seen
-within ``RECHECK_INTERVAL`` seconds, when the database is asked again. Any
-other request (another worker, another credential, a stale check) takes the
-full path: :func:`~mcp_gateway.auth.authenticate`, then :func:`bind`.
+within ``RECHECK_INTERVAL`` seconds, when the database is asked again: in
+the background, started by a request that finds the last check in its last
+quarter, so the requests of an active client do not wait for it. Any other
+request (another worker, another credential, a check older than the
+interval) takes the full path: :func:`~mcp_gateway.auth.authenticate`, then
+:func:`bind`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from channels.db import database_sync_to_async
+from django.db import DatabaseError
 
 from mcp_sessions.ids import hash_session_id, is_well_formed, public_ref
 from mcp_sessions.models import AuditKind, McpSession
@@ -31,8 +38,10 @@ from . import audit, runtime
 from .auth import Credential, authenticate, presented_fingerprint
 from .conf import gateway_settings
 from .events import EventId
-from .exceptions import InvalidEventId, MalformedSessionId, MissingSessionId, SessionNotFound
+from .exceptions import GatewayError, InvalidEventId, MalformedSessionId, MissingSessionId, SessionNotFound
 from .http import GatewayRequest
+
+logger = logging.getLogger("mcp_gateway")
 
 
 @dataclass(frozen=True)
@@ -95,7 +104,28 @@ def pinned_session(
     fingerprint = presented_fingerprint(request)
     if fingerprint is None or not host.admits(fingerprint, server=server, transport=transport):
         return None
+    if host.renewal_due():
+        host.renewing = True
+        task = asyncio.get_running_loop().create_task(_renew(host, request, session_id, server, transport))
+        _renewals.add(task)
+        task.add_done_callback(_renewals.discard)
     return host.credential, BoundSession(pk=host.pk, ref=host.ref, channel_name=host.inbox)
+
+
+_renewals: set[asyncio.Task[None]] = set()
+
+
+async def _renew(host: Any, request: GatewayRequest, session_id: str, server: str, transport: str) -> None:
+    """The full check of a pinned request, off its path: if it passes, the pin counts from when it began."""
+    started = time.monotonic()
+    try:
+        credential = await authenticate(request)
+        await _bind(request, credential, {"id_hash": hash_session_id(session_id)}, server, transport, started)
+    except (GatewayError, DatabaseError) as exc:
+        # Not renewed: the pin lapses on time, and the next request takes the full path and gets its answer.
+        logger.debug("Pinned credential of session %s not renewed: %r", host.ref, exc)
+    finally:
+        host.renewing = False
 
 
 async def identify(
@@ -126,14 +156,19 @@ async def bind_ref(
 
 
 async def _bind(
-    request: GatewayRequest, credential: Credential, match: dict[str, str], server: str, transport: str
+    request: GatewayRequest,
+    credential: Credential,
+    match: dict[str, str],
+    server: str,
+    transport: str,
+    checked_at: float | None = None,
 ) -> BoundSession:
     row, foreign = await database_sync_to_async(_lookup)(match, credential.user, server, transport)
     if row is not None:
         pk, id_hash, channel_name = row
         host = runtime.local_host(pk)
         if host is not None:
-            host.confirm(credential)
+            host.confirm(credential, checked_at=checked_at)
         return BoundSession(pk=pk, ref=public_ref(id_hash), channel_name=channel_name)
     if foreign is not None:
         audit.record(

@@ -537,6 +537,7 @@ class SessionHost:
         "pk",
         "ref",
         "remote_addr",
+        "renewing",
         "resume_timeout",
         "transport",
         "user_id",
@@ -563,6 +564,7 @@ class SessionHost:
         self.user_id = record.user_id
         self.credential = credential
         self._credential_checked_at = time.monotonic()
+        self.renewing = False  # a check of the pinned credential is under way off the requests' path
         self.remote_addr = record.remote_addr
         self.deadline = deadline
         self.resume_timeout = resume_timeout
@@ -780,11 +782,25 @@ class SessionHost:
             return False
         return time.monotonic() - self._credential_checked_at < gateway_settings.RECHECK_INTERVAL
 
-    def confirm(self, credential: Credential) -> None:
-        """The database just authenticated ``credential`` as this session's owner: renew the pin if it is the one."""
+    def confirm(self, credential: Credential, *, checked_at: float | None = None) -> None:
+        """The database authenticated ``credential`` as this session's owner: renew the pin if it is the one.
+
+        ``checked_at`` (``time.monotonic()``) is when that check began, if it was not just now.
+        """
         pinned = self.credential.fingerprint
         if pinned and credential.fingerprint and hmac.compare_digest(pinned, credential.fingerprint):
-            self._credential_checked_at = time.monotonic()
+            now = time.monotonic()
+            self._credential_checked_at = now if checked_at is None else min(checked_at, now)
+
+    def renewal_due(self) -> bool:
+        """Whether the pin is in the last quarter of its life with no renewal under way.
+
+        The request that notices renews it in the background (see
+        :func:`~mcp_gateway.binding.pinned_session`): a client that keeps
+        sending never meets an expired pin, so never waits for the database.
+        """
+        interval = gateway_settings.RECHECK_INTERVAL
+        return not self.renewing and time.monotonic() - self._credential_checked_at > interval * 0.75
 
     # The inbox
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from typing import Any
@@ -16,7 +17,7 @@ from django.test import override_settings
 from django.utils import timezone
 
 from demo.models import Note
-from mcp_gateway import runtime
+from mcp_gateway import binding, runtime
 from mcp_gateway.auth import Credential, authenticate
 from mcp_gateway.binding import bind, pinned_session
 from mcp_gateway.conf import gateway_settings
@@ -291,6 +292,35 @@ async def test_a_full_check_renews_the_pin_only_for_the_opening_credential(alice
         # ... the opening one does.
         await bind(request, await authenticate(request), session_id, server="/mcp/", transport=Transport.SSE)
         assert pinned_session(request, session_id, server="/mcp/", transport=Transport.SSE) is not None
+    finally:
+        await host.close(CloseReason.SERVER_SHUTDOWN)
+
+
+@pytest.mark.parametrize("revoked", [False, True], ids=["valid-credential-renewed", "revoked-credential-lapses"])
+async def test_a_pin_in_its_last_quarter_is_rechecked_off_the_requests_path(alice: Any, revoked: bool) -> None:
+    token, secret = await sync_to_async(AccessToken.objects.issue)(alice, "one")
+    opener = GatewayRequest(http_scope(headers=[("Authorization", f"Bearer {secret}")]))
+    mount = Mount("/mcp/", gateway_settings.SERVER)
+    host, session_id = await runtime.open_session(
+        layer=get_channel_layer(), mount=mount, request=opener, credential=await authenticate(opener), transport="sse"
+    )
+    try:
+        host._credential_checked_at -= gateway_settings.RECHECK_INTERVAL * 0.9
+        last_check = host._credential_checked_at
+        if revoked:  # in bulk: no signal ends the session, only the database check can see it
+            await AccessToken.objects.filter(pk=token.pk).aupdate(revoked_at=timezone.now())
+        request = GatewayRequest(http_scope(method="POST", headers=[("Authorization", f"Bearer {secret}")]))
+        # Still within the interval: admitted at once, and the check runs in the background.
+        assert pinned_session(request, session_id, server="/mcp/", transport=Transport.SSE) is not None
+        assert host.renewing and len(binding._renewals) == 1
+        assert pinned_session(request, session_id, server="/mcp/", transport=Transport.SSE) is not None
+        assert len(binding._renewals) == 1, "one check at a time"
+        await asyncio.gather(*binding._renewals)
+        assert not host.renewing
+        if revoked:
+            assert host._credential_checked_at == last_check
+        else:
+            assert host._credential_checked_at > last_check + gateway_settings.RECHECK_INTERVAL * 0.8
     finally:
         await host.close(CloseReason.SERVER_SHUTDOWN)
 
