@@ -4,7 +4,7 @@ Both serve the same MCPServer (bench/servers.py) under daphne (the gateway's ``p
 for both), on loopback ports, in one run; every figure is reported for both and as the ratio gateway / reference.
 Run it with
 
-    .venv/bin/python -m bench.run [--rounds 3] [--calls 500] [--seconds 5] [--sessions 32] [--streams 1000]
+    .venv/bin/python -m bench.run [--rounds 3] [--calls 2000] [--seconds 5] [--sessions 32] [--streams 1000]
                                   [--no-workers]
 
 The two servers run side by side and are measured in alternating rounds (reference, gateway, reference, …);
@@ -247,7 +247,7 @@ def multiworker(args: argparse.Namespace) -> dict[str, dict[str, float]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; figures are their medians")
-    parser.add_argument("--calls", type=int, default=500, help="sequential calls for latency")
+    parser.add_argument("--calls", type=int, default=2000, help="sequential calls for latency (p99: 20th slowest)")
     parser.add_argument("--sessions", type=int, default=32, help="concurrent sessions for throughput")
     parser.add_argument("--seconds", type=float, default=5.0, help="throughput measuring time")
     parser.add_argument("--streams", type=int, default=1000, help="idle streams for memory")
