@@ -684,8 +684,9 @@ class SessionHost:
     async def _run(self) -> None:
         """Read the inbox until the session ends; then stop the MCP server loop and close the record.
 
-        An idle session is this one task: the server loop (:meth:`_serve`) is
-        started by the first client message.
+        Started by the first message or by the end (:meth:`_wake`): a session
+        that never heard from its client has no task. The server loop
+        (:meth:`_serve`) is started by the first client message.
         """
         reason: str = CloseReason.SERVER_ENDED
         self._scope = scope = anyio.CancelScope()
