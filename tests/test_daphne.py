@@ -72,9 +72,10 @@ def test_the_objects_of_the_loaded_application_are_frozen_unless_asked_not_to(
     monkeypatch.setattr(DaphneCommandLineInterface, "run", build_only)
     monkeypatch.setattr(Server, "run", lambda server: None)
     CommandLineInterface().run([*args, "demo.asgi:application"])
-    assert gc.get_freeze_count() == 0
+    before = gc.get_freeze_count()  # not 0 on every Python: 3.12 freezes some objects of its own
     try:
         servers[0].run()
-        assert (gc.get_freeze_count() > 0) is frozen
+        assert (gc.get_freeze_count() > before) is frozen
     finally:
-        gc.unfreeze()
+        if gc.get_freeze_count() > before:
+            gc.unfreeze()
