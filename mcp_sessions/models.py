@@ -103,6 +103,7 @@ class AccessToken(models.Model):
         verbose_name = _("MCP access token")
         verbose_name_plural = _("MCP access tokens")
         ordering = ("-created_at",)
+        permissions = [("issue_token_for_others", _("Can create MCP access tokens for other users"))]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…)"
@@ -149,6 +150,7 @@ class CloseReason(models.TextChoices):
     WORKER_LOST = "worker_lost", _("Worker stopped answering")
     TERMINATED = "terminated", _("Ended by the client")
     EVENTS_LOST = "events_lost", _("Missed events could not be replayed")
+    HOST_LOST = "host_lost", _("No live session in its worker")
 
 
 class McpSessionQuerySet(OwnedQuerySet):
@@ -313,14 +315,18 @@ class AuditEvent(models.Model):
 
     created_at = models.DateTimeField(_("time"), default=timezone.now, db_index=True)
     kind = models.CharField(_("event"), max_length=30, choices=AuditKind.choices, db_index=True)
+    # No database constraint: an audit row written while its user is being deleted must never block or break
+    # the deletion. ``username`` keeps the row readable once the user is gone.
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         on_delete=models.SET_NULL,
         null=True,
         blank=True,
         related_name="+",
+        db_constraint=False,
         verbose_name=_("user"),
     )
+    username = models.CharField(_("username"), max_length=150, blank=True)
     remote_addr = models.GenericIPAddressField(_("remote address"), null=True, blank=True)
     session_ref = models.CharField(_("session"), max_length=12, blank=True)
     detail = models.CharField(_("detail"), max_length=200, blank=True)
@@ -386,6 +392,8 @@ class StreamTicket(models.Model):
     origin = models.CharField(_("origin"), max_length=400, blank=True)
     token = models.ForeignKey(AccessToken, on_delete=models.CASCADE, null=True, blank=True, related_name="+")
     login_session_hash = models.CharField(max_length=64, blank=True, editable=False)
+    # SHA-256 of the user's session auth hash when the ticket was issued: a password change since voids it.
+    session_auth_hash = models.CharField(max_length=64, blank=True, editable=False)
     created_at = models.DateTimeField(_("created"), default=timezone.now)
     expires_at = models.DateTimeField(_("expires"), db_index=True)
     used_at = models.DateTimeField(_("used"), null=True, blank=True)
