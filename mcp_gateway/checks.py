@@ -32,6 +32,7 @@ POSITIVE_NUMBERS = (
     "LEASE_TIMEOUT",
     "TICKET_LIFETIME",
     "EVENT_BUFFER_SIZE",
+    "EVENT_BUFFER_BYTES",
 )
 # Zero is meaningful here: a dropped HTTP+SSE stream ends its session at once.
 NON_NEGATIVE_NUMBERS = ("RESUME_TIMEOUT", "RECHECK_INTERVAL")

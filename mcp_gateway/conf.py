@@ -38,6 +38,9 @@ DEFAULTS: dict[str, Any] = {
     "INBOUND_QUEUE_SIZE": 64,
     # Events kept per session for clients resuming a dropped stream with Last-Event-ID.
     "EVENT_BUFFER_SIZE": 100,
+    # Bytes of event data kept per session for those clients, oldest dropped first; a request's reply sent as a
+    # plain JSON response is never kept, and an event larger than this is sent but not kept.
+    "EVENT_BUFFER_BYTES": 4 * 1024 * 1024,
     # Seconds an HTTP+SSE session waits for its dropped stream to be resumed before it is closed.
     "RESUME_TIMEOUT": 30.0,
     # Seconds a stream may stay unwritable before it is closed as stalled.

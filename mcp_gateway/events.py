@@ -7,13 +7,15 @@ main stream: the HTTP+SSE stream, or the Streamable HTTP GET stream; 1, 2, …
 are Streamable HTTP request streams) and its number within that stream. A
 client that lost its connection sends the last ID it saw as ``Last-Event-ID``
 and gets what followed, exactly once and in order, from a bounded buffer of
-the session's most recent events. When the events it missed are no longer
-all there, :meth:`EventBuffer.after` says so instead of skipping them.
+the session's most recent events, bounded in count and in bytes. When the
+events it missed are no longer all there, :meth:`EventBuffer.after` says so
+instead of skipping them.
 """
 
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass
 
 from . import sse
@@ -88,17 +90,31 @@ class Event:
 
 
 class EventBuffer:
-    """The last ``size`` events of one session, across its streams."""
+    """The last events of one session, across its streams: at most ``size`` of them and ``max_bytes`` of data.
 
-    __slots__ = ("_events", "_last_seq", "_next_stream", "_size", "ref")
+    Oldest first out. An event's cost is the memory its ``data`` string takes
+    (``sys.getsizeof``: its characters at 1, 2 or 4 bytes each as Python stores
+    them, plus a small header, so a reply with one emoji in it counts at its
+    real size; no copy is made to measure it). The rest of an event is small
+    and bounded by ``size``.
+    """
 
-    def __init__(self, ref: str, size: int) -> None:
+    __slots__ = ("_bytes", "_events", "_last_seq", "_max_bytes", "_next_stream", "_size", "ref")
+
+    def __init__(self, ref: str, size: int, *, max_bytes: int) -> None:
         self.ref = ref
         self._size = max(size, 1)
+        self._max_bytes = max_bytes
         # A list, not a deque: a deque preallocates a 64-slot block, and every idle stream holds one buffer.
         self._events: list[Event] = []
+        self._bytes = 0  # what the kept events' data take
         self._last_seq: dict[int, int] = {}
         self._next_stream = MAIN_STREAM + 1
+
+    @property
+    def nbytes(self) -> int:
+        """What the kept events' data take, as counted against ``max_bytes``."""
+        return self._bytes
 
     def new_stream(self) -> int:
         stream = self._next_stream
@@ -106,24 +122,44 @@ class EventBuffer:
         return stream
 
     def append(self, stream: int, name: str, data: str, *, final: bool = False, keep: bool = True) -> Event:
-        """Number the next event of ``stream``; keep it for replay unless ``keep`` is false.
+        """Number the next event of ``stream``; keep it for replay unless there is no point.
 
-        An event that is never replayed (the endpoint event, the first of its
-        stream: no client can resume from before it) is numbered all the same,
-        so resuming from it replays what followed.
+        Numbered but not kept:
+
+        - an event the caller will not have replayed (``keep`` false: the
+          endpoint event, the first of its stream, from before which no client
+          can resume), so resuming from it replays what followed;
+        - the first event of a request stream when it is also its last (a reply
+          with nothing before it): a client learns a stream's event IDs only
+          from its events, so it cannot name one from before that reply, and
+          once it has the reply the stream is over. Such a reply goes out as a
+          plain ``application/json`` response, which carries no ID at all;
+        - an event larger than ``max_bytes`` on its own: it is delivered, and a
+          client that needs it again is told the events are lost.
         """
         seq = self._last_seq.get(stream, 0) + 1
         self._last_seq[stream] = seq
         event = Event(str(EventId(self.ref, stream, seq)), stream, seq, name, data, final)
         if not keep:
             return event
-        if len(self._events) == self._size:
-            evicted = self._events.pop(0)
-            if evicted.final:
-                # A finished stream whose last event is gone can only be resumed with a loss.
-                self._last_seq.pop(evicted.stream, None)
+        cost = sys.getsizeof(data)
+        if (final and seq == 1) or cost > self._max_bytes:
+            self._forget(event)
+            return event
         self._events.append(event)
+        self._bytes += cost
+        while len(self._events) > self._size or self._bytes > self._max_bytes:
+            evicted = self._events.pop(0)
+            self._bytes -= sys.getsizeof(evicted.data)
+            self._forget(evicted)
         return event
+
+    def _forget(self, event: Event) -> None:
+        """``event`` is not (or no longer) kept."""
+        if event.final:
+            # A finished stream whose last event is gone can only be resumed with a loss; and a finished stream
+            # need not be remembered at all (else every request ever made would leave its number here).
+            self._last_seq.pop(event.stream, None)
 
     def after(self, last: EventId) -> list[Event]:
         """The events of ``last``'s stream that followed it, or :class:`EventsLost`."""

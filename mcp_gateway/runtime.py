@@ -568,7 +568,9 @@ class SessionHost:
         self.remote_addr = record.remote_addr
         self.deadline = deadline
         self.resume_timeout = resume_timeout
-        self.buffer = EventBuffer(self.ref, gateway_settings.EVENT_BUFFER_SIZE)
+        self.buffer = EventBuffer(
+            self.ref, gateway_settings.EVENT_BUFFER_SIZE, max_bytes=gateway_settings.EVENT_BUFFER_BYTES
+        )
         self._server = server
         # The MCP server loop is created with the first client message: an idle stream holds no server state.
         self.actor: SessionActor | None = None
@@ -951,7 +953,13 @@ class SessionHost:
                 self._orphan_timer = asyncio.get_running_loop().call_later(self.resume_timeout, self.end_soon, reason)
 
     async def emit(self, stream: int, name: str, data: str, *, final: bool = False, replay: bool = True) -> None:
-        """Number and buffer one event (unless not to ``replay``), and write it to the stream's connection if any."""
+        """Number one event, and write it to the stream's connection if any.
+
+        The buffer keeps it for replay unless not to ``replay``, or it cannot
+        be replayed anyway (see :meth:`EventBuffer.append`): a request's reply
+        that comes first on its stream goes out as a plain JSON response and
+        is not kept.
+        """
         async with self._lock:
             event = self.buffer.append(stream, name, data, final=final, keep=replay)
             held = self._outlets.get(stream)

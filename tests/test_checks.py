@@ -31,6 +31,7 @@ CASES = [
     ("zero-body-size", {"MCP_GATEWAY_MAX_BODY_SIZE": 0}, "mcp_gateway.E006"),
     ("string-ping-interval", {"MCP_GATEWAY_PING_INTERVAL": "15"}, "mcp_gateway.E006"),
     ("zero-event-buffer", {"MCP_GATEWAY_EVENT_BUFFER_SIZE": 0}, "mcp_gateway.E006"),
+    ("zero-event-buffer-bytes", {"MCP_GATEWAY_EVENT_BUFFER_BYTES": 0}, "mcp_gateway.E006"),
     ("negative-resume-timeout", {"MCP_GATEWAY_RESUME_TIMEOUT": -1}, "mcp_gateway.E006"),
     ("no-authenticators", {"MCP_GATEWAY_AUTHENTICATORS": []}, "mcp_gateway.E007"),
     ("bad-authenticator", {"MCP_GATEWAY_AUTHENTICATORS": ["nowhere.Auth"]}, "mcp_gateway.E007"),

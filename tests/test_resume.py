@@ -220,3 +220,34 @@ async def test_a_stream_resumes_on_another_worker(
         assert sorted(i for i, _ in await replies(resumed, 2)) == [2, 3]
     record = await McpSession.objects.aget()
     assert record.closed_at is None or record.close_reason == CloseReason.CLIENT_DISCONNECT
+
+
+MiB = 1024 * 1024
+
+
+async def test_the_buffer_keeps_at_most_its_byte_budget_of_large_replies(
+    start_daphne: Any, http: httpx2.AsyncClient, alice_headers: dict[str, str]
+) -> None:
+    """80 replies of 1 MiB cost the server about its 2 MiB budget, not 80 MiB; resuming past what it dropped fails."""
+    server = start_daphne(overrides={**RESUMABLE, "MCP_GATEWAY_EVENT_BUFFER_BYTES": 2 * MiB})
+    async with raw_stream(http, server.url + SSE, alice_headers) as stream:
+        await handshake(http, server.url, stream, alice_headers)
+        first = stream.last_id
+        for request_id in range(1, 6):  # the allocator's working set for replies this large
+            await post(http, server.url, stream, blob(request_id, MiB), alice_headers)
+            await replies(stream, 1)
+        rss_before = server.rss_bytes()
+        for request_id in range(6, 86):
+            await post(http, server.url, stream, blob(request_id, MiB), alice_headers)
+            penultimate = stream.last_id
+            assert [i for i, _ in await replies(stream, 1)] == [request_id]
+        growth = server.rss_bytes() - rss_before
+        endpoint = stream.endpoint
+    assert growth < 24 * MiB, f"the server grew by {growth / MiB:.0f} MiB for 80 replies of 1 MiB"
+    async with resumed_stream(http, server.url + SSE, penultimate, alice_headers) as resumed:
+        resumed.endpoint = endpoint
+        assert [i for i, _ in await replies(resumed, 1)] == [85]  # the newest reply is still there
+    async with resumed_stream(http, server.url + SSE, first, alice_headers) as resumed:
+        name, data = await resumed.next_event()
+        assert (name, json.loads(data)["data"]["reason"]) == ("error", "events_lost")
+    assert (await closed_session(within=2.0)).close_reason == CloseReason.EVENTS_LOST

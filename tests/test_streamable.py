@@ -266,6 +266,35 @@ async def test_a_dropped_request_stream_resumes_with_get_and_last_event_id(
     assert seqs == list(range(int(seen.rsplit(".", 1)[1]) + 1, int(seen.rsplit(".", 1)[1]) + 1 + len(events)))
 
 
+MiB = 1024 * 1024
+
+
+async def test_large_replies_sent_as_json_are_not_kept(
+    start_daphne: Any, http: httpx2.AsyncClient, alice_headers: dict[str, str]
+) -> None:
+    """A reply sent as a plain JSON response can never be replayed: 80 of 1 MiB must not stay in the server.
+
+    The byte budget is set high enough to hold them all, so it is not what keeps them out.
+    """
+    server = start_daphne(overrides={"MCP_GATEWAY_EVENT_BUFFER_BYTES": 512 * MiB})
+    peer = await Peer(http, f"{server.url}/mcp-test/", alice_headers).open()
+
+    async def call(request_id: int) -> None:
+        response = await peer.post(jsonrpc("tools/call", {"name": "blob", "arguments": {"size": MiB}}, id=request_id))
+        assert response.status_code == 200, response.text
+        assert response.headers["content-type"].startswith("application/json")
+        assert len(response.json()["result"]["content"][0]["text"]) == MiB
+
+    for request_id in range(1, 6):  # the allocator's working set for replies this large
+        await call(request_id)
+    rss_before = server.rss_bytes()
+    for request_id in range(6, 86):
+        await call(request_id)
+    growth = server.rss_bytes() - rss_before
+    assert growth < 24 * MiB, f"the server grew by {growth / MiB:.0f} MiB for 80 replies of 1 MiB"
+    assert (await peer.http.delete(peer.url, headers=peer.with_session())).status_code == 204
+
+
 async def test_fifty_concurrent_sessions_with_colliding_ids_get_only_their_own_answers(
     daphne: Any, http: httpx2.AsyncClient, make_user: Any
 ) -> None:
