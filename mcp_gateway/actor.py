@@ -11,6 +11,7 @@ persists the counts now and then.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 from collections import Counter
@@ -18,6 +19,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream
 from django.utils import timezone
 from mcp.server.lowlevel import Server
 from mcp.shared.message import ServerMessageMetadata, SessionMessage
@@ -76,15 +78,31 @@ class SessionActor:
         self._client_known = False
 
     async def run(self) -> None:
-        """Serve until the client side closes, the server ends, or the task is cancelled."""
+        """Serve until the client side closes, the server ends, or the task is cancelled.
+
+        The server loop runs in a child task and the pump in the caller's. A
+        cancelled anyio child task leaves a reference cycle behind (its
+        cancellation's traceback holds the frames it was cancelled in, and one
+        of them holds that cancellation), freed only by a full collection. So
+        nothing a child task runs refers to this actor (nor does the hook each
+        request carries, see :meth:`deliver`), and a closed session's actor is
+        freed at once by reference counting; the queues, which the SDK's
+        frames in such a cycle still refer to, are emptied here, so the cycle
+        keeps no message alive.
+        """
+        options = self.server.create_initialization_options()
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._pump)
-                await self.server.run(self._in_recv, self._out_send, self.server.create_initialization_options())
+                # A clone: the SDK closes the stream it reads, and this end must still be drained.
+                tg.start_soon(self.server.run, self._in_recv.clone(), self._out_send, options)
+                await self._pump()
         finally:
-            # Wake a deliver() waiting on a full queue: nothing will read it now.
-            self._in_recv.close()
+            # Wake a deliver() waiting on a full queue (nothing will read it now), and drop what nobody will read.
+            for receiving in (self._in_recv, self._out_recv):
+                _drain(receiving)
+                receiving.close()
             self._in_send.close()
+            self._out_send.close()
 
     async def deliver(self, message: JSONRPCMessage, headers: Mapping[str, str]) -> None:
         """Hand one client message to the server.
@@ -104,7 +122,7 @@ class SessionActor:
                 self._refuse(message.id)
                 return
             self._in_flight[message.id] += 1
-            metadata.on_request_unanswered = functools.partial(self._settled, message.id)
+            metadata.on_request_unanswered = functools.partial(_settled, self._in_flight, message.id)
         try:
             await self._in_send.send(SessionMessage(message, metadata=metadata))
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
@@ -140,16 +158,19 @@ class SessionActor:
         """Every activity field, for the final write when the session closes."""
         return {**dataclasses.asdict(self.activity), "last_seen_at": self.last_seen}
 
+    def release(self) -> None:
+        """The session is over: forget its host's router, which refers back to the host (and this actor)."""
+        self.sink = _discard
+
     async def _pump(self) -> None:
-        async with self._out_recv:
-            async for session_message in self._out_recv:
-                message = session_message.message
-                self.activity.messages_out += 1
-                if isinstance(message, JSONRPCResponse | JSONRPCError) and message.id is not None:
-                    self._release(message.id)
-                    if self._initialize_id is not None:
-                        self._observe_initialize_result(message)
-                await self.sink(session_message)
+        async for session_message in self._out_recv:
+            message = session_message.message
+            self.activity.messages_out += 1
+            if isinstance(message, JSONRPCResponse | JSONRPCError) and message.id is not None:
+                _release(self._in_flight, message.id)
+                if self._initialize_id is not None:
+                    self._observe_initialize_result(message)
+            await self.sink(session_message)
 
     def _refuse(self, request_id: RequestId) -> None:
         error = ErrorData(code=TOO_MANY_REQUESTS, message="Too many requests in progress in this session")
@@ -157,15 +178,6 @@ class SessionActor:
             self._out_send.send_nowait(SessionMessage(JSONRPCError(jsonrpc="2.0", id=request_id, error=error)))
         except (anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError):
             pass  # the client is not reading; the stall timeout will close the stream
-
-    def _release(self, request_id: RequestId) -> None:
-        if self._in_flight[request_id] > 0:
-            self._in_flight[request_id] -= 1
-            if not self._in_flight[request_id]:
-                del self._in_flight[request_id]
-
-    async def _settled(self, request_id: RequestId) -> None:
-        self._release(request_id)
 
     def _observe_inbound(self, message: JSONRPCMessage) -> None:
         self.activity.messages_in += 1
@@ -197,3 +209,27 @@ class SessionActor:
         self.activity.client_version = str(info.get("version") or "")[:100]
         if isinstance(protocol_version, str):
             self.activity.protocol_version = protocol_version[:40]
+
+
+def _release(in_flight: Counter[RequestId], request_id: RequestId) -> None:
+    """One request ``request_id`` is no longer in progress."""
+    if in_flight[request_id] > 0:
+        in_flight[request_id] -= 1
+        if not in_flight[request_id]:
+            del in_flight[request_id]
+
+
+async def _settled(in_flight: Counter[RequestId], request_id: RequestId) -> None:
+    """The server finished a request without answering it (the SDK's hook; refers to the count, not the actor)."""
+    _release(in_flight, request_id)
+
+
+async def _discard(session_message: SessionMessage) -> None:
+    """The sink of a session that is over."""
+
+
+def _drain(stream: MemoryObjectReceiveStream[Any]) -> None:
+    """Drop what ``stream`` still holds."""
+    with contextlib.suppress(anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
+        while True:
+            stream.receive_nowait()

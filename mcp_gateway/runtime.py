@@ -507,6 +507,7 @@ class SessionHost:
 
     # Slots, not a __dict__: every open session holds one of these, idle or not.
     __slots__ = (
+        "__weakref__",
         "_actor_scope",
         "_actor_task",
         "_capacity",
@@ -763,6 +764,10 @@ class SessionHost:
         except Exception:
             logger.exception("Could not record the end of MCP session %s", self.ref)
         finally:
+            if self.actor is not None:
+                # The actor's sink is this host's router: without this cycle the session's objects (its
+                # buffered events first) are freed now by reference counting, not at the next full collection.
+                self.actor.release()
             self._ended = True
             if self._closed is not None:
                 self._closed.set_result(None)

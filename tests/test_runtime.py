@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import gc
 import json
+import weakref
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -11,6 +15,8 @@ from asgiref.sync import sync_to_async
 from channels.exceptions import ChannelFull
 from channels.layers import BaseChannelLayer, InMemoryChannelLayer, get_channel_layer
 from django.utils import timezone
+from mcp.shared.message import SessionMessage
+from mcp_types import JSONRPCResponse
 
 from mcp_gateway import runtime
 from mcp_gateway.auth import authenticate
@@ -21,6 +27,7 @@ from mcp_gateway.routing import Mount
 from mcp_sessions.models import AccessToken, CloseReason, McpSession, Transport
 from mcp_sessions.revocation import revoke
 
+from . import servers
 from .asgi_helpers import http_scope
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -37,12 +44,12 @@ INITIALIZE = {
 }
 
 
-async def _host(user: Any, layer: BaseChannelLayer | None = None) -> runtime.SessionHost:
+async def _host(user: Any, layer: BaseChannelLayer | None = None, server: Any = None) -> runtime.SessionHost:
     _, secret = await sync_to_async(AccessToken.objects.issue)(user, "agent")
     request = GatewayRequest(http_scope(headers=[("Authorization", f"Bearer {secret}")]))
     host, _ = await runtime.open_session(
         layer=layer or get_channel_layer(),
-        mount=Mount("/mcp/", gateway_settings.SERVER),
+        mount=Mount("/mcp/", server or gateway_settings.SERVER),
         request=request,
         credential=await authenticate(request),
         transport=Transport.STREAMABLE_HTTP,
@@ -50,8 +57,8 @@ async def _host(user: Any, layer: BaseChannelLayer | None = None) -> runtime.Ses
     return host
 
 
-async def _started_host(user: Any) -> runtime.SessionHost:
-    host = await _host(user)
+async def _started_host(user: Any, server: Any = None) -> runtime.SessionHost:
+    host = await _host(user, server=server)
     host.start()
     await host.receive_message({"type": "mcp.inbound", "body": json.dumps(INITIALIZE)})
     for _ in range(100):  # the server loop answers on its own task
@@ -59,6 +66,12 @@ async def _started_host(user: Any) -> runtime.SessionHost:
             break
         await asyncio.sleep(0.01)
     return host
+
+
+async def _until(condition: Callable[[], bool], within: float = 5.0) -> None:
+    async with asyncio.timeout(within):
+        while not condition():
+            await asyncio.sleep(0.01)
 
 
 async def test_a_sweep_saves_only_what_changed_since_the_last_one(alice: Any) -> None:
@@ -310,3 +323,111 @@ async def test_the_worker_inbox_keeps_serving_after_a_fault(alice: Any, fault: s
         assert await asyncio.wait_for(layer.receive(reply_to), 5) == {"type": "mcp.attached", "status": "ok"}
     finally:
         await host.close(CloseReason.SERVER_SHUTDOWN)
+
+
+def _answered(actor: Any, count: int) -> bool:
+    return bool(actor.activity.messages_out == count)
+
+
+def _queued(actor: Any, count: int) -> bool:
+    return bool(actor._out_recv.statistics().current_buffer_used == count)
+
+
+def _tool_running() -> bool:
+    """Whether a task is inside the test server's tool handler (somewhere down the chain its coroutine awaits)."""
+    for task in asyncio.all_tasks():
+        awaited: Any = task.get_coro()
+        while awaited is not None:
+            if getattr(awaited, "cr_code", None) is servers.call_tool.__code__:
+                return True
+            awaited = getattr(awaited, "cr_await", None)
+    return False
+
+
+@pytest.mark.parametrize("closing", ["deleted-idle", "deleted-mid-call", "revoked"])
+async def test_a_closed_sessions_host_and_actor_are_freed_by_reference_counting(alice: Any, closing: str) -> None:
+    """No reference cycle keeps a closed session (and its buffered events) until a full collection.
+
+    With the collector off, the host and its MCP server loop must be gone as
+    soon as the test drops its last reference: a closed session's memory is
+    back at once, not after an unrelated collection.
+    """
+    gc.collect()
+    gc.disable()
+    outlet = RecordingOutlet()
+    runtime.register_outlet("request-stream", outlet)
+    try:
+        host = await _started_host(alice, server=servers.lowlevel)
+        actor = host.actor
+        assert actor is not None and actor.activity.messages_out == 1  # the server loop answered
+        initialized = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+        host.post({"type": "mcp.inbound", "body": json.dumps(initialized)})
+        call = {"name": "sleep", "arguments": {"seconds": 60}} if closing == "deleted-mid-call" else {"name": "whoami"}
+        request = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": call}
+        host.post({"type": "mcp.inbound", "body": json.dumps(request), "reply_to": "request-stream"})
+        if closing == "deleted-mid-call":
+            await _until(_tool_running)  # the handler is cancelled by the close
+        else:
+            await _until(functools.partial(_answered, actor, 2))
+        if closing == "revoked":
+            host.post({"type": "mcp.close", "reason": CloseReason.REVOKED})
+            await asyncio.wait_for(host.wait_closed(), 5)
+        else:
+            await asyncio.wait_for(host.close(CloseReason.TERMINATED), 5)
+        assert not _tool_running()
+        freed = weakref.ref(host), weakref.ref(actor)
+        del host, actor
+        assert [ref() for ref in freed] == [None, None]
+    finally:
+        runtime.unregister_outlet("request-stream")
+        gc.enable()
+
+
+class StuckOutlet(RecordingOutlet):
+    """A connection whose client stopped reading: the first event it is given never leaves."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stuck = asyncio.Event()
+
+    async def deliver(self, event: Any) -> None:
+        self.stuck.set()
+        await asyncio.Event().wait()
+
+
+def _messages_about(request_id: int) -> list[SessionMessage]:
+    """The server's messages about request ``request_id`` (its notifications and answer) still in memory."""
+    found = []
+    for candidate in gc.get_objects():
+        if isinstance(candidate, SessionMessage):
+            message = candidate.message
+            related = getattr(candidate.metadata, "related_request_id", None)
+            if related == request_id or (isinstance(message, JSONRPCResponse) and message.id == request_id):
+                found.append(candidate)
+    return found
+
+
+async def test_what_a_closed_session_had_not_delivered_is_freed_by_reference_counting(alice: Any) -> None:
+    """Messages queued for a client that stopped reading go with its session, not at the next full collection."""
+    gc.collect()
+    gc.disable()
+    outlet = StuckOutlet()
+    runtime.register_outlet("request-stream", outlet)
+    try:
+        host = await _started_host(alice, server=servers.lowlevel)
+        actor = host.actor
+        assert actor is not None
+        initialized = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+        host.post({"type": "mcp.inbound", "body": json.dumps(initialized)})
+        call = {"name": "chatty", "arguments": {"steps": 5}}
+        request = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": call}
+        host.post({"type": "mcp.inbound", "body": json.dumps(request), "reply_to": "request-stream"})
+        await asyncio.wait_for(outlet.stuck.wait(), 5)
+        # The first notification is stuck in the connection; the other four and the answer wait in the queue.
+        await _until(functools.partial(_queued, actor, 5))
+        await asyncio.wait_for(host.close(CloseReason.TERMINATED), 5)
+        del host, actor
+        assert _messages_about(2) == []
+    finally:
+        runtime.unregister_outlet("request-stream")
+        gc.enable()
