@@ -9,7 +9,7 @@ is never stored: only its SHA-256 (:mod:`mcp_sessions.ids`).
 from __future__ import annotations
 
 import hmac
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -51,15 +51,23 @@ class AccessTokenQuerySet(OwnedQuerySet):
 
 
 class AccessTokenManager(models.Manager.from_queryset(AccessTokenQuerySet)):  # type: ignore[misc]
-    def issue(self, user: Any, name: str, expires_in: timedelta | None = None) -> tuple[AccessToken, str]:
-        """Create a token; the secret is returned once and never stored."""
+    def issue(
+        self, user: Any, name: str, expires_in: timedelta | None = None, *, expires_at: datetime | None = None
+    ) -> tuple[AccessToken, str]:
+        """Create a token, expiring after ``expires_in`` or at ``expires_at`` (or never); the secret is returned once.
+
+        Only its prefix and hash are stored. Who may create a token for whom is
+        the caller's to decide (the admin: :func:`mcp_sessions.admin.token_refusal`).
+        """
+        if expires_in is not None and expires_at is not None:
+            raise ValueError("Give expires_in or expires_at, not both")
         secret = new_token()
         token = self.create(
             user=user,
             name=name,
             prefix=secret[:TOKEN_PREFIX_LENGTH],
             token_hash=hash_token(secret),
-            expires_at=timezone.now() + expires_in if expires_in else None,
+            expires_at=timezone.now() + expires_in if expires_in else expires_at,
         )
         return token, secret
 
