@@ -7,11 +7,13 @@ credential decides. A request nobody recognises is refused with 401 and a
 
 A :class:`Credential` says whether it is *ambient*, sent by a browser on its
 own (a cookie): only ambient credentials need the CSRF check. A bearer token is
-never ambient: a page on another origin cannot make a browser send it.
+never ambient: a page on another origin cannot make a browser send it. It is a
+property of what a request presents, never of what opened its session: a
+session opened with a stream ticket is then reached with the login cookie.
 
 A credential also has a *fingerprint*: a digest naming the very secret
 presented (this token, this login), which an authenticator can compute from a
-request without the database (:func:`presented_fingerprint`). A session
+request without the database (:func:`presented_credential`). A session
 remembers the fingerprint it was opened with, so that a later request carrying
 the same credential to the worker running it can skip the database (see
 :mod:`mcp_gateway.binding`).
@@ -51,6 +53,19 @@ class Credential:
     login_session_hash: str = ""
     # Digest of the secret presented (never the secret); empty when the authenticator cannot name one.
     fingerprint: str = ""
+    # Whether the database vouched for the credential this fingerprint names just now. A login ticket vouches for
+    # the login only as it was when the ticket was issued: the session it opens is pinned once a request presents
+    # the login itself and passes the full check.
+    verified: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Presented:
+    """What a request presents, as far as an authenticator can tell without I/O."""
+
+    fingerprint: str
+    # Sent by a browser on its own (a cookie): the request needs the CSRF check.
+    ambient: bool
 
 
 def token_fingerprint(token_hash: str) -> str:
@@ -75,7 +90,9 @@ class Authenticator(Protocol):
     # Optional: ``fingerprint(request) -> str | None``, without I/O: the
     # fingerprint :meth:`authenticate` would give the request's credential of
     # this kind, "" if it cannot be valid, ``None`` if none is present. An
-    # authenticator without it disables the database-free path.
+    # authenticator without it disables the database-free path. With it, the
+    # attribute ``ambient: bool`` says whether its credentials are sent by a
+    # browser on its own (missing: ``True``, so the CSRF check runs).
 
 
 class SessionCookieAuthenticator:
@@ -87,6 +104,7 @@ class SessionCookieAuthenticator:
     """
 
     scheme = "session"
+    ambient = True
 
     def challenge(self) -> str:
         return f'Cookie realm="mcp", cookie-name="{settings.SESSION_COOKIE_NAME}"'
@@ -110,7 +128,7 @@ class SessionCookieAuthenticator:
         return Credential(
             user=user,
             scheme=self.scheme,
-            ambient=True,
+            ambient=self.ambient,
             login_session_hash=login_hash,
             fingerprint=login_fingerprint(login_hash),
         )
@@ -125,6 +143,7 @@ class BearerTokenAuthenticator:
     """
 
     scheme = "bearer"
+    ambient = False
 
     def challenge(self) -> str:
         return 'Bearer realm="mcp"'
@@ -146,7 +165,7 @@ class BearerTokenAuthenticator:
         return Credential(
             user=token.user,
             scheme=self.scheme,
-            ambient=False,
+            ambient=self.ambient,
             token_id=token.pk,
             expires_at=token.expires_at,
             fingerprint=token_fingerprint(token.token_hash),
@@ -162,8 +181,8 @@ def get_authenticators() -> tuple[Authenticator, ...]:
     return _load(tuple(gateway_settings.AUTHENTICATORS))
 
 
-def presented_fingerprint(request: GatewayRequest) -> str | None:
-    """The fingerprint of the credential :func:`authenticate` would decide on, computed without I/O.
+def presented_credential(request: GatewayRequest) -> Presented | None:
+    """The fingerprint of the credential :func:`authenticate` would decide on, and whether it is ambient, without I/O.
 
     ``None`` when it cannot be known this way: no credential, or an
     authenticator ahead of the deciding one that cannot compute fingerprints.
@@ -174,7 +193,7 @@ def presented_fingerprint(request: GatewayRequest) -> str | None:
             return None
         value = fingerprint(request)
         if value is not None:
-            return value or None
+            return Presented(value, getattr(authenticator, "ambient", True)) if value else None
     return None
 
 

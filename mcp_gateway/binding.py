@@ -18,11 +18,16 @@ quarter, so the requests of an active client do not wait for it. Any other
 request (another worker, another credential, a check older than the
 interval) takes the full path: :func:`~mcp_gateway.auth.authenticate`, then
 :func:`bind`.
+
+Either way the request's credential is ambient (it needs the CSRF check) by
+what the request presents, not by what opened the session: a session opened
+with a stream ticket issued to a login is reached with that login's cookie.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -35,7 +40,7 @@ from mcp_sessions.ids import hash_session_id, is_well_formed, public_ref
 from mcp_sessions.models import AuditKind, McpSession
 
 from . import audit, runtime
-from .auth import Credential, authenticate, presented_fingerprint
+from .auth import Credential, authenticate, presented_credential
 from .conf import gateway_settings
 from .events import EventId
 from .exceptions import GatewayError, InvalidEventId, MalformedSessionId, MissingSessionId, SessionNotFound
@@ -101,15 +106,18 @@ def pinned_session(
     host = runtime.local_host_by_id_hash(hash_session_id(session_id))
     if host is None:
         return None
-    fingerprint = presented_fingerprint(request)
-    if fingerprint is None or not host.admits(fingerprint, server=server, transport=transport):
+    presented = presented_credential(request)
+    if presented is None or not host.admits(presented.fingerprint, server=server, transport=transport):
         return None
     if host.renewal_due():
         host.renewing = True
         task = asyncio.get_running_loop().create_task(_renew(host, request, session_id, server, transport))
         _renewals.add(task)
         task.add_done_callback(_renewals.discard)
-    return host.credential, BoundSession(pk=host.pk, ref=host.ref, channel_name=host.inbox)
+    credential = host.credential
+    if credential.ambient != presented.ambient:
+        credential = dataclasses.replace(credential, ambient=presented.ambient)
+    return credential, BoundSession(pk=host.pk, ref=host.ref, channel_name=host.inbox)
 
 
 _renewals: set[asyncio.Task[None]] = set()

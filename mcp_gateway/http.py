@@ -7,6 +7,7 @@ per connection and cached on the scope. :func:`send_error` is the one place a
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
@@ -14,6 +15,7 @@ from functools import cached_property
 from typing import Any
 from urllib.parse import parse_qs
 
+from django.conf import settings
 from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpRequest
 from django.http.cookie import parse_cookie
@@ -36,8 +38,15 @@ SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
     (b"x-content-type-options", b"nosniff"),
 )
 
-# Headers that carry credentials; never forwarded to tools, never logged.
-CREDENTIAL_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization", "x-csrftoken"})
+# Headers that carry credentials or a session's secret ID; never forwarded to tools, never logged. The CSRF
+# header under its configured name too (``CSRF_HEADER_NAME``). ``Last-Event-ID`` is no secret: it names a session
+# only by its public reference.
+CREDENTIAL_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization", "x-csrftoken", "mcp-session-id"})
+
+
+@functools.cache
+def _hidden_headers(csrf_header_name: str) -> frozenset[str]:
+    return CREDENTIAL_HEADERS | {csrf_header_name.removeprefix("HTTP_").replace("_", "-").lower()}
 
 
 class GatewayRequest:
@@ -113,8 +122,9 @@ class GatewayRequest:
         return self.headers.get("user-agent", "")
 
     def forwardable_headers(self) -> dict[str, str]:
-        """The request's headers without credentials, for tools to read."""
-        return {k: v for k, v in self.headers.items() if k not in CREDENTIAL_HEADERS}
+        """The request's headers without credentials or session IDs, for tools to read."""
+        hidden = _hidden_headers(settings.CSRF_HEADER_NAME)
+        return {k: v for k, v in self.headers.items() if k not in hidden}
 
 
 def json_bytes(payload: Any) -> bytes:

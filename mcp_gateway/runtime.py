@@ -29,6 +29,7 @@ import contextvars
 import enum
 import hmac
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime, timedelta
@@ -564,7 +565,8 @@ class SessionHost:
         self.transport = record.transport
         self.user_id = record.user_id
         self.credential = credential
-        self._credential_checked_at = time.monotonic()
+        # Never, for a credential the database vouched for only in the past (a login ticket): no pin until confirmed.
+        self._credential_checked_at = time.monotonic() if credential.verified else -math.inf
         self.renewing = False  # a check of the pinned credential is under way off the requests' path
         self.remote_addr = record.remote_addr
         self.deadline = deadline
@@ -796,6 +798,8 @@ class SessionHost:
         ``checked_at`` (``time.monotonic()``) is when that check began, if it was not just now.
         """
         pinned = self.credential.fingerprint
+        if not credential.verified:
+            return  # e.g. a ticket resuming the stream: it says nothing about the login now
         if pinned and credential.fingerprint and hmac.compare_digest(pinned, credential.fingerprint):
             now = time.monotonic()
             self._credential_checked_at = now if checked_at is None else min(checked_at, now)

@@ -10,6 +10,12 @@ user and to the Origin that asked for it: presented with another ``Origin``
 row). Presented with no Origin it is accepted: browsers send none on a
 same-origin ``EventSource``, and a client that is not a browser could claim
 any Origin anyway.
+
+A ticket issued to a login dies with it: logging out voids it, and so does a
+password change, through the signal or not (the ticket remembers the user's
+session auth hash). The stream it opens is not pinned to the login until a
+request presents the login cookie and passes the full check, so a login
+session deleted without any signal (expired, cleared) admits nothing either.
 """
 
 from __future__ import annotations
@@ -63,4 +69,6 @@ async def stream_credential(request: GatewayRequest) -> Credential:
         expires_at=ticket.token.expires_at if ticket.token else None,
         login_session_hash=ticket.login_session_hash,
         fingerprint=fingerprint,
+        # The redeem checked a token as it is now; a login only as far as the ticket can tell (not its session).
+        verified=ticket.token is not None,
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from django import forms
 from django.contrib import admin
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.db.models import Q, QuerySet
@@ -20,7 +21,6 @@ from django.utils.html import format_html
 from django.utils.timesince import timesince
 from django.utils.translation import gettext_lazy as _
 
-from .ids import TOKEN_PREFIX_LENGTH, hash_token, new_token
 from .models import AccessToken, AuditEvent, McpSession
 from .revocation import revoke
 
@@ -161,16 +161,68 @@ class McpSessionAdmin(ReadOnlyAdmin):
         return TemplateResponse(request, "admin/mcp_sessions/mcpsession/revoke_confirmation.html", context)
 
 
+ISSUE_FOR_OTHERS = "mcp_sessions.issue_token_for_others"
+
+
+def token_refusal(creator: Any, target: Any) -> str | None:
+    """Why ``creator`` may not create a token for ``target`` (which lets its holder act as ``target``), or None.
+
+    Anyone who may add tokens may add their own. For someone else it takes
+    ``issue_token_for_others``, and never for a user who could do more than the
+    creator: a permission the creator lacks, a superuser unless the creator is
+    one, staff unless the creator is. Nor for an inactive user, whose
+    permissions cannot be compared (they count as none until reactivated).
+    """
+    if target.pk == creator.pk:
+        return None
+    if not creator.has_perm(ISSUE_FOR_OTHERS):
+        return str(_("You may only create tokens for yourself."))
+    if not target.is_active:
+        return str(_("%(user)s is inactive.") % {"user": target})
+    if target.is_superuser and not creator.is_superuser:
+        return str(_("Only a superuser may create a token for %(user)s, a superuser.") % {"user": target})
+    if target.is_staff and not creator.is_staff:
+        return str(_("Only staff may create a token for %(user)s, a staff member.") % {"user": target})
+    missing = sorted(target.get_all_permissions() - creator.get_all_permissions())
+    if missing:
+        shown = ", ".join(missing[:5]) + (", …" if len(missing) > 5 else "")
+        return str(
+            _("%(user)s has permissions you lack (%(permissions)s): a token would let you act with them.")
+            % {"user": target, "permissions": shown}
+        )
+    return None
+
+
+class AccessTokenAddForm(forms.ModelForm):
+    """The add form; its user field, when shown, only offers users the creator may create tokens for."""
+
+    creator: Any = None  # the admin user adding the token; set per request by AccessTokenAdmin.get_form
+
+    def clean_user(self) -> Any:
+        target = self.cleaned_data["user"]
+        refusal = token_refusal(self.creator, target)
+        if refusal is not None:
+            raise forms.ValidationError(refusal, code="not_allowed")
+        return target
+
+
 @admin.register(AccessToken)
 class AccessTokenAdmin(admin.ModelAdmin):
-    """Tokens are created here (the secret is shown once) and revoked, never edited."""
+    """Tokens are created here (the secret is shown once) and revoked, never edited.
+
+    Without ``issue_token_for_others`` the add form has no user field: the
+    token is the creator's own. With it, the creator picks the user, within
+    :func:`token_refusal`'s limits.
+    """
 
     list_display = ("name", "user", "prefix_display", "state", "created_at", "last_used_at", "expires_at")
     list_filter = (TokenStateFilter,)
     list_select_related = ("user",)
     search_fields = ("name", "prefix", "user__username", "user__email")
     actions = ("revoke",)
+    form = AccessTokenAddForm
     add_fields = ("user", "name", "expires_at")
+    own_add_fields = ("name", "expires_at")
     change_fields = (
         "name",
         "user",
@@ -184,7 +236,23 @@ class AccessTokenAdmin(admin.ModelAdmin):
     raw_id_fields = ("user",)
 
     def get_fields(self, request: HttpRequest, obj: AccessToken | None = None) -> Sequence[str]:
-        return self.change_fields if obj else self.add_fields
+        if obj is not None:
+            return self.change_fields
+        return self.add_fields if request.user.has_perm(ISSUE_FOR_OTHERS) else self.own_add_fields
+
+    def get_fieldsets(self, request: HttpRequest, obj: AccessToken | None = None) -> list[tuple[Any, dict[str, Any]]]:
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is None and "user" not in self.get_fields(request, obj):
+            description = _("The token will be yours (%(user)s): whoever holds it acts as you.") % {
+                "user": request.user
+            }
+            fieldsets = [(None, {**fieldsets[0][1], "description": description})]
+        return fieldsets
+
+    def get_form(self, request: HttpRequest, obj: AccessToken | None = None, **kwargs: Any) -> Any:
+        """The form, knowing who adds (its user field's limits depend on them)."""
+        form = super().get_form(request, obj, **kwargs)
+        return type(form.__name__, (form,), {"creator": request.user})
 
     def get_readonly_fields(self, request: HttpRequest, obj: AccessToken | None = None) -> Sequence[str]:
         return self.change_fields if obj else ()
@@ -197,14 +265,23 @@ class AccessTokenAdmin(admin.ModelAdmin):
     def state(self, obj: AccessToken) -> str:
         return obj.state
 
-    def save_model(self, request: HttpRequest, obj: AccessToken, form: Any, change: bool) -> None:
+    def save_form(self, request: HttpRequest, form: Any, change: bool) -> Any:
+        """Adding issues the token, through the manager like every token; what the admin then logs and shows."""
         if change:
-            return
-        secret = new_token()
-        obj.prefix = secret[:TOKEN_PREFIX_LENGTH]
-        obj.token_hash = hash_token(secret)
-        obj.save()
+            return super().save_form(request, form, change)
+        token, secret = AccessToken.objects.issue(
+            form.cleaned_data.get("user") or request.user,
+            form.cleaned_data["name"],
+            expires_at=form.cleaned_data.get("expires_at"),
+        )
         request._mcp_token_secret = secret  # type: ignore[attr-defined]
+        return token
+
+    def save_model(self, request: HttpRequest, obj: AccessToken, form: Any, change: bool) -> None:
+        """Nothing to save: a new token was saved as it was issued (:meth:`save_form`), and tokens are never edited."""
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        """Tokens have no related objects to save."""
 
     def response_add(self, request: HttpRequest, obj: AccessToken, post_url_continue: str | None = None) -> Any:
         """Show the secret in this one response instead of redirecting, so it is never stored anywhere."""

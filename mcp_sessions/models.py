@@ -8,8 +8,9 @@ is never stored: only its SHA-256 (:mod:`mcp_sessions.ids`).
 
 from __future__ import annotations
 
+import hashlib
 import hmac
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -51,15 +52,23 @@ class AccessTokenQuerySet(OwnedQuerySet):
 
 
 class AccessTokenManager(models.Manager.from_queryset(AccessTokenQuerySet)):  # type: ignore[misc]
-    def issue(self, user: Any, name: str, expires_in: timedelta | None = None) -> tuple[AccessToken, str]:
-        """Create a token; the secret is returned once and never stored."""
+    def issue(
+        self, user: Any, name: str, expires_in: timedelta | None = None, *, expires_at: datetime | None = None
+    ) -> tuple[AccessToken, str]:
+        """Create a token, expiring after ``expires_in`` or at ``expires_at`` (or never); the secret is returned once.
+
+        Only its prefix and hash are stored. Who may create a token for whom is
+        the caller's to decide (the admin: :func:`mcp_sessions.admin.token_refusal`).
+        """
+        if expires_in is not None and expires_at is not None:
+            raise ValueError("Give expires_in or expires_at, not both")
         secret = new_token()
         token = self.create(
             user=user,
             name=name,
             prefix=secret[:TOKEN_PREFIX_LENGTH],
             token_hash=hash_token(secret),
-            expires_at=timezone.now() + expires_in if expires_in else None,
+            expires_at=timezone.now() + expires_in if expires_in else expires_at,
         )
         return token, secret
 
@@ -340,14 +349,32 @@ class AuditEvent(models.Model):
         return f"{self.get_kind_display()} at {self.created_at:%Y-%m-%d %H:%M:%S}"
 
 
+def _session_auth_digests(user: Any) -> list[str]:
+    """SHA-256 digests of the session auth hashes ``user`` has now: with ``SECRET_KEY`` first, then its fallbacks.
+
+    A ticket stores a digest, not the hash: the hash is what a login session
+    keeps to prove it predates no password change. Empty for a user model
+    without session auth hashes (Django then verifies none either).
+    """
+    if not hasattr(user, "get_session_auth_hash"):
+        return []
+    hashes = [user.get_session_auth_hash()]
+    if hasattr(user, "get_session_auth_fallback_hash"):
+        hashes.extend(user.get_session_auth_fallback_hash())
+    return [hashlib.sha256(value.encode()).hexdigest() for value in hashes]
+
+
 class StreamTicketManager(models.Manager["StreamTicket"]):
     def issue(self, user: Any, *, origin: str, lifetime: float, token_id: int | None, login_session_hash: str) -> str:
         """A new ticket for ``user``, bound to ``origin`` (possibly empty); returned once, stored hashed.
 
         It remembers the credential that asked for it, so that logging out or
-        revoking that token also ends the stream the ticket opens.
+        revoking that token also ends the stream the ticket opens; asked for
+        with a login, also the user's session auth hash, so that a password
+        change since voids it (as it logs out the user's other logins).
         """
         secret = new_ticket()
+        auth_digests = _session_auth_digests(user) if login_session_hash else []
         self.create(
             user=user,
             ticket_hash=hash_token(secret),
@@ -355,6 +382,7 @@ class StreamTicketManager(models.Manager["StreamTicket"]):
             expires_at=timezone.now() + timedelta(seconds=lifetime),
             token_id=token_id,
             login_session_hash=login_session_hash,
+            session_auth_hash=auth_digests[0] if auth_digests else "",
         )
         return secret
 
@@ -364,6 +392,9 @@ class StreamTicketManager(models.Manager["StreamTicket"]):
         A ticket asked for from an origin is refused when presented with another
         ``Origin``. One presented with none is accepted: browsers send no Origin on
         a same-origin ``EventSource``, while cross-origin ones always carry it.
+        One asked for with a token is refused once the token is not active; with a
+        login, once the user's session auth hash changed (a password change, even
+        one saved without signals). Logging out deletes the login's tickets.
         """
         if not is_ticket_shaped(secret):
             return None
@@ -376,10 +407,20 @@ class StreamTicketManager(models.Manager["StreamTicket"]):
             return None
         if ticket.token is not None and ticket.token.state != "active":
             return None
+        if ticket.login_session_hash and not _login_still_holds(ticket):
+            return None
         # The conditional update is what makes a ticket single-use under concurrency.
         if not usable.filter(pk=ticket.pk).update(used_at=now):
             return None
         return ticket
+
+
+def _login_still_holds(ticket: StreamTicket) -> bool:
+    """Whether the user's session auth hash is still the one the ticket was issued under (no password change)."""
+    current = _session_auth_digests(ticket.user)
+    if not current:
+        return not ticket.session_auth_hash
+    return any(hmac.compare_digest(ticket.session_auth_hash, digest) for digest in current)
 
 
 class StreamTicket(models.Model):

@@ -1,5 +1,8 @@
 """Ending live sessions from anywhere: admin actions, logouts, deactivated users, revoked tokens.
 
+What ends a user's sessions also voids their unused stream tickets that the
+same credential asked for, so that none opens a stream afterwards.
+
 :func:`revoke` marks the records closed in the database, which already makes
 every later POST to them 404, and then tells each worker running some of them
 to end them, through the channel layer, which reaches that worker even from
@@ -26,7 +29,7 @@ from mcp_gateway import audit
 from mcp_gateway.conf import gateway_settings
 
 from .ids import public_ref
-from .models import AuditKind, CloseReason, McpSession
+from .models import AuditKind, CloseReason, McpSession, StreamTicket
 
 logger = logging.getLogger("mcp_gateway")
 
@@ -67,7 +70,21 @@ def _tell_streams(by_worker: dict[str, list[int]], reason: str) -> None:
 
 
 def revoke_for_user(user: Any, *, cookie_only: bool = False) -> int:
+    """End ``user``'s sessions (with ``cookie_only``, those not opened with a token) and void their tickets alike."""
     sessions = McpSession.objects.filter(user=user)
+    tickets = StreamTicket.objects.filter(user=user)
     if cookie_only:
         sessions = sessions.filter(token__isnull=True)
+        tickets = tickets.filter(token__isnull=True)
+    tickets.delete()
     return revoke(sessions)
+
+
+def revoke_login(session_key: str, user: Any = None) -> int:
+    """End what the login with this session key opened: its sessions, and its tickets (never usable again)."""
+    login_hash = login_session_hash(session_key)
+    tickets = StreamTicket.objects.filter(login_session_hash=login_hash)
+    if getattr(user, "pk", None) is not None:
+        tickets = tickets.filter(user=user)  # the user's index narrows the search; the hash alone decides
+    tickets.delete()
+    return revoke(McpSession.objects.filter(login_session_hash=login_hash))

@@ -3,6 +3,7 @@
 - logging out ends the sessions opened with that login;
 - a password change ends the sessions opened with a login cookie (as Django
   logs out the user's other logins); token-opened ones keep their token;
+- stream tickets go with the credential that asked for them, the same way;
 - deactivating or deleting a user ends all of their sessions;
 - revoking a token ends the sessions opened with it.
 """
@@ -15,14 +16,14 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.signals import user_logged_out
 from django.db.models.signals import post_save, pre_delete, pre_save
 
-from .models import AccessToken, McpSession
-from .revocation import login_session_hash, revoke, revoke_for_user
+from .models import AccessToken
+from .revocation import revoke, revoke_for_user, revoke_login
 
 
 def on_logout(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
     session_key = getattr(getattr(request, "session", None), "session_key", None)
     if session_key:
-        revoke(McpSession.objects.filter(login_session_hash=login_session_hash(session_key)))
+        revoke_login(session_key, user)
 
 
 def remember_credential_state(sender: Any, instance: Any, raw: bool = False, **kwargs: Any) -> None:

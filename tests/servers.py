@@ -1,12 +1,13 @@
 """A low-level MCP server for the tests: knows its user, and can flood a slow client."""
 
+import json
 from typing import Any
 
 import anyio
 import mcp_types as types
 from mcp.server.lowlevel import Server
 
-from mcp_gateway.context import get_user
+from mcp_gateway.context import get_request_context, get_user
 
 TOOLS = [
     types.Tool(name="whoami", description="The calling user's username.", input_schema={"type": "object"}),
@@ -20,6 +21,7 @@ TOOLS = [
         description="Send STEPS progress notifications about this call, then answer.",
         input_schema={"type": "object", "properties": {"steps": {"type": "integer"}}, "required": ["steps"]},
     ),
+    types.Tool(name="headers", description="The request headers it sees, as JSON.", input_schema={"type": "object"}),
     types.Tool(
         name="sleep",
         description="Wait SECONDS, then answer.",
@@ -44,6 +46,8 @@ async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.Call
                 "chatty", step, steps, message=f"step {step}", related_request_id=ctx.request_id
             )
         text = f"{steps} steps"
+    elif params.name == "headers":
+        text = json.dumps(dict(get_request_context(ctx).headers))
     elif params.name == "sleep":
         await anyio.sleep(float((params.arguments or {})["seconds"]))
         text = "slept"

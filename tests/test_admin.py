@@ -1,16 +1,20 @@
-"""The sessions admin: read-only, filterable, searchable, and never showing the ID hash."""
+"""The admin: sessions read-only, filterable, searchable, never showing the ID hash; who creates tokens for whom."""
 
 from __future__ import annotations
 
+import html
+import re
+from collections.abc import Callable
 from typing import Any
 
 import pytest
+from django.contrib.auth.models import Permission
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from mcp_sessions.ids import hash_session_id, new_session_id
-from mcp_sessions.models import McpSession, Transport
+from mcp_sessions.ids import hash_session_id, hash_token, new_session_id
+from mcp_sessions.models import AccessToken, McpSession, Transport
 
 
 @pytest.fixture
@@ -91,3 +95,100 @@ def test_sessions_cannot_be_added_edited_or_deleted(admin_client: Client, sessio
     assert change.status_code == 403
     session.refresh_from_db()
     assert session.client_name == "claude"
+
+
+# Creating access tokens: for oneself, or for someone who cannot do more than the creator
+
+TOKEN_ADD = reverse("admin:mcp_sessions_accesstoken_add")
+
+
+@pytest.fixture
+def creators(make_user: Any) -> dict[str, Any]:
+    """Three admin users: a staff user who may only add tokens, one who may also add them for others, a superuser."""
+    add = Permission.objects.get(codename="add_accesstoken")
+    for_others = Permission.objects.get(codename="issue_token_for_others")
+    adder = make_user("adder", is_staff=True)
+    adder.user_permissions.add(add)
+    issuer = make_user("issuer", is_staff=True)
+    issuer.user_permissions.add(add, for_others)
+    return {"adder": adder, "issuer": issuer, "root": make_user("root", is_staff=True, is_superuser=True)}
+
+
+def grant_change_user(user: Any) -> None:
+    user.user_permissions.add(Permission.objects.get(codename="change_user"))
+
+
+def deactivate(user: Any) -> None:
+    user.is_active = False
+    user.save()
+
+
+# (id, creator, user named in the form, change to that user first, owner of the token or the form's error)
+TOKEN_CASES: list[tuple[str, str, str, Callable[[Any], None] | None, str]] = [
+    ("adder-for-self", "adder", "adder", None, "owner:adder"),
+    ("adder-naming-issuer-gets-its-own", "adder", "issuer", None, "owner:adder"),
+    ("adder-naming-root-gets-its-own", "adder", "root", None, "owner:adder"),
+    ("issuer-for-self", "issuer", "issuer", None, "owner:issuer"),
+    ("issuer-for-adder", "issuer", "adder", None, "owner:adder"),
+    ("issuer-for-root-refused", "issuer", "root", None, "error:Only a superuser may create a token for root"),
+    (
+        "issuer-for-adder-with-a-permission-issuer-lacks-refused",
+        "issuer",
+        "adder",
+        grant_change_user,
+        "error:adder has permissions you lack (auth.change_user)",
+    ),
+    ("issuer-for-inactive-user-refused", "issuer", "adder", deactivate, "error:adder is inactive"),
+    ("root-for-adder", "root", "adder", None, "owner:adder"),
+    ("root-for-issuer", "root", "issuer", None, "owner:issuer"),
+    ("root-for-self", "root", "root", None, "owner:root"),
+]
+
+
+@pytest.mark.parametrize(
+    ("creator", "target", "change", "expected"), [c[1:] for c in TOKEN_CASES], ids=[c[0] for c in TOKEN_CASES]
+)
+def test_who_may_create_a_token_for_whom(
+    creators: dict[str, Any], creator: str, target: str, change: Callable[[Any], None] | None, expected: str
+) -> None:
+    if change is not None:
+        change(creators[target])
+    client = Client()
+    client.force_login(creators[creator])
+    form = {"user": creators[target].pk, "name": "agent", "expires_at_0": "", "expires_at_1": ""}
+    response = client.post(TOKEN_ADD, form)
+    assert response.status_code == 200
+    page = response.content.decode()
+    outcome, _, detail = expected.partition(":")
+    if outcome == "error":
+        assert detail in html.unescape(page)
+        assert not AccessToken.objects.exists()
+        return
+    # The token-created page shows the secret, once; it authenticates as the expected owner.
+    secret = re.search(r'id="mcp-token-secret"[^>]*>(mcp_[A-Za-z0-9_-]{43})<', page).group(1)
+    token = AccessToken.objects.authenticate(secret)
+    assert token is not None and token.user.get_username() == detail and token.name == "agent"
+    assert AccessToken.objects.get().token_hash == hash_token(secret)
+
+
+@pytest.mark.parametrize(
+    ("creator", "user_field"), [("adder", False), ("issuer", True), ("root", True)], ids=["adder", "issuer", "root"]
+)
+def test_the_add_form_offers_a_user_only_with_the_permission_to_create_for_others(
+    creators: dict[str, Any], creator: str, user_field: bool
+) -> None:
+    client = Client()
+    client.force_login(creators[creator])
+    page = client.get(TOKEN_ADD).content.decode()
+    assert ('name="user"' in page) is user_field
+    assert ("The token will be yours" in page) is not user_field
+
+
+def test_an_expiry_set_in_the_admin_is_kept(creators: dict[str, Any]) -> None:
+    client = Client()
+    client.force_login(creators["adder"])
+    response = client.post(TOKEN_ADD, {"name": "short", "expires_at_0": "2999-01-02", "expires_at_1": "03:04:05"})
+    assert response.status_code == 200
+    token = AccessToken.objects.get()
+    assert token.user == creators["adder"]
+    assert timezone.localtime(token.expires_at).strftime("%Y-%m-%d %H:%M:%S") == "2999-01-02 03:04:05"

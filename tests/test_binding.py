@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import anyio
@@ -27,8 +29,8 @@ from mcp_sessions.ids import is_well_formed, new_session_id
 from mcp_sessions.models import AccessToken, CloseReason, McpSession, Transport
 
 from .asgi_helpers import http_scope
-from .clients import handshake, jsonrpc, mcp_client, raw_stream
-from .conftest import login_headers
+from .clients import INITIALIZE, INITIALIZED, handshake, jsonrpc, mcp_client, raw_stream
+from .conftest import Daphne, login_headers
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -339,3 +341,112 @@ async def test_out_of_band_token_revocation_is_seen_within_the_recheck_interval(
         await anyio.sleep(0.6)
         late = await http.post(server.url + stream.endpoint, json=jsonrpc("ping", id=2), headers=headers)
     assert late.status_code == 401
+
+
+# CSRF follows what each request presents, not what opened its session
+
+
+@pytest.fixture(scope="module")
+def pinning_daphne(django_db_setup: None, django_db_blocker: Any) -> Iterator[Daphne]:
+    """A server whose pins outlast any test, so a request presenting the opening credential is surely pinned."""
+    server = Daphne(overrides={"MCP_GATEWAY_RECHECK_INTERVAL": 600.0})
+    yield server
+    server.stop()
+
+
+STREAMABLE_ACCEPT = {"Accept": "application/json, text/event-stream"}
+NOTIFICATION = jsonrpc("notifications/roots/list_changed", id=None)
+
+
+@contextlib.asynccontextmanager
+async def opened_session(
+    http: httpx2.AsyncClient, url: str, opened_with: str, transport: str, creds: dict[str, dict[str, str]]
+) -> AsyncIterator[Callable[[dict[str, str]], Awaitable[httpx2.Response]]]:
+    """A session opened as ``opened_with``, its handshake done with that credential; yields a POST to it."""
+    opener = creds["ticket-opener" if opened_with.startswith("ticket") else opened_with]
+    if transport == "sse":
+        if opened_with.startswith("ticket"):
+            response = await http.post(f"{url}/mcp/tickets", headers=opener, json={})
+            assert response.status_code == 201, response.text
+            stream_url, stream_headers = f"{url}/mcp/sse?ticket={response.json()['ticket']}", {}
+        else:
+            stream_url, stream_headers = f"{url}/mcp/sse", opener
+        async with raw_stream(http, stream_url, stream_headers) as stream:
+            # The handshake, with what the page posts with: it confirms the pin (a login ticket's at once).
+            await handshake(http, url, stream, opener)
+
+            async def post_sse(headers: dict[str, str]) -> httpx2.Response:
+                return await http.post(url + stream.endpoint, json=NOTIFICATION, headers=headers)
+
+            yield post_sse
+        return
+    response = await http.post(f"{url}/mcp/", json=INITIALIZE, headers={**opener, **STREAMABLE_ACCEPT})
+    assert response.status_code == 200, response.text
+    session = {"Mcp-Session-Id": response.headers["mcp-session-id"], **STREAMABLE_ACCEPT}
+    response = await http.post(f"{url}/mcp/", json=INITIALIZED, headers={**opener, **session})
+    assert response.status_code == 202, response.text
+
+    async def post_streamable(headers: dict[str, str]) -> httpx2.Response:
+        return await http.post(f"{url}/mcp/", json=NOTIFICATION, headers={**headers, **session})
+
+    try:
+        yield post_streamable
+    finally:
+        await http.delete(f"{url}/mcp/", headers={**opener, **session})
+
+
+# (opened with, transport); tickets open HTTP+SSE streams only
+OPENED = [
+    ("ticket-from-login", "sse"),
+    ("ticket-from-bearer", "sse"),
+    ("login", "sse"),
+    ("login", "streamable_http"),
+    ("bearer", "sse"),
+    ("bearer", "streamable_http"),
+]
+# (what the POST presents, status, reason)
+POSTED = [
+    ("cookie-without-csrf", 403, "csrf_failed"),
+    ("cookie-with-csrf", 202, None),
+    ("bearer", 202, None),
+    ("another-users-cookie-with-csrf", 404, "session_not_found"),
+]
+CSRF_CASES = [(o, t, p, s, r) for o, t in OPENED for p, s, r in POSTED]
+
+
+@pytest.mark.parametrize(
+    ("opened_with", "transport", "posted", "status", "reason"),
+    CSRF_CASES,
+    ids=[f"{o}-{t}-then-{p}" for o, t, p, _, _ in CSRF_CASES],
+)
+async def test_every_cookie_post_passes_the_csrf_check_whatever_opened_the_session(
+    pinning_daphne: Daphne,
+    http: httpx2.AsyncClient,
+    alice: Any,
+    alice_headers: dict[str, str],
+    bob_headers: dict[str, str],
+    opened_with: str,
+    transport: str,
+    posted: str,
+    status: int,
+    reason: str | None,
+) -> None:
+    _, secret = await sync_to_async(AccessToken.objects.issue)(alice, "agent")
+    bearer = {"Authorization": f"Bearer {secret}"}
+    creds = {
+        "login": alice_headers,
+        "bearer": bearer,
+        "ticket-opener": bearer if opened_with == "ticket-from-bearer" else alice_headers,
+        "cookie-without-csrf": {"Cookie": alice_headers["Cookie"].split(";")[0]},
+        "cookie-with-csrf": alice_headers,
+        "another-users-cookie-with-csrf": bob_headers,
+    }
+    async with opened_session(http, pinning_daphne.url, opened_with, transport, creds) as post:
+        response = await post(creds[posted])
+        assert response.status_code == status, response.text
+        if reason is not None:
+            assert response.json()["error"]["data"]["reason"] == reason
+        # The session's own credential still gets through afterwards.
+        assert (
+            await post(creds["ticket-opener" if opened_with.startswith("ticket") else opened_with])
+        ).status_code == 202

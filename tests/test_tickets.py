@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Awaitable, Callable
+from importlib import import_module
 from typing import Any
 
 import anyio
 import httpx2
 import pytest
 from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.contrib.auth.hashers import make_password
+from django.test import Client
+from django.utils.crypto import get_random_string
 
 from mcp_sessions.ids import hash_token
 from mcp_sessions.models import AccessToken, AuditEvent, AuditKind, McpSession, StreamTicket
 from mcp_sessions.revocation import login_session_hash
 
-from .clients import handshake, jsonrpc, raw_stream
+from .clients import RawStream, handshake, jsonrpc, raw_stream
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -138,3 +144,84 @@ async def test_tickets_can_be_required_for_browsers(
         pass
     async with raw_stream(http, f"{server.url}/mcp/sse", alice_headers):  # no Origin: not a browser
         pass
+
+
+# A ticket dies with the login it was issued under
+
+
+def logged_in(user: Any) -> tuple[Client, dict[str, str]]:
+    """A login of ``user`` (the client that can log it out), and the headers a page sends with it."""
+    client = Client()
+    client.force_login(user)
+    csrf = get_random_string(32)
+    cookie = f"{settings.SESSION_COOKIE_NAME}={client.session.session_key}; {settings.CSRF_COOKIE_NAME}={csrf}"
+    return client, {"Cookie": cookie, "X-CSRFToken": csrf}
+
+
+def log_out(client: Client, user: Any) -> None:
+    client.logout()
+
+
+def change_password(client: Client, user: Any) -> None:
+    user.set_password("changed")
+    user.save()
+
+
+def change_password_in_bulk(client: Client, user: Any) -> None:
+    """Without signals: only the session auth hash the ticket remembers can tell."""
+    type(user).objects.filter(pk=user.pk).update(password=make_password("changed"))
+
+
+def delete_login_session(client: Client, user: Any) -> None:
+    """The login ends without the logout signal (expired and cleared, deleted by hand)."""
+    import_module(settings.SESSION_ENGINE).SessionStore(client.session.session_key).delete()
+
+
+# (id, asked for with, what happens before it is used, status of the stream, then of a POST with that credential)
+LOGIN_CASES: list[tuple[str, str, Callable[[Client, Any], None] | None, int, int | None]] = [
+    ("unchanged", "login", None, 200, 202),
+    ("after-logout", "login", log_out, 401, None),
+    ("after-password-change", "login", change_password, 401, None),
+    ("after-password-change-bypassing-signals", "login", change_password_in_bulk, 401, None),
+    ("asked-with-a-token-after-password-change", "bearer", change_password, 200, 202),
+    ("login-session-deleted-without-a-signal", "login", delete_login_session, 200, 401),
+]
+
+
+@pytest.mark.parametrize(
+    ("asked_with", "spoil", "stream_status", "post_status"),
+    [c[1:] for c in LOGIN_CASES],
+    ids=[c[0] for c in LOGIN_CASES],
+)
+async def test_a_ticket_dies_with_its_login(
+    daphne: Any,
+    http: httpx2.AsyncClient,
+    alice: Any,
+    asked_with: str,
+    spoil: Callable[[Client, Any], None] | None,
+    stream_status: int,
+    post_status: int | None,
+) -> None:
+    client, login = await sync_to_async(logged_in)(alice)
+    _, secret = await sync_to_async(AccessToken.objects.issue)(alice, "t")
+    headers = login if asked_with == "login" else {"Authorization": f"Bearer {secret}"}
+    ticket = await get_ticket(http, daphne.url, headers)
+    stored = await StreamTicket.objects.aget()
+    if asked_with == "login":  # what it remembers of the login: only hashes
+        auth_hash = alice.get_session_auth_hash()
+        assert stored.session_auth_hash == hashlib.sha256(auth_hash.encode()).hexdigest() != auth_hash
+    if spoil is not None:
+        await sync_to_async(spoil)(client, alice)
+    async with http.stream("GET", f"{daphne.url}/mcp/sse?ticket={ticket}") as response:
+        assert response.status_code == stream_status  # (a stream that opened cannot be read to its end)
+        if stream_status != 200:
+            assert 'error="invalid_ticket"' in response.headers["www-authenticate"]
+            return
+        stream = RawStream(response)
+        event, stream.endpoint = await stream.next_event()
+        assert event == "endpoint"
+        # Nothing reaches the session but with a credential that still holds.
+        post = await http.post(daphne.url + stream.endpoint, json=jsonrpc("ping", id=1), headers=headers)
+        assert post.status_code == post_status, post.text
+        if post_status == 202:
+            assert (await stream.next_message())["id"] == 1
