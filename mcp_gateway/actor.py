@@ -34,6 +34,9 @@ from mcp_types import (
     RequestId,
 )
 
+from mcp_sessions.models import McpSession
+from mcp_sessions.text import clean_field
+
 from .context import GatewayRequestContext
 
 Sink = Callable[[SessionMessage], Awaitable[None]]
@@ -198,17 +201,18 @@ class SessionActor:
         if isinstance(message, JSONRPCResponse) and message.id == self._initialize_id:
             version = (message.result or {}).get("protocolVersion")
             if isinstance(version, str):
-                self.activity.protocol_version = version[:40]
+                self.activity.protocol_version = clean_field(McpSession, "protocol_version", version)
             self._initialize_id = None
 
     def _set_client(self, info: Any, protocol_version: Any) -> None:
         if not isinstance(info, dict):
             return
         self._client_known = True
-        self.activity.client_name = str(info.get("name") or "")[:200]
-        self.activity.client_version = str(info.get("version") or "")[:100]
+        # Cleaned as the record will store them, so that what this session keeps in memory is bounded too.
+        self.activity.client_name = clean_field(McpSession, "client_name", info.get("name") or "")
+        self.activity.client_version = clean_field(McpSession, "client_version", info.get("version") or "")
         if isinstance(protocol_version, str):
-            self.activity.protocol_version = protocol_version[:40]
+            self.activity.protocol_version = clean_field(McpSession, "protocol_version", protocol_version)
 
 
 def _release(in_flight: Counter[RequestId], request_id: RequestId) -> None:

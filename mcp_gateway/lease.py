@@ -11,6 +11,12 @@ worker. Once a worker misses its lease:
 - every live worker's heartbeat sweeps them closed (``worker_lost``), which
   also frees the user's session slots.
 
+The heartbeat also closes (``host_lost``) the records open on its own worker
+that no live session of the worker holds: one whose session never got its
+host (the opening request was cancelled while the record was being written,
+and closing it then failed too), or lost it with the record still open. It
+runs whether or not the worker has sessions left.
+
 One heartbeat per worker, not per session: the database load does not grow
 with the number of streams.
 """
@@ -22,14 +28,16 @@ import logging
 import os
 import socket
 import uuid
-from datetime import timedelta
+from collections.abc import Callable, Collection
+from datetime import datetime, timedelta
 
 from channels.db import database_sync_to_async
 from django.utils import timezone
 
-from mcp_sessions.models import CloseReason, McpSession, Worker
+from mcp_sessions.models import AuditKind, CloseReason, McpSession, Worker
 from mcp_sessions.revocation import revoke
 
+from . import audit
 from .conf import gateway_settings
 
 logger = logging.getLogger("mcp_gateway")
@@ -43,6 +51,9 @@ class WorkerLease:
         self.worker_id = uuid.uuid4().hex
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        # The pks of the sessions this process runs (set by mcp_gateway.runtime, which holds them); None: not known,
+        # so no record is taken for lost.
+        self.live_sessions: Callable[[], Collection[int]] | None = None
 
     async def ensure(self) -> str:
         """This process's worker id, registering it and starting its heartbeat the first time."""
@@ -61,11 +72,37 @@ class WorkerLease:
         while True:
             await asyncio.sleep(gateway_settings.LEASE_TIMEOUT / 3)
             try:
-                await database_sync_to_async(self._beat_once)()
+                await self.beat()
             except Exception:
                 logger.exception("Worker heartbeat failed; retrying")
 
-    def _beat_once(self) -> None:
+    async def beat(self) -> None:
+        """Renew the lease, close the sessions of workers that missed theirs, and this worker's lost records.
+
+        A record is lost when it is open on this worker, none of its live
+        sessions holds it, and it was created more than ``LEASE_TIMEOUT`` ago:
+        a session's host is registered moments after its record is written,
+        and a lease is how long the gateway already lets a worker go
+        unanswered before its sessions count as lost. The live sessions are
+        read here, on the event loop that changes them, before the thread hop.
+        """
+        live = frozenset(self.live_sessions()) if self.live_sessions is not None else None
+        created_before = timezone.now() - timedelta(seconds=gateway_settings.LEASE_TIMEOUT)
+        lost = await database_sync_to_async(self._beat_once)(live, created_before)
+        for record in lost:
+            logger.warning("Closed MCP session %s: open on this worker, which no longer runs it", record.ref)
+            audit.record(
+                AuditKind.SESSION_CLOSED,
+                user_id=record.user_id,
+                remote_addr=record.remote_addr,
+                session_ref=record.ref,
+                detail=CloseReason.HOST_LOST,
+            )
+
+    def _beat_once(
+        self, live: Collection[int] | None = None, created_before: datetime | None = None
+    ) -> list[McpSession]:
+        """One heartbeat, in one thread hop; with ``live``, also closes the lost records (see :meth:`beat`)."""
         now = timezone.now()
         if not Worker.objects.filter(pk=self.worker_id).update(heartbeat_at=now):
             Worker.objects.get_or_create(
@@ -76,6 +113,9 @@ class WorkerLease:
             logger.warning("Closed %d session(s) of workers that missed their lease", closed)
         busy = McpSession.objects.open().filter(worker__isnull=False).values("worker_id")
         Worker.objects.filter(heartbeat_at__lt=now - FORGET_AFTER).exclude(pk__in=busy).delete()
+        if live is None or created_before is None:
+            return []
+        return McpSession.objects.close_hostless(self.worker_id, live, created_before)
 
 
 lease = WorkerLease()

@@ -46,7 +46,7 @@ from mcp_types import ErrorData, JSONRPCError, JSONRPCRequest, JSONRPCResponse, 
 from pydantic import ValidationError
 
 from mcp_sessions.ids import hash_session_id, new_session_id
-from mcp_sessions.models import AuditKind, CloseReason, McpSession, SessionLimitReached, Transport
+from mcp_sessions.models import AuditKind, CloseReason, McpSession, SessionLimitReached, Transport, error_summary
 
 from . import audit
 from .actor import SessionActor
@@ -411,19 +411,19 @@ async def open_session(
         "channel_name": inbox,
         "worker_id": await lease.ensure(),
         "remote_addr": request.client_ip,
-        "user_agent": request.user_agent[:400],
-        "origin": (request.origin or "")[:400],
+        "user_agent": request.user_agent,  # cleaned and cut to their columns by open_for
+        "origin": request.origin or "",
         "token_id": credential.token_id,
         "login_session_hash": credential.login_session_hash,
     }
-    open_for = database_sync_to_async(McpSession.objects.open_for)
+    opening = asyncio.ensure_future(_insert_record(credential.user, fields))
     try:
-        try:
-            record = await open_for(credential.user, **fields)
-        except IntegrityError:
-            # This worker's row is gone (the database was restored or flushed): register again, once.
-            await lease.register()
-            record = await open_for(credential.user, **fields)
+        # Shielded: a cancelled caller (its client left, the server is stopping) cannot stop the insert in its
+        # thread, only stop waiting for it; the record it writes is then closed here rather than left open.
+        record = await asyncio.shield(opening)
+    except asyncio.CancelledError:
+        opening.add_done_callback(_close_abandoned)
+        raise
     except SessionLimitReached:
         raise TooManySessions() from None
     audit.record(
@@ -445,13 +445,56 @@ async def open_session(
     return host, session_id
 
 
+async def _insert_record(user: Any, fields: dict[str, Any]) -> McpSession:
+    open_for = database_sync_to_async(McpSession.objects.open_for)
+    try:
+        return await open_for(user, **fields)
+    except IntegrityError:
+        # This worker's row is gone (the database was restored or flushed): register again, once.
+        await lease.register()
+        return await open_for(user, **fields)
+
+
+_closings: set[asyncio.Task[None]] = set()
+
+
+def _close_abandoned(opening: asyncio.Future[McpSession]) -> None:
+    """The record written for a caller that was cancelled meanwhile: it will have no host, so close it now."""
+    if opening.cancelled() or opening.exception() is not None:
+        return
+    task = asyncio.get_running_loop().create_task(_close_hostless(opening.result()), context=contextvars.Context())
+    _closings.add(task)
+    task.add_done_callback(_closings.discard)
+
+
+async def _close_hostless(record: McpSession) -> None:
+    try:
+        reason = await database_sync_to_async(McpSession.objects.close)(record.pk, CloseReason.HOST_LOST, None)
+    except Exception as exc:
+        # Still open, on this worker, with no host: the worker's heartbeat closes it (see mcp_gateway.lease).
+        logger.error(
+            "Could not close MCP session %s, whose opening request went away (%s)", record.ref, error_summary(exc)
+        )
+        return
+    audit.record(
+        AuditKind.SESSION_CLOSED,
+        user_id=record.user_id,
+        remote_addr=record.remote_addr,
+        session_ref=record.ref,
+        detail=reason,
+    )
+
+
 class Sweeper:
     """Housekeeping for all of a worker's sessions, in one task and one database hop per ``PING_INTERVAL``.
 
     Saves the activity counts of each session, ends those whose record was
     closed elsewhere (a revocation whose message to the session was lost) and
     those idle longer than ``IDLE_TIMEOUT``. One query per interval for the
-    whole worker, not one per session, and no task per session.
+    whole worker, not one per session, and no task per session. A session
+    whose activity could not be written is left for the next sweep without
+    holding up the others; a session whose close could not be written when
+    it ended is closed again (its host stays registered until it is).
     """
 
     def __init__(self) -> None:
@@ -472,15 +515,17 @@ class Sweeper:
 
     async def sweep(self) -> None:
         loop = asyncio.get_running_loop()
+        for host in [host for host in list(_hosts.values()) if host.close_unwritten and host._loop is loop]:
+            await host.retry_close()
         hosts = _hosts_on(loop)
         if not hosts:
             return
         for host in hosts:
             host.schedule_deadline()
         changes = {host.pk: host.pending_activity() for host in hosts}
-        still_open = await database_sync_to_async(McpSession.objects.record_activity)(changes)
+        still_open, written = await database_sync_to_async(McpSession.objects.record_activity)(changes)
         for host in hosts:
-            if host.pk in still_open and (fields := changes[host.pk]):
+            if host.pk in written and (fields := changes[host.pk]):
                 host.activity_saved(fields)
         idle_timeout = gateway_settings.IDLE_TIMEOUT
         now = timezone.now()
@@ -492,6 +537,9 @@ class Sweeper:
 
 
 _sweeper = Sweeper()
+
+# The heartbeat closes the records open on this worker that no host here holds (see mcp_gateway.lease).
+lease.live_sessions = _hosts.keys
 
 
 def _deadline(credential: Credential) -> datetime | None:
@@ -527,6 +575,7 @@ class SessionHost:
         "_scope",
         "_server",
         "_task",
+        "_unwritten",
         "actor",
         "buffer",
         "credential",
@@ -583,6 +632,8 @@ class SessionHost:
         self._ending = False
         self._ended = False
         self._closed: asyncio.Future[None] | None = None
+        # The reason it ended for, while the close of its record is not written (the write failed).
+        self._unwritten: str | None = None
         self._outlets: dict[int, tuple[str, Outlet]] = {}
         self._request_streams: dict[RequestId, int] = {}
         self._lock = asyncio.Lock()
@@ -636,9 +687,12 @@ class SessionHost:
             self._scope.cancel()
 
     async def close(self, reason: str) -> None:
-        """End the session from outside its task, and wait until it has."""
+        """End the session from outside its task, and wait until it has (trying again a close not yet written)."""
         if self._close_reason is None:
             self._close_reason = reason
+        if self._ended:
+            await self.retry_close()
+            return
         if self._task is None:
             await self._finish(reason)
         else:
@@ -646,7 +700,7 @@ class SessionHost:
         await self.wait_closed()
 
     async def wait_closed(self) -> None:
-        """Wait until the session has ended and its record is closed."""
+        """Wait until the session has ended and the close of its record was tried (a failed one is retried)."""
         if self._ended:
             return
         if self._closed is None:
@@ -733,6 +787,8 @@ class SessionHost:
         if self._ending or _hosts.get(self.pk) is not self:
             return
         self._ending = True
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()  # never started: the sweep of this loop retries a failed close
         actor_task = self._actor_task
         if actor_task is not None and not actor_task.done() and actor_task is not asyncio.current_task():
             # An anyio cancel scope, not task.cancel(): it keeps cancelling until the server loop has
@@ -740,8 +796,6 @@ class SessionHost:
             self._actor_scope.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await actor_task
-        del _hosts[self.pk]
-        _hosts_by_id_hash.pop(self.id_hash, None)
         for timer in (self._orphan_timer, self._deadline_timer):
             if timer is not None:
                 timer.cancel()
@@ -749,22 +803,14 @@ class SessionHost:
         self._outlets.clear()
         unread = self._mail.take_all()
         try:
-            for outlet in outlets:
-                await outlet.end(reason)
-            for message in unread:  # nothing will read them now: answer whoever waits on one
-                _refuse(self.layer, message, "gone")
-            # Closed elsewhere already (revoked), the record keeps that time and reason but still learns
-            # all the activity: a sweep's write may have been refused because the record had just closed.
-            reason = await database_sync_to_async(McpSession.objects.close)(self.pk, reason, self.all_activity())
-            audit.record(
-                AuditKind.SESSION_CLOSED,
-                user_id=self.user_id,
-                remote_addr=self.remote_addr,
-                session_ref=self.ref,
-                detail=reason,
-            )
-        except Exception:
-            logger.exception("Could not record the end of MCP session %s", self.ref)
+            try:
+                for outlet in outlets:
+                    await outlet.end(reason)
+                for message in unread:  # nothing will read them now: answer whoever waits on one
+                    _refuse(self.layer, message, "gone")
+            except Exception:
+                logger.exception("Could not end the streams of MCP session %s", self.ref)
+            await self._write_close(reason)
         finally:
             if self.actor is not None:
                 # The actor's sink is this host's router: without this cycle the session's objects (its
@@ -773,6 +819,55 @@ class SessionHost:
             self._ended = True
             if self._closed is not None:
                 self._closed.set_result(None)
+
+    async def _write_close(self, reason: str) -> None:
+        """Close the record, with all the activity, and audit it; then, and only then, unregister the host.
+
+        A write that fails leaves the host registered, ending and taking no
+        more messages, with the reason kept for the sweep to try again
+        (:meth:`retry_close`) until it is written: an unregistered host could
+        never close its record, which would hold one of the user's session
+        slots, open, for good.
+        """
+        try:
+            # Closed elsewhere already (revoked), the record keeps that time and reason but still learns
+            # all the activity: a sweep's write may have been refused because the record had just closed.
+            reason = await database_sync_to_async(McpSession.objects.close)(self.pk, reason, self.all_activity())
+        except Exception as exc:
+            self._unwritten = reason
+            logger.error(
+                "Could not record the end of MCP session %s (%s); retrying at the next sweep",
+                self.ref,
+                error_summary(exc),
+            )
+            _sweeper.ensure()
+            return
+        except BaseException:
+            self._unwritten = reason  # cancelled: whether it was written is unknown, and writing it again is harmless
+            raise
+        if _hosts.get(self.pk) is self:
+            del _hosts[self.pk]
+        if _hosts_by_id_hash.get(self.id_hash) is self:
+            del _hosts_by_id_hash[self.id_hash]
+        audit.record(
+            AuditKind.SESSION_CLOSED,
+            user_id=self.user_id,
+            remote_addr=self.remote_addr,
+            session_ref=self.ref,
+            detail=reason,
+        )
+
+    @property
+    def close_unwritten(self) -> bool:
+        """Ended, and the close of its record not written yet (the write failed)."""
+        return self._unwritten is not None
+
+    async def retry_close(self) -> None:
+        """Write the close that failed when the session ended, if it did (the sweep calls this)."""
+        if self._unwritten is None:
+            return
+        reason, self._unwritten = self._unwritten, None  # taken: a concurrent retry does not write it twice
+        await self._write_close(reason)
 
     # The credential that opened the session
 

@@ -8,14 +8,17 @@ is never stored: only its SHA-256 (:mod:`mcp_sessions.ids`).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
+import logging
+from collections.abc import Collection
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import models, transaction
+from django.db import OperationalError, models, transaction
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
@@ -30,8 +33,21 @@ from .ids import (
     new_token,
     public_ref,
 )
+from .text import clean_fields
+
+logger = logging.getLogger("mcp_gateway")
 
 LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+def error_summary(exc: BaseException) -> str:
+    """A database error's class and first line, for logs.
+
+    Not the rest: PostgreSQL details a refused row with all its values
+    (``Failing row contains (...)``), hashes of credentials among them.
+    """
+    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {first_line}" if first_line else type(exc).__name__
 
 
 class OwnedQuerySet(models.QuerySet[Any]):
@@ -191,12 +207,15 @@ class SessionLimitReached(Exception):
 
 
 class McpSessionManager(models.Manager.from_queryset(McpSessionQuerySet)):  # type: ignore[misc]
+    """Every write of a session record cleans its values first (:mod:`mcp_sessions.text`): many are the client's."""
+
     def open_for(self, user: Any, *, limit: int | None, lease: float, **fields: Any) -> McpSession:
         """Record a new session for ``user``, unless they already have ``limit`` open ones.
 
         Counting and inserting happen in one transaction with the user's row
         locked, so concurrent opens on several workers cannot overshoot.
         """
+        fields = clean_fields(self.model, fields)
         with transaction.atomic():
             if limit is not None:
                 get_user_model()._default_manager.select_for_update().filter(pk=user.pk).exists()
@@ -204,26 +223,82 @@ class McpSessionManager(models.Manager.from_queryset(McpSessionQuerySet)):  # ty
                     raise SessionLimitReached()
             return self.create(user=user, **fields)
 
-    def record_activity(self, changes: dict[int, dict[str, Any] | None]) -> set[int]:
-        """Save live sessions' new activity (by pk); which of them are still open (not closed meanwhile)."""
+    def record_activity(self, changes: dict[int, dict[str, Any] | None]) -> tuple[set[int], set[int]]:
+        """Save live sessions' new activity (by pk): which of them are still open, and whose changes were written.
+
+        Each session's write stands alone. One that fails (a value its row
+        refuses) is logged with the session's reference and left out of the
+        written ones, so that it is tried again at the next sweep, while the
+        others are saved and the session still counts as open. A lost
+        connection is no one row's fault: it is raised, and the next sweep
+        tries them all again.
+        """
         pks = list(changes)
-        still_open: set[int] = set()
+        refs: dict[int, str] = {}
         for start in range(0, len(pks), 500):  # within every database's limit on query parameters
             chunk = pks[start : start + 500]
-            still_open.update(self.filter(pk__in=chunk, closed_at__isnull=True).values_list("pk", flat=True))
+            refs.update(self.filter(pk__in=chunk, closed_at__isnull=True).values_list("pk", "id_hash"))
+        still_open, written = set(refs), set()
         for pk, fields in changes.items():
-            if fields and pk in still_open and not self.filter(pk=pk, closed_at__isnull=True).update(**fields):
-                still_open.discard(pk)
-        return still_open
+            if not fields or pk not in still_open:
+                continue
+            try:
+                with self._isolated():
+                    updated = self.filter(pk=pk, closed_at__isnull=True).update(**clean_fields(self.model, fields))
+            except OperationalError:
+                raise
+            except Exception as exc:
+                logger.error(
+                    "Could not save the activity of MCP session %s (%s); retrying at the next sweep",
+                    public_ref(refs[pk]),
+                    error_summary(exc),
+                )
+                continue
+            if updated:
+                written.add(pk)
+            else:
+                still_open.discard(pk)  # closed since the query above
+        return still_open, written
+
+    def _isolated(self) -> contextlib.AbstractContextManager[Any]:
+        """A savepoint when called inside a transaction, which one failed statement would otherwise abort.
+
+        In autocommit, each statement is a transaction of its own already:
+        no extra round trips per row for the sweep.
+        """
+        if transaction.get_connection(self.db).in_atomic_block:
+            return transaction.atomic(using=self.db)
+        return contextlib.nullcontext()
 
     def close(self, pk: int, reason: str, changes: dict[str, Any] | None) -> str:
         """Close the record for ``reason`` unless already closed; the reason it ends up with."""
-        changes = changes or {}
+        changes = clean_fields(self.model, changes or {})
         if self.filter(pk=pk, closed_at__isnull=True).update(closed_at=timezone.now(), close_reason=reason, **changes):
             return reason
         if changes:
             self.filter(pk=pk).update(**changes)
         return self.filter(pk=pk).values_list("close_reason", flat=True).first() or reason
+
+    def close_hostless(self, worker_id: str, live: Collection[int], created_before: datetime) -> list[McpSession]:
+        """Close (``host_lost``) the records open on ``worker_id`` created before ``created_before``, but ``live``.
+
+        ``live`` are the pks of the sessions the worker runs. A record open on
+        it with no live session will never be closed by it otherwise: its
+        session was lost between the insert and its host, or after the host.
+        Returns the records closed, as they were (for the audit).
+        """
+        open_here = self.open().filter(worker_id=worker_id, created_at__lt=created_before)
+        lost = [pk for pk in open_here.values_list("pk", flat=True) if pk not in live]
+        closed: list[McpSession] = []
+        now = timezone.now()
+        for start in range(0, len(lost), 500):  # within every database's limit on query parameters
+            for record in self.filter(pk__in=lost[start : start + 500]).only("pk", "id_hash", "user_id", "remote_addr"):
+                # One row at a time: only what this call closed is returned, not a record revoked meanwhile.
+                if self.filter(pk=record.pk, closed_at__isnull=True).update(
+                    closed_at=now, close_reason=CloseReason.HOST_LOST
+                ):
+                    closed.append(record)
+        return closed
 
 
 class McpSession(models.Model):

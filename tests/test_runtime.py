@@ -1,4 +1,4 @@
-"""Session hosts in-process: the worker's one inbox, and what its sweep saves to the session records."""
+"""Session hosts in-process: the worker's one inbox, what its sweep saves to the session records, lost records."""
 
 from __future__ import annotations
 
@@ -6,10 +6,14 @@ import asyncio
 import functools
 import gc
 import json
+import threading
+import time
 import weakref
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
+import anyio
 import pytest
 from asgiref.sync import sync_to_async
 from channels.exceptions import ChannelFull
@@ -23,12 +27,15 @@ from mcp_gateway.auth import authenticate
 from mcp_gateway.conf import gateway_settings
 from mcp_gateway.exceptions import SessionNotFound
 from mcp_gateway.http import GatewayRequest
+from mcp_gateway.lease import lease
 from mcp_gateway.routing import Mount
-from mcp_sessions.models import AccessToken, CloseReason, McpSession, Transport
+from mcp_sessions.ids import hash_session_id, new_session_id
+from mcp_sessions.models import AccessToken, AuditEvent, AuditKind, CloseReason, McpSession, Transport, Worker
 from mcp_sessions.revocation import revoke
 
 from . import servers
 from .asgi_helpers import http_scope
+from .clients import closed_session
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -431,3 +438,142 @@ async def test_what_a_closed_session_had_not_delivered_is_freed_by_reference_cou
     finally:
         runtime.unregister_outlet("request-stream")
         gc.enable()
+
+
+# Housekeeping that one session cannot stop
+
+
+async def test_a_sessions_failed_activity_write_leaves_the_others_swept(alice: Any) -> None:
+    """The others' activity is saved and a revocation found; the failed one stays unsaved, open, and is retried."""
+    hosts = [await _started_host(alice) for _ in range(3)]
+    bad, revoked, saved = hosts
+    assert bad.actor is not None
+    try:
+        bad.actor.activity.messages_in = -1  # the column's check constraint refuses it, on every database
+        await McpSession.objects.filter(pk=revoked.pk).aupdate(closed_at=timezone.now(), close_reason="revoked")
+        await runtime.Sweeper().sweep()
+        await asyncio.wait_for(revoked.wait_closed(), 5)
+        record = await McpSession.objects.aget(pk=saved.pk)
+        assert (record.client_name, record.messages_in, record.closed_at) == ("sweep-test", 1, None)
+        assert saved.pending_activity() is None
+        assert bad.accepting and "messages_in" in (bad.pending_activity() or {})
+        assert (await McpSession.objects.aget(pk=bad.pk)).messages_in == 0
+
+        bad.actor.activity.messages_in = 1
+        await runtime.Sweeper().sweep()
+        assert (await McpSession.objects.aget(pk=bad.pk)).client_name == "sweep-test"
+        assert bad.pending_activity() is None
+    finally:
+        for host in hosts:
+            await host.close(CloseReason.SERVER_SHUTDOWN)
+
+
+async def test_a_host_whose_close_was_not_written_stays_registered_until_a_sweep_writes_it(
+    alice: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    host = await _started_host(alice)
+    with monkeypatch.context() as patched:
+
+        def unavailable(pk: int, reason: str, changes: Any) -> str:
+            raise ConnectionError("database unavailable")
+
+        patched.setattr(McpSession.objects, "close", unavailable)
+        await asyncio.wait_for(host.close(CloseReason.TERMINATED), 5)
+    assert runtime.local_host(host.pk) is host and not host.accepting
+    assert (await McpSession.objects.aget(pk=host.pk)).closed_at is None
+
+    await runtime.Sweeper().sweep()
+    assert runtime.local_host(host.pk) is None
+    record = await McpSession.objects.aget(pk=host.pk)
+    assert (record.close_reason, record.messages_in) == (CloseReason.TERMINATED, 1)
+    await audit_row(AuditKind.SESSION_CLOSED, session_ref=host.ref, detail=CloseReason.TERMINATED)
+
+
+async def audit_row(kind: str, **lookup: Any) -> AuditEvent:
+    """The audit row of ``kind`` matching ``lookup``, once the batch writer has stored it."""
+    with anyio.fail_after(5):
+        while (row := await AuditEvent.objects.filter(kind=kind, **lookup).afirst()) is None:
+            await asyncio.sleep(0.05)
+    return row
+
+
+def slowed_open_for(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """Make ``open_for`` dawdle in its thread after its insert; the event is set once the row is in."""
+    inserted = threading.Event()
+    original = McpSession.objects.open_for
+
+    def open_for(user: Any, **fields: Any) -> McpSession:
+        record = original(user, **fields)
+        inserted.set()
+        time.sleep(0.5)
+        return record
+
+    monkeypatch.setattr(McpSession.objects, "open_for", open_for)
+    return inserted
+
+
+async def cancel_once_inserted(alice: Any, inserted: threading.Event) -> McpSession:
+    """Open a session and cancel the opening task while its record is being written; the record."""
+    opening = asyncio.get_running_loop().create_task(_host(alice))
+    with anyio.fail_after(5):
+        while not inserted.is_set():
+            await asyncio.sleep(0.01)
+    opening.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await opening
+    return await McpSession.objects.aget(user=alice)
+
+
+async def test_a_record_written_for_a_cancelled_opening_is_closed(alice: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The client left, or the server is stopping, while its record was written: no host will ever close it."""
+    record = await cancel_once_inserted(alice, slowed_open_for(monkeypatch))
+    assert runtime.local_host(record.pk) is None
+    closed = await closed_session(within=5, pk=record.pk)
+    assert closed.close_reason == CloseReason.HOST_LOST
+    await audit_row(AuditKind.SESSION_CLOSED, session_ref=record.ref, detail=CloseReason.HOST_LOST)
+
+
+async def test_the_heartbeat_closes_this_workers_records_that_no_live_session_holds(
+    alice: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A record left open with no host (its opening was cancelled and closing it failed too) is closed, audited.
+
+    Not before it is older than a lease (a host is registered moments after its record is written), and
+    never a record with a live session, nor one of another worker.
+    """
+    refused = threading.Event()
+    with monkeypatch.context() as patched:
+
+        def unavailable(pk: int, reason: str, changes: Any) -> str:
+            refused.set()
+            raise ConnectionError("database unavailable")
+
+        inserted = slowed_open_for(patched)
+        patched.setattr(McpSession.objects, "close", unavailable)
+        lost = await cancel_once_inserted(alice, inserted)
+        with anyio.fail_after(5):
+            while not refused.is_set():  # the insert's thread has returned, and closing its record failed
+                await asyncio.sleep(0.01)
+    live = await _host(alice)
+    other = await Worker.objects.acreate(id="o" * 32, hostname="h", pid=3)
+    elsewhere = await McpSession.objects.acreate(
+        user=alice,
+        id_hash=hash_session_id(new_session_id()),
+        server="/mcp/",
+        transport=Transport.SSE,
+        channel_name="c",
+        worker=other,
+    )
+    try:
+        await lease.beat()
+        assert await McpSession.objects.open().filter(pk=lost.pk).aexists(), "closed within its grace period"
+
+        long_ago = timezone.now() - timedelta(seconds=2 * gateway_settings.LEASE_TIMEOUT)
+        await McpSession.objects.filter(pk__in=[lost.pk, live.pk, elsewhere.pk]).aupdate(created_at=long_ago)
+        await lease.beat()
+        assert (await McpSession.objects.aget(pk=lost.pk)).close_reason == CloseReason.HOST_LOST
+        await audit_row(AuditKind.SESSION_CLOSED, session_ref=lost.ref, detail=CloseReason.HOST_LOST)
+        assert {r.pk async for r in McpSession.objects.open()} == {live.pk, elsewhere.pk}
+        assert runtime.local_host(live.pk) is live
+    finally:
+        await live.close(CloseReason.SERVER_SHUTDOWN)
