@@ -22,6 +22,7 @@ from mcp_sessions.models import AccessToken, CloseReason, McpSession, Transport
 from mcp_sessions.revocation import revoke
 
 from .asgi_helpers import http_scope
+from .clients import until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -54,10 +55,8 @@ async def _started_host(user: Any) -> runtime.SessionHost:
     host = await _host(user)
     host.start()
     await host.receive_message({"type": "mcp.inbound", "body": json.dumps(INITIALIZE)})
-    for _ in range(100):  # the server loop answers on its own task
-        if host.actor is not None and host.actor.activity.messages_out:
-            break
-        await asyncio.sleep(0.01)
+    # The server loop answers on its own task.
+    await until(lambda: host.actor is not None and host.actor.activity.messages_out > 0, "the initialize answer")
     return host
 
 
@@ -124,7 +123,7 @@ async def test_a_workers_sessions_share_one_address_and_no_channel_queue(alice: 
     try:
         for host in hosts:
             host.start()
-        await asyncio.sleep(0.05)
+        await until(lambda: bool(layer.channels), "the worker inbox listening")
         records = [await McpSession.objects.aget(pk=host.pk) for host in hosts]
         assert len({record.channel_name for record in records}) == 1
         assert {host.inbox for host in hosts} == {records[0].channel_name}
@@ -240,10 +239,7 @@ async def test_a_sessions_messages_keep_their_order_across_workers(alice: Any, r
         await layer.send(host.inbox, {"type": "mcp.inbound", "session": host.pk, "body": json.dumps(INITIALIZE)})
         tools_list = json.dumps({"jsonrpc": "2.0", "id": 2, "method": "tools/list"})
         await runtime.send_to_session(layer, host.inbox, host.pk, {"type": "mcp.inbound", "body": tools_list})
-        for _ in range(500):
-            if len(host._mail) == 2:
-                break
-            await asyncio.sleep(0.01)
+        await until(lambda: len(host._mail) >= 2, "both messages in the inbox")
         assert [json.loads(message["body"])["method"] for message in host._mail] == ["initialize", "tools/list"]
     finally:
         await host.close(CloseReason.SERVER_SHUTDOWN)
@@ -271,7 +267,7 @@ async def test_a_request_left_in_the_inbox_of_a_closing_session_is_answered(alic
         inbound = {"type": "mcp.inbound", "body": json.dumps(request), "reply_to": "waiting-request"}
         await runtime.send_to_session(layer, host.inbox, host.pk, inbound)
         await host.close(CloseReason.REVOKED)
-        await asyncio.sleep(0.05)
+        await until(lambda: bool(outlet.ended), "the waiting request's connection ended")
         assert outlet.ended == [CloseReason.REVOKED]
     finally:
         runtime.unregister_outlet("waiting-request")
