@@ -91,6 +91,7 @@ class Daphne:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        self.log_file.close()  # the process had its own copy; log() reads the file by name
         return self.proc.returncode
 
     def rss_bytes(self) -> int:

@@ -137,6 +137,7 @@ def attacker_origin() -> Iterator[str]:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_port}"
     server.shutdown()
+    server.server_close()
 
 
 def test_cross_origin_page_cannot_hijack_the_victims_session(

@@ -16,20 +16,20 @@ from asgiref.sync import sync_to_async
 
 from mcp_sessions.models import CloseReason, McpSession
 
-from .clients import closed_session, handshake, jsonrpc, mcp_client, raw_stream
+from .clients import closed_session, handshake, jsonrpc, mcp_client, poll, raw_stream
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 MiB = 1024 * 1024
 
 
-async def test_client_disconnect_closes_the_session_within_a_second(
+async def test_client_disconnect_closes_the_session(
     daphne: Any, http: httpx2.AsyncClient, alice: Any, alice_headers: dict[str, str]
 ) -> None:
     async with raw_stream(http, f"{daphne.url}/mcp/sse", alice_headers) as stream:
         await handshake(http, daphne.url, stream, alice_headers)
         endpoint = stream.endpoint
-    record = await closed_session(within=1.0, user=alice)
+    record = await closed_session(user=alice)
     assert record.close_reason == CloseReason.CLIENT_DISCONNECT
     response = await http.post(daphne.url + endpoint, json=jsonrpc("ping"), headers=alice_headers)
     assert response.status_code == 404
@@ -116,7 +116,7 @@ async def test_stalled_reader_is_disconnected_and_memory_stays_bounded(
                 offered += 2 * MiB if status == 202 else 0
                 if status == 404:
                     break
-        record = await closed_session(within=10, user=alice)
+        record = await closed_session(user=alice)
         growth = server.rss_bytes() - rss_before
     finally:
         sock.close()
@@ -155,13 +155,14 @@ async def test_no_task_is_left_behind_after_disconnects(
     async def tasks() -> int:
         return json.loads((await http.get(f"{daphne.url}/_test/tasks")).content)["tasks"]
 
+    async def sessions_open() -> bool:
+        return await McpSession.objects.open().aexists()
+
     # One session first, so the worker's lease heartbeat (one task per process, for good) is already running;
     # then wait for sessions of earlier tests to finish closing before taking the baseline.
     async with raw_stream(http, f"{daphne.url}/mcp/sse", alice_headers):
         pass
-    with anyio.fail_after(5):
-        while await McpSession.objects.open().aexists():
-            await anyio.sleep(0.05)
+    assert not await poll(sessions_open, lambda left: not left), "sessions of earlier tests are still open"
     baseline = await tasks()
 
     async def session(n: int) -> None:
@@ -174,15 +175,11 @@ async def test_no_task_is_left_behind_after_disconnects(
     async with raw_stream(http, f"{daphne.url}/mcp/sse", alice_headers):
         pass  # and one that leaves before it ever initializes
 
-    with anyio.fail_after(5):
-        while await McpSession.objects.open().aexists():
-            await anyio.sleep(0.05)
-    counts = []
-    with anyio.fail_after(5):
-        while (count := await tasks()) > baseline:
-            counts.append(count)
-            await anyio.sleep(0.05)
-    assert count <= baseline
+    assert not await poll(sessions_open, lambda left: not left), "sessions still open after their clients left"
+    count = await poll(tasks, lambda count: count <= baseline)
+    if count > baseline:
+        stacks = (await http.get(f"{daphne.url}/_test/tasks?stacks=1")).json()["stacks"]
+        pytest.fail(f"{count - baseline} tasks left behind ({count}, baseline {baseline}); where they wait: {stacks}")
 
 
 async def test_idle_stream_gets_keepalive_pings_and_activity_is_saved(

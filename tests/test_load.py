@@ -18,7 +18,7 @@ from bench.load import Figures, channel_layer_settings, print_figures, run_suite
 from mcp_sessions.models import CloseReason, McpSession
 from mcp_sessions.revocation import revoke
 
-from .clients import handshake, jsonrpc, raw_stream
+from .clients import BOUND, handshake, jsonrpc, raw_stream
 from .conftest import login_headers
 from .proxy import LoopbackProxy
 
@@ -143,10 +143,10 @@ async def test_revocation_from_another_process_closes_a_stream_on_either_worker(
             assert len({r.worker_id async for r in records}) == 2  # one stream on each worker
             # This test process is "the admin": it shares only the database and Redis with the workers.
             assert await sync_to_async(revoke)(McpSession.objects.filter(user=alice)) == 2
-            with anyio.fail_after(2):
+            with anyio.fail_after(BOUND):
                 for stream in (first, second):
                     with pytest.raises(EOFError):
                         while True:
-                            await stream.next_event(timeout=2)
+                            await stream.next_event(timeout=BOUND)
     reasons = {r.close_reason async for r in McpSession.objects.filter(user=alice)}
     assert reasons == {CloseReason.REVOKED}

@@ -44,8 +44,8 @@ async def test_a_source_is_read_again_only_once_its_message_is_handled() -> None
     mailbox = SourcedMailbox()
     mailbox.listen(counting_source(reads))
     message, source = await mailbox.next()
-    await asyncio.sleep(0.01)
     assert message == {"type": "n", "n": 1} and reads == [0]
+    assert not mailbox._sources, "no read of the source is under way until the reader listens again"
     assert source is not None
     mailbox.listen(source)
     assert (await mailbox.next())[0] == {"type": "n", "n": 2}

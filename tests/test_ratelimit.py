@@ -11,7 +11,7 @@ import pytest
 
 from mcp_sessions.models import McpSession
 
-from .clients import handshake, jsonrpc, raw_stream
+from .clients import BOUND, handshake, jsonrpc, raw_stream
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -28,7 +28,7 @@ async def test_open_sessions_per_user_are_limited(
         async with raw_stream(http, url, bob_headers):
             pass  # other users are not affected
     # Once closed, the slots are free again.
-    with anyio.fail_after(2):
+    with anyio.fail_after(BOUND):
         while await McpSession.objects.open().aexists():
             await anyio.sleep(0.05)
     async with raw_stream(http, url, alice_headers):

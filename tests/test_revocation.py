@@ -20,10 +20,12 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.crypto import get_random_string
+from mcp.shared.exceptions import MCPError
+from mcp_types import CONNECTION_CLOSED
 
 from mcp_sessions.models import AccessToken, CloseReason, McpSession
 
-from .clients import RawStream, closed_session, handshake, jsonrpc, mcp_client, raw_stream
+from .clients import BOUND, RawStream, closed_session, handshake, jsonrpc, mcp_client, raw_stream
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -42,12 +44,15 @@ def logged_in(user: Any) -> tuple[Client, dict[str, str]]:
     return client, {"Cookie": f"sessionid={cookie}; csrftoken={token}", "X-CSRFToken": token}
 
 
-async def ends(stream: RawStream, within: float = 1.0) -> None:
-    """Wait for the server to end ``stream``; fail if it has not within ``within`` seconds."""
-    with anyio.fail_after(within):
+async def ends(stream: RawStream) -> None:
+    """Wait for the server to end ``stream``; fail if it is still open after ``BOUND`` seconds.
+
+    The bound is generous, for a loaded machine: these tests check that the stream ends, not how fast.
+    """
+    with anyio.fail_after(BOUND):
         try:
             while True:
-                await stream.next_event(timeout=within)
+                await stream.next_event(timeout=BOUND)
         except EOFError:
             return
 
@@ -65,7 +70,7 @@ def admin_client(make_user: Any) -> Client:
     return client
 
 
-async def test_admin_revoke_closes_the_stream_within_a_second(
+async def test_admin_revoke_closes_the_stream(
     server: Any,
     http: httpx2.AsyncClient,
     admin_client: Client,
@@ -87,7 +92,7 @@ async def test_admin_revoke_closes_the_stream_within_a_second(
         assert await McpSession.objects.open().acount() == 2, "nothing happens before the confirmation"
         done = await sync_to_async(admin_client.post)(url, {**selection, "post": "yes"})
         assert done.status_code == 302
-        await ends(alices, within=1.0)
+        await ends(alices)
         response = await http.post(server.url + alices.endpoint, json=jsonrpc("ping"), headers=alice_headers)
         assert response.status_code == 404
         await still_serves(http, server.url, bobs, bob_headers)
@@ -104,8 +109,11 @@ async def test_admin_revoke_ends_the_official_clients_session(
         url = reverse("admin:mcp_sessions_mcpsession_changelist")
         payload = {"action": "revoke_sessions", "_selected_action": [record.pk], "post": "yes"}
         await sync_to_async(admin_client.post)(url, payload)
-        with anyio.fail_after(10), pytest.raises(Exception):  # noqa: B017 (whatever the client raises)
+        # The server ends the stream: the call in progress fails as the client's connection closing, whether its
+        # POST came before the revocation (accepted, then the stream ends) or after (refused, then the same).
+        with anyio.fail_after(BOUND), pytest.raises(MCPError) as refused:
             await client.call_tool("whoami", {})
+        assert refused.value.error.code == CONNECTION_CLOSED, refused.value.error
     assert (await McpSession.objects.aget(pk=record.pk)).close_reason == CloseReason.REVOKED
 
 
@@ -168,7 +176,7 @@ async def test_credential_changes_end_exactly_the_sessions_they_opened(
         await sync_to_async(event)(ctx)
         for name in ended:
             try:
-                await ends(streams[name], within=1.0)
+                await ends(streams[name])
             except TimeoutError:
                 pytest.fail(f"the {name!r} stream is still open; daphne's log:\n{server.log()[-6000:]}")
         for name in set(streams) - ended:
@@ -183,7 +191,7 @@ async def test_a_lost_close_message_is_caught_at_the_next_keepalive(
     async with raw_stream(http, f"{server.url}/mcp/sse", alice_headers) as stream:
         # Close the record the way revoke() does, but send no message to the stream.
         await McpSession.objects.filter(user=alice).aupdate(closed_at=timezone.now(), close_reason=CloseReason.REVOKED)
-        await ends(stream, within=2.0)
+        await ends(stream)
 
 
 EXPIRY_CASES = [
@@ -208,6 +216,6 @@ async def test_sessions_expire(
         _, secret = await sync_to_async(AccessToken.objects.issue)(alice, "short", token_life)
         headers = {"Authorization": f"Bearer {secret}"}
     async with raw_stream(http, f"{server.url}/mcp/sse", headers) as stream:
-        await ends(stream, within=3.0)
+        await ends(stream)
     record = await closed_session(user=alice)
     assert record.close_reason == CloseReason.EXPIRED

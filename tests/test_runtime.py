@@ -9,7 +9,6 @@ import json
 import threading
 import time
 import weakref
-from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -35,7 +34,7 @@ from mcp_sessions.revocation import revoke
 
 from . import servers
 from .asgi_helpers import http_scope
-from .clients import closed_session
+from .clients import closed_session, until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -68,17 +67,9 @@ async def _started_host(user: Any, server: Any = None) -> runtime.SessionHost:
     host = await _host(user, server=server)
     host.start()
     await host.receive_message({"type": "mcp.inbound", "body": json.dumps(INITIALIZE)})
-    for _ in range(100):  # the server loop answers on its own task
-        if host.actor is not None and host.actor.activity.messages_out:
-            break
-        await asyncio.sleep(0.01)
+    # The server loop answers on its own task.
+    await until(lambda: host.actor is not None and host.actor.activity.messages_out > 0, "the initialize answer")
     return host
-
-
-async def _until(condition: Callable[[], bool], within: float = 5.0) -> None:
-    async with asyncio.timeout(within):
-        while not condition():
-            await asyncio.sleep(0.01)
 
 
 async def test_a_sweep_saves_only_what_changed_since_the_last_one(alice: Any) -> None:
@@ -144,7 +135,7 @@ async def test_a_workers_sessions_share_one_address_and_no_channel_queue(alice: 
     try:
         for host in hosts:
             host.start()
-        await asyncio.sleep(0.05)
+        await until(lambda: bool(layer.channels), "the worker inbox listening")
         records = [await McpSession.objects.aget(pk=host.pk) for host in hosts]
         assert len({record.channel_name for record in records}) == 1
         assert {host.inbox for host in hosts} == {records[0].channel_name}
@@ -260,10 +251,7 @@ async def test_a_sessions_messages_keep_their_order_across_workers(alice: Any, r
         await layer.send(host.inbox, {"type": "mcp.inbound", "session": host.pk, "body": json.dumps(INITIALIZE)})
         tools_list = json.dumps({"jsonrpc": "2.0", "id": 2, "method": "tools/list"})
         await runtime.send_to_session(layer, host.inbox, host.pk, {"type": "mcp.inbound", "body": tools_list})
-        for _ in range(500):
-            if len(host._mail) == 2:
-                break
-            await asyncio.sleep(0.01)
+        await until(lambda: len(host._mail) >= 2, "both messages in the inbox")
         assert [json.loads(message["body"])["method"] for message in host._mail] == ["initialize", "tools/list"]
     finally:
         await host.close(CloseReason.SERVER_SHUTDOWN)
@@ -291,7 +279,7 @@ async def test_a_request_left_in_the_inbox_of_a_closing_session_is_answered(alic
         inbound = {"type": "mcp.inbound", "body": json.dumps(request), "reply_to": "waiting-request"}
         await runtime.send_to_session(layer, host.inbox, host.pk, inbound)
         await host.close(CloseReason.REVOKED)
-        await asyncio.sleep(0.05)
+        await until(lambda: bool(outlet.ended), "the waiting request's connection ended")
         assert outlet.ended == [CloseReason.REVOKED]
     finally:
         runtime.unregister_outlet("waiting-request")
@@ -373,9 +361,9 @@ async def test_a_closed_sessions_host_and_actor_are_freed_by_reference_counting(
         request = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": call}
         host.post({"type": "mcp.inbound", "body": json.dumps(request), "reply_to": "request-stream"})
         if closing == "deleted-mid-call":
-            await _until(_tool_running)  # the handler is cancelled by the close
+            await until(_tool_running, "the tool running")  # the handler is cancelled by the close
         else:
-            await _until(functools.partial(_answered, actor, 2))
+            await until(functools.partial(_answered, actor, 2), "two answers")
         if closing == "revoked":
             host.post({"type": "mcp.close", "reason": CloseReason.REVOKED})
             await asyncio.wait_for(host.wait_closed(), 5)
@@ -431,7 +419,7 @@ async def test_what_a_closed_session_had_not_delivered_is_freed_by_reference_cou
         host.post({"type": "mcp.inbound", "body": json.dumps(request), "reply_to": "request-stream"})
         await asyncio.wait_for(outlet.stuck.wait(), 5)
         # The first notification is stuck in the connection; the other four and the answer wait in the queue.
-        await _until(functools.partial(_queued, actor, 5))
+        await until(functools.partial(_queued, actor, 5), "five queued messages")
         await asyncio.wait_for(host.close(CloseReason.TERMINATED), 5)
         del host, actor
         assert _messages_about(2) == []
@@ -515,9 +503,7 @@ def slowed_open_for(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
 async def cancel_once_inserted(alice: Any, inserted: threading.Event) -> McpSession:
     """Open a session and cancel the opening task while its record is being written; the record."""
     opening = asyncio.get_running_loop().create_task(_host(alice))
-    with anyio.fail_after(5):
-        while not inserted.is_set():
-            await asyncio.sleep(0.01)
+    await until(inserted.is_set, "the record inserted")
     opening.cancel()
     with pytest.raises(asyncio.CancelledError):
         await opening
@@ -528,7 +514,7 @@ async def test_a_record_written_for_a_cancelled_opening_is_closed(alice: Any, mo
     """The client left, or the server is stopping, while its record was written: no host will ever close it."""
     record = await cancel_once_inserted(alice, slowed_open_for(monkeypatch))
     assert runtime.local_host(record.pk) is None
-    closed = await closed_session(within=5, pk=record.pk)
+    closed = await closed_session(pk=record.pk)
     assert closed.close_reason == CloseReason.HOST_LOST
     await audit_row(AuditKind.SESSION_CLOSED, session_ref=record.ref, detail=CloseReason.HOST_LOST)
 
@@ -551,9 +537,8 @@ async def test_the_heartbeat_closes_this_workers_records_that_no_live_session_ho
         inserted = slowed_open_for(patched)
         patched.setattr(McpSession.objects, "close", unavailable)
         lost = await cancel_once_inserted(alice, inserted)
-        with anyio.fail_after(5):
-            while not refused.is_set():  # the insert's thread has returned, and closing its record failed
-                await asyncio.sleep(0.01)
+        # The insert's thread has returned, and closing its record failed.
+        await until(refused.is_set, "the close refused")
     live = await _host(alice)
     other = await Worker.objects.acreate(id="o" * 32, hostname="h", pid=3)
     elsewhere = await McpSession.objects.acreate(

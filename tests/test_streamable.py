@@ -15,7 +15,7 @@ from asgiref.sync import sync_to_async
 from demo.models import Note
 from mcp_sessions.models import CloseReason, McpSession, Transport
 
-from .clients import INITIALIZE, INITIALIZED, jsonrpc
+from .clients import BOUND, INITIALIZE, INITIALIZED, jsonrpc, poll
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -33,6 +33,23 @@ def sse_messages(text: str) -> list[tuple[str | None, dict[str, Any]]]:
         if data and dict(fields).get("event", " message").strip() == "message":
             found.append((event_id, json.loads(data)))
     return found
+
+
+# The sweep saves each session's counts this often, so a test can wait for the server to have taken or sent
+# messages (the keepalive comments this also sends are skipped by the readers).
+SWEPT = {"MCP_GATEWAY_PING_INTERVAL": 0.1}
+
+
+async def server_sent(count: int) -> None:
+    """Wait (at most BOUND) for the sweep to have saved ``count`` messages from the server to the one session."""
+    record = await poll(McpSession.objects.aget, lambda r: r.messages_out >= count)
+    assert record.messages_out == count, f"{record.messages_out} messages from the server, {count} expected"
+
+
+async def client_sent(count: int) -> None:
+    """Wait (at most BOUND) for the sweep to have saved ``count`` messages from the client to the one session."""
+    record = await poll(McpSession.objects.aget, lambda r: r.messages_in >= count)
+    assert record.messages_in == count, f"{record.messages_in} messages from the client, {count} expected"
 
 
 def reply_of(response: httpx2.Response) -> dict[str, Any]:
@@ -209,7 +226,7 @@ async def test_a_second_get_stream_is_409_and_delete_ends_the_session(peers: Any
         record = await McpSession.objects.aget()
         assert record.closed_at is not None
         assert (record.messages_in, record.client_name) == (2, INITIALIZE["params"]["clientInfo"]["name"])
-        with anyio.fail_after(2):
+        with anyio.fail_after(BOUND):
             async for _ in stream.aiter_bytes():
                 pass  # the GET stream ends with the session
     record = await McpSession.objects.aget()
@@ -246,7 +263,7 @@ async def test_a_request_with_notifications_streams_them_then_its_answer(peers: 
 async def test_a_dropped_request_stream_resumes_with_get_and_last_event_id(
     start_daphne: Any, http: httpx2.AsyncClient, alice_headers: dict[str, str]
 ) -> None:
-    server = start_daphne()
+    server = start_daphne(overrides=SWEPT)
     peer = await Peer(http, f"{server.url}/mcp-test/", alice_headers).open()
     call = jsonrpc("tools/call", {"name": "chatty", "arguments": {"steps": 40}}, id=6)
     async with http.stream("POST", peer.url, json=call, headers=peer.with_session()) as response:
@@ -255,7 +272,7 @@ async def test_a_dropped_request_stream_resumes_with_get_and_last_event_id(
             if line.startswith("id:"):
                 seen = line.partition(":")[2].strip()
                 break  # drop the connection after the first event
-    await anyio.sleep(0.3)
+    await server_sent(1 + 40 + 1)  # the whole request stream is out, into the buffer: initialize, 40 steps, answer
     resumed = await http.get(peer.url, headers=peer.with_session(**{"Last-Event-ID": seen}))
     assert resumed.status_code == 200
     events = sse_messages(resumed.text)
@@ -332,7 +349,7 @@ async def test_a_session_is_served_by_every_worker_and_revoked_from_anywhere(
 ) -> None:
     from mcp_sessions.revocation import revoke
 
-    home, other = start_daphne(overrides=redis_settings), start_daphne(overrides=redis_settings)
+    home, other = start_daphne(overrides={**redis_settings, **SWEPT}), start_daphne(overrides=redis_settings)
     peer = await Peer(http, f"{home.url}/mcp-test/", alice_headers).open()
     elsewhere = Peer(http, f"{other.url}/mcp-test/", alice_headers, peer.session_id)
 
@@ -353,9 +370,9 @@ async def test_a_session_is_served_by_every_worker_and_revoked_from_anywhere(
                 pending["response"] = await elsewhere.post(call)
 
             tg.start_soon(slow_call)
-            await anyio.sleep(0.5)
+            await client_sent(5)  # initialize, initialized, whoami, chatty and the slow call reached the session
             await sync_to_async(revoke)(McpSession.objects.filter(user=alice))
-            with anyio.fail_after(2):
+            with anyio.fail_after(BOUND):
                 async for _ in stream.aiter_bytes():
                     pass  # the GET stream held by the other worker ends
         # The request waiting on the other worker is answered: its session is gone.

@@ -20,7 +20,7 @@ from mcp_sessions.ids import hash_token
 from mcp_sessions.models import AccessToken, AuditEvent, AuditKind, McpSession, StreamTicket
 from mcp_sessions.revocation import login_session_hash
 
-from .clients import RawStream, handshake, jsonrpc, raw_stream
+from .clients import BOUND, RawStream, handshake, jsonrpc, raw_stream
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -101,7 +101,7 @@ async def test_bad_tickets_are_401_and_audited(
     assert response.status_code == 401
     assert response.json()["error"]["data"]["reason"] == "invalid_ticket"
     assert 'error="invalid_ticket"' in response.headers["www-authenticate"]
-    with anyio.fail_after(3):
+    with anyio.fail_after(BOUND):
         while not await AuditEvent.objects.filter(kind=AuditKind.INVALID_TICKET).aexists():
             await anyio.sleep(0.05)
 

@@ -646,8 +646,20 @@ class _StdioPeer:
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.stderr: list[str] = []
         self.next_id = 0
-        threading.Thread(target=self._pump, args=(proc.stdout, self.lines.put), daemon=True).start()
-        threading.Thread(target=self._pump, args=(proc.stderr, self.stderr.append), daemon=True).start()
+        self._pumps = [
+            threading.Thread(target=self._pump, args=(proc.stdout, self.lines.put), daemon=True),
+            threading.Thread(target=self._pump, args=(proc.stderr, self.stderr.append), daemon=True),
+        ]
+        for pump in self._pumps:
+            pump.start()
+
+    def close(self) -> None:
+        """Once the process has ended: let the pumps read to the end, then close the pipes they read."""
+        for pump in self._pumps:
+            pump.join(10)
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
 
     @staticmethod
     def _pump(stream: Any, sink: Any) -> None:
@@ -744,6 +756,7 @@ def run_mcp_remote(
                 is_error = bool(result.get("isError"))
         except (TimeoutError, EOFError, RuntimeError, OSError) as error:
             _stop(proc)
+            peer.close()
             stderr = "".join(line for line in peer.stderr if line)
             raise ClientFailed(
                 "mcp-remote",
@@ -755,6 +768,7 @@ def run_mcp_remote(
                 timed_out=isinstance(error, TimeoutError),
             ) from None
         _stop(proc)
+        peer.close()
         stderr = "".join(line for line in peer.stderr if line)
     return ClientRun("mcp-remote", transport, names, text, is_error, {"initialize": init}, stderr)
 
