@@ -427,7 +427,7 @@ async def open_session(
         raise TooManySessions() from None
     audit.record(
         AuditKind.SESSION_OPENED,
-        user_id=credential.user.pk,
+        user=credential.user,
         remote_addr=request.client_ip,
         session_ref=record.ref,
         detail=f"{credential.scheme} {transport} {mount.prefix}",
@@ -753,7 +753,7 @@ class SessionHost:
             reason = await database_sync_to_async(McpSession.objects.close)(self.pk, reason, self.all_activity())
             audit.record(
                 AuditKind.SESSION_CLOSED,
-                user_id=self.user_id,
+                user=self.credential.user,
                 remote_addr=self.remote_addr,
                 session_ref=self.ref,
                 detail=reason,
