@@ -42,6 +42,8 @@ security_logger = logging.getLogger("mcp_gateway.security")
 LIFECYCLE = frozenset({AuditKind.SESSION_OPENED, AuditKind.SESSION_CLOSED, AuditKind.SESSION_REVOKED})
 MAX_PENDING = 10_000
 FLUSH_DELAY = 0.2
+# Seconds between a refusal's answer and its record (see record_refusal_after_answer).
+REFUSAL_DELAY = 0.05
 DETAIL_LENGTH = AuditEvent._meta.get_field("detail").max_length
 USERNAME_LENGTH = AuditEvent._meta.get_field("username").max_length
 
@@ -164,13 +166,14 @@ def record_refusal(exc: Any, request: Any, user: Any = None) -> None:
 
 
 def record_refusal_after_answer(exc: Any, request: Any, user: Any = None) -> None:
-    """:func:`record_refusal`, once the answer just sent has left: the same step for every refusal.
+    """:func:`record_refusal`, ``REFUSAL_DELAY`` seconds after the answer just sent: the same step for every refusal.
 
-    The server writes a response to its socket in a later turn of the event
-    loop; a zero-delay timer runs after that write (asyncio runs the I/O
-    callbacks of a turn before its due timers). So recording costs the answer
-    nothing, and a refusal that is recorded (another user's session) answers
-    after the very steps of one that is not (an unknown session): a probe
-    cannot tell them apart by their timing.
+    Every refusal, recorded or not, schedules this one timer and nothing else,
+    so a refusal that is recorded (another user's session) answers after the
+    very steps of one that is not (an unknown session), and its recording
+    does not compete with the answer for the processor either: on a busy
+    machine, recording at the next turn of the loop (a zero-delay timer)
+    still delayed the client's receipt of the answer measurably
+    (``bench/probe_timing.py``). A probe cannot tell the two apart by timing.
     """
-    asyncio.get_running_loop().call_later(0, record_refusal, exc, request, user)
+    asyncio.get_running_loop().call_later(REFUSAL_DELAY, record_refusal, exc, request, user)
