@@ -126,11 +126,23 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "filters": {"redact_secrets": {"()": "mcp_gateway.redaction.RedactSecretsFilter"}},
+    "filters": {
+        # The MCP SDK's tracebacks for client errors (an unknown prompt) become one-line warnings; first, so that
+        # the redaction reads the rewritten line.
+        "sdk_client_errors": {"()": "mcp_gateway.logs.SdkClientErrorFilter"},
+        "redact_secrets": {"()": "mcp_gateway.redaction.RedactSecretsFilter"},
+    },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact_secrets"]},
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["sdk_client_errors", "redact_secrets"],
+        },
     },
     "loggers": {
         "mcp_gateway": {"handlers": ["console"], "level": "INFO", "propagate": False},
+        # The SDK's loggers (mcp.shared.jsonrpc_dispatcher, mcp.server.runner, ...): through the same filters.
+        "mcp": {"handlers": ["console"], "level": "INFO", "propagate": False},
     },
+    "root": {"handlers": ["console"], "level": "WARNING"},
 }

@@ -7,6 +7,16 @@ only logged (and counted in the log line). From the event loop, rows are
 queued (at most ``MAX_PENDING``) and written in batches by a short-lived task,
 one thread hop per batch, so refusals cost the request path no database work.
 Rows still queued when a worker is killed are lost; the log has them.
+
+What a client chose (the path it asked for, and any other detail) is escaped
+here, once, for both the log line and the row (:func:`mcp_gateway.logs.escape`):
+a path with ``%0d%0a`` cannot add a forged line to the log.
+
+Each row keeps its user's username, taken from the user object when the
+caller has one, else looked up by the batch writer (one query per batch),
+so a row stays readable after its user is deleted. The row's user column has
+no database constraint: a row written while its user is being deleted never
+blocks or breaks the deletion.
 """
 
 from __future__ import annotations
@@ -19,18 +29,23 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 from django.contrib.auth import get_user_model
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from mcp_sessions.models import AuditEvent, AuditKind
 
 from .conf import gateway_settings
+from .logs import escape
 
 security_logger = logging.getLogger("mcp_gateway.security")
 
 LIFECYCLE = frozenset({AuditKind.SESSION_OPENED, AuditKind.SESSION_CLOSED, AuditKind.SESSION_REVOKED})
 MAX_PENDING = 10_000
 FLUSH_DELAY = 0.2
+# Seconds between a refusal's answer and its record (see record_refusal_after_answer).
+REFUSAL_DELAY = 0.05
+DETAIL_LENGTH = AuditEvent._meta.get_field("detail").max_length
+USERNAME_LENGTH = AuditEvent._meta.get_field("username").max_length
 
 
 class AuditTrail:
@@ -45,11 +60,17 @@ class AuditTrail:
         self,
         kind: str,
         *,
+        user: Any = None,
         user_id: int | None = None,
         remote_addr: str | None = None,
         session_ref: str = "",
         detail: str = "",
     ) -> None:
+        """Log the event and queue its row; ``user`` (an object) or ``user_id`` names who, if anyone."""
+        if user is not None:
+            user_id = user.pk
+        username = user.get_username()[:USERNAME_LENGTH] if user is not None else ""
+        detail = escape(detail)
         admitted = self._admit(kind, remote_addr)
         level = logging.INFO if kind in LIFECYCLE else logging.WARNING
         security_logger.log(
@@ -57,8 +78,8 @@ class AuditTrail:
             "%s user=%s addr=%s session=%s %s%s",
             kind,
             user_id if user_id is not None else "-",
-            remote_addr or "-",
-            session_ref or "-",
+            escape(remote_addr) if remote_addr else "-",
+            escape(session_ref) if session_ref else "-",
             detail,
             "" if admitted else f" (not stored: over the per-minute cap, {self.suppressed} so far)",
             extra={"audit_kind": kind, "session_ref": session_ref, "user_id": user_id, "remote_addr": remote_addr},
@@ -66,7 +87,12 @@ class AuditTrail:
         if not admitted:
             return
         event = AuditEvent(
-            kind=kind, user_id=user_id, remote_addr=remote_addr, session_ref=session_ref, detail=detail[:200]
+            kind=kind,
+            user_id=user_id,
+            username=username,
+            remote_addr=remote_addr,
+            session_ref=session_ref,
+            detail=detail[:DETAIL_LENGTH],
         )
         try:
             asyncio.get_running_loop()
@@ -102,19 +128,27 @@ class AuditTrail:
 
 
 def _write(events: list[AuditEvent]) -> None:
+    """Store ``events``; those of users already gone keep their username but no user, as SET NULL would leave them.
+
+    A user deleted between the lookup and the insert leaves a row naming a
+    user that no longer exists: no constraint refuses it, and its username
+    still says who it was.
+    """
     now = timezone.now()
     for event in events:
         event.created_at = min(event.created_at, now)
-    try:
-        with transaction.atomic():
-            AuditEvent.objects.bulk_create(events)
-    except IntegrityError:
-        # A user was deleted while their events were queued: keep the events, without the user.
-        user_ids = {event.user_id for event in events if event.user_id is not None}
-        existing = set(get_user_model()._default_manager.filter(pk__in=user_ids).values_list("pk", flat=True))
+    user_ids = {event.user_id for event in events if event.user_id is not None}
+    if user_ids:
+        user_model = get_user_model()
+        names = dict(user_model._default_manager.filter(pk__in=user_ids).values_list("pk", user_model.USERNAME_FIELD))
         for event in events:
-            if event.user_id not in existing:
+            if event.user_id is None:
+                continue
+            if not event.username and event.user_id in names:
+                event.username = str(names[event.user_id])[:USERNAME_LENGTH]
+            if event.user_id not in names:
                 event.user_id = None
+    with transaction.atomic():
         AuditEvent.objects.bulk_create(events)
 
 
@@ -123,7 +157,23 @@ record = trail.record
 
 
 def record_refusal(exc: Any, request: Any, user: Any = None) -> None:
-    """Record a refusal that is worth an audit row (the exception says which kind, if any)."""
+    """Record a refusal that is worth an audit row (the exception says which kind, if any, and what else to say)."""
     kind = getattr(exc, "audit_kind", None)
-    if kind is not None:
-        record(kind, user_id=getattr(user, "pk", None), remote_addr=request.client_ip, detail=request.path[:200])
+    if kind is None:
+        return
+    fields: dict[str, Any] = {"detail": request.path, **getattr(exc, "audit_fields", {})}
+    record(kind, user=user, remote_addr=request.client_ip, **fields)
+
+
+def record_refusal_after_answer(exc: Any, request: Any, user: Any = None) -> None:
+    """:func:`record_refusal`, ``REFUSAL_DELAY`` seconds after the answer just sent: the same step for every refusal.
+
+    Every refusal, recorded or not, schedules this one timer and nothing else,
+    so a refusal that is recorded (another user's session) answers after the
+    very steps of one that is not (an unknown session), and its recording
+    does not compete with the answer for the processor either: on a busy
+    machine, recording at the next turn of the loop (a zero-delay timer)
+    still delayed the client's receipt of the answer measurably
+    (``bench/probe_timing.py``). A probe cannot tell the two apart by timing.
+    """
+    asyncio.get_running_loop().call_later(REFUSAL_DELAY, record_refusal, exc, request, user)

@@ -4,7 +4,8 @@ A session ID proves nothing by itself (it travels in URLs and leaks into logs
 and Referer headers). Every request naming one is checked here against the
 record of who opened it. Unknown, closed, lost (their worker missed its lease) and foreign sessions all raise the
 same :class:`SessionNotFound`, so a probe learns nothing; a foreign one is
-also recorded in the audit trail, without the ID.
+also recorded in the audit trail, without the ID, once the refusal has been
+answered: until then both take the same steps (the same two queries).
 
 Most requests reach the worker running their session and carry the credential
 that opened it. :func:`pinned_session` admits those without the database: the
@@ -128,7 +129,11 @@ async def _renew(host: Any, request: GatewayRequest, session_id: str, server: st
     started = time.monotonic()
     try:
         credential = await authenticate(request)
-        await _bind(request, credential, {"id_hash": hash_session_id(session_id)}, server, transport, started)
+        try:
+            await _bind(request, credential, {"id_hash": hash_session_id(session_id)}, server, transport, started)
+        except SessionNotFound as exc:
+            audit.record_refusal(exc, request, credential.user)  # a foreign session is recorded here too
+            raise
     except (GatewayError, DatabaseError) as exc:
         # Not renewed: the pin lapses on time, and the next request takes the full path and gets its answer.
         logger.debug("Pinned credential of session %s not renewed: %r", host.ref, exc)
@@ -178,15 +183,12 @@ async def _bind(
         if host is not None:
             host.confirm(credential, checked_at=checked_at)
         return BoundSession(pk=pk, ref=public_ref(id_hash), channel_name=channel_name)
-    if foreign is not None:
-        audit.record(
-            AuditKind.FOREIGN_SESSION,
-            user_id=credential.user.pk,
-            remote_addr=request.client_ip,
-            session_ref=public_ref(foreign[0]),
-            detail=f"owner {foreign[1]}",
-        )
-    raise SessionNotFound()
+    if foreign is None:
+        raise SessionNotFound()
+    # The same refusal, and the same work until it is answered: the event is recorded after the answer is sent.
+    raise SessionNotFound().audited(
+        AuditKind.FOREIGN_SESSION, session_ref=public_ref(foreign[0]), detail=f"owner {foreign[1]}"
+    )
 
 
 def _lookup(match: dict[str, str], user: Any, server: str, transport: str) -> tuple[Any, Any]:

@@ -101,9 +101,11 @@ class GatewayConsumer(AsyncConsumer):
         except StopConsumer:
             pass
         except GatewayError as exc:
-            audit.record_refusal(exc, self.request, self.user)
-            if not self.response_started:
-                await send_error(self.send, exc)
+            try:
+                if not self.response_started:
+                    await send_error(self.send, exc)
+            finally:
+                audit.record_refusal_after_answer(exc, self.request, self.user)
         except DatabaseError:
             # The connection is discarded before the next query (database_sync_to_async); this request
             # is answered as retryable rather than with daphne's 500.

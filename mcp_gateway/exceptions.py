@@ -8,7 +8,8 @@ also names the refusal in logs.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Self
 
 # JSON-RPC 2.0 error codes used in refusal bodies.
 PARSE_ERROR = -32700
@@ -23,8 +24,10 @@ class GatewayError(Exception):
     reason: str = "bad_request"
     message: str = "Bad request"
     jsonrpc_code: int = INVALID_REQUEST
-    # The audit event kind this refusal records (mcp_sessions.models.AuditKind), if any.
+    # The audit event kind this refusal records (mcp_sessions.models.AuditKind), if any, and what the event says
+    # besides the request's own details (``session_ref``, ``detail``): recorded once the refusal is answered.
     audit_kind: str | None = None
+    audit_fields: Mapping[str, str] = {}
 
     def __init__(
         self,
@@ -35,6 +38,11 @@ class GatewayError(Exception):
         self.message = message or type(self).message
         self.headers = list(headers)
         super().__init__(self.message)
+
+    def audited(self, kind: str, **fields: str) -> Self:
+        """This refusal, to be recorded as ``kind`` with ``fields`` after it is answered (not before: see binding)."""
+        self.audit_kind, self.audit_fields = kind, fields
+        return self
 
 
 class BadRequest(GatewayError):

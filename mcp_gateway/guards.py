@@ -51,12 +51,19 @@ class Guard:
             try:
                 self.check(request)
             except GatewayError as exc:
-                audit.record_refusal(exc, request)
-                return send_error(send, exc)
+                return refuse(send, exc, request)
         return self.app(scope, receive, send)
 
     def check(self, request: GatewayRequest) -> None:
         raise NotImplementedError
+
+
+async def refuse(send: Send, exc: GatewayError, request: GatewayRequest) -> None:
+    """Answer a guard's refusal, then record it (as consumers do: the record is never on the answer's path)."""
+    try:
+        await send_error(send, exc)
+    finally:
+        audit.record_refusal_after_answer(exc, request)
 
 
 class HostGuard(Guard):
@@ -148,8 +155,7 @@ class BodySizeGuard:
         limit: int = gateway_settings.MAX_BODY_SIZE
         request = GatewayRequest.from_scope(scope)
         if request.content_length is not None and request.content_length > limit:
-            audit.record_refusal(PayloadTooLarge(), request)
-            await send_error(send, PayloadTooLarge())
+            await refuse(send, PayloadTooLarge(), request)
             return
 
         received = 0
@@ -164,8 +170,7 @@ class BodySizeGuard:
                 received += len(message.get("body", b""))
                 if received > limit:
                     refused = True
-                    audit.record_refusal(PayloadTooLarge(), request)
-                    await send_error(send, PayloadTooLarge())
+                    await refuse(send, PayloadTooLarge(), request)
                     return {"type": "http.disconnect"}
             return message
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
+from urllib.parse import unquote_plus
 
 from django.conf import settings
 
@@ -20,20 +21,34 @@ CREDENTIAL_HEADERS = ("authorization", "proxy-authorization", "cookie", "set-coo
 REDACTED = "[redacted]"
 
 
+# Any ``name=value`` pair, the name possibly percent-encoded: the query parser decodes names (``session%5Fid`` is
+# ``session_id`` to it), so names are decoded the same way before they are compared.
+_PAIR = re.compile(r"(?<![\w%.~+-])((?:[\w.~+-]|%[0-9A-Fa-f]{2})+)=[^&;\s\"',]+")
+
+
 @functools.cache
-def _patterns(cookie_names: tuple[str, ...]) -> tuple[re.Pattern[str], re.Pattern[str], re.Pattern[str]]:
-    names = "|".join(re.escape(n) for n in (*SECRET_PARAMETERS, *cookie_names))
-    parameter = re.compile(rf"(?i)(?<![\w-])({names})=[^&;\s\"',]+")
+def _patterns(cookie_names: tuple[str, ...]) -> tuple[frozenset[str], re.Pattern[str], re.Pattern[str]]:
+    names = frozenset(n.lower() for n in (*SECRET_PARAMETERS, *cookie_names))
     header = re.compile(rf"(?i)(?<![\w-])({'|'.join(CREDENTIAL_HEADERS)})([\"']?\s*[:=]\s*[\"']?)[^\"'\n]+")
     bearer = re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=-]+")
-    return parameter, header, bearer
+    return names, header, bearer
+
+
+def parameter_name(raw: str) -> str:
+    """A query parameter's name as :func:`urllib.parse.parse_qs` (the gateway's parser) reads it."""
+    return unquote_plus(raw)
 
 
 def redact(text: str) -> str:
     """``text`` with secret query values, credential headers and bearer tokens blanked."""
     cookies = (settings.SESSION_COOKIE_NAME, settings.CSRF_COOKIE_NAME)
-    parameter, header, bearer = _patterns(cookies)
-    text = parameter.sub(rf"\1={REDACTED}", text)
+    names, header, bearer = _patterns(cookies)
+
+    def pair(match: re.Match[str]) -> str:
+        name = match.group(1)
+        return f"{name}={REDACTED}" if parameter_name(name).lower() in names else match.group(0)
+
+    text = _PAIR.sub(pair, text)
     text = header.sub(rf"\1\2{REDACTED}", text)
     return bearer.sub(rf"\1 {REDACTED}", text)
 

@@ -428,7 +428,7 @@ async def open_session(
         raise TooManySessions() from None
     audit.record(
         AuditKind.SESSION_OPENED,
-        user_id=credential.user.pk,
+        user=credential.user,
         remote_addr=request.client_ip,
         session_ref=record.ref,
         detail=f"{credential.scheme} {transport} {mount.prefix}",
@@ -851,7 +851,7 @@ class SessionHost:
             del _hosts_by_id_hash[self.id_hash]
         audit.record(
             AuditKind.SESSION_CLOSED,
-            user_id=self.user_id,
+            user=self.credential.user,
             remote_addr=self.remote_addr,
             session_ref=self.ref,
             detail=reason,

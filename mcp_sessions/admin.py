@@ -12,6 +12,7 @@ from typing import Any
 from django import forms
 from django.contrib import admin
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.core.exceptions import ObjectDoesNotExist
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
@@ -314,9 +315,20 @@ class AccessTokenAdmin(admin.ModelAdmin):
 class AuditEventAdmin(ReadOnlyAdmin):
     """The audit trail, read-only."""
 
-    list_display = ("created_at", "kind", "user", "remote_addr", "session_ref", "detail")
+    list_display = ("created_at", "kind", "who", "remote_addr", "session_ref", "detail")
     list_filter = ("kind", ("user", admin.RelatedOnlyFieldListFilter))
     list_select_related = ("user",)
-    search_fields = ("user__username", "user__email", "session_ref", "remote_addr")
+    search_fields = ("username", "user__username", "user__email", "session_ref", "remote_addr")
     date_hierarchy = "created_at"
-    readonly_fields = list_display
+    readonly_fields = ("created_at", "kind", "who", "remote_addr", "session_ref", "detail")
+
+    @admin.display(description=_("user"), ordering="username")
+    def who(self, obj: AuditEvent) -> str:
+        """The username the row was written with; marked when that user has been deleted since."""
+        try:
+            user = obj.user
+        except ObjectDoesNotExist:  # deleted while the row was being written: the column has no constraint
+            user = None
+        if user is None:
+            return str(_("%(username)s (deleted)") % {"username": obj.username}) if obj.username else "—"
+        return obj.username or str(user)

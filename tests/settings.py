@@ -38,9 +38,16 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(levelname)s %(name)s: %(message)s"}},
-    "filters": {"redact_secrets": {"()": "mcp_gateway.redaction.RedactSecretsFilter"}},
+    "filters": {
+        "sdk_client_errors": {"()": "mcp_gateway.logs.SdkClientErrorFilter"},
+        "redact_secrets": {"()": "mcp_gateway.redaction.RedactSecretsFilter"},
+    },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact_secrets"]},
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["sdk_client_errors", "redact_secrets"],
+        },
     },
     "root": {"handlers": ["console"], "level": "INFO"},
 }

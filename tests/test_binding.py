@@ -450,3 +450,67 @@ async def test_every_cookie_post_passes_the_csrf_check_whatever_opened_the_sessi
         assert (
             await post(creds["ticket-opener" if opened_with.startswith("ticket") else opened_with])
         ).status_code == 202
+
+
+# Unknown and foreign sessions: the same steps until the answer (the issue's item 11)
+
+
+async def test_unknown_and_foreign_sessions_take_the_same_steps_until_answered(
+    alice: Any, bob: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Same queries, same answer; the foreign one's audit event is logged and queued only after the answer."""
+    from django.db.backends.utils import CursorWrapper
+
+    from mcp_gateway import audit
+
+    from .asgi import application
+    from .asgi_helpers import Recorder
+
+    steps: list[tuple[str, str]] = []
+    execute = CursorWrapper.execute
+
+    def noting_execute(self: CursorWrapper, sql: str, params: Any = None) -> Any:
+        if "mcp_sessions_auditevent" not in sql:  # the audit batch writer, later, off any request's path
+            steps.append(("query", sql))
+        return execute(self, sql, params)
+
+    record = audit.record
+
+    def noting_record(kind: str, **fields: Any) -> None:
+        steps.append(("audit", kind))
+        record(kind, **fields)
+
+    monkeypatch.setattr(CursorWrapper, "execute", noting_execute)
+    monkeypatch.setattr(audit, "record", noting_record)
+    foreign_id = new_session_id()
+    await McpSession.objects.acreate(
+        user=bob, id_hash=hashlib.sha256(foreign_id.encode()).hexdigest(), server="/mcp/", transport="sse"
+    )
+    _, secret = await sync_to_async(AccessToken.objects.issue)(alice, "probe")
+    body = json.dumps(jsonrpc("ping")).encode()
+
+    async def probe(session_id: str) -> tuple[list[tuple[str, str]], Recorder]:
+        steps.clear()
+        headers = [("Authorization", f"Bearer {secret}"), ("Content-Type", "application/json")]
+        scope = http_scope("POST", "/mcp/messages/", headers=headers, query=f"session_id={session_id}")
+        recorder = Recorder([body])
+
+        async def send(message: Any) -> None:
+            steps.append(("send", message["type"]))
+            await recorder.send(message)
+
+        await application(scope, recorder.receive, send)
+        assert recorder.status == 404
+        return steps[:], recorder
+
+    await probe(new_session_id())  # the token's first use is noted in the database: not part of the comparison
+    unknown, unknown_answer = await probe(new_session_id())
+    foreign, foreign_answer = await probe(foreign_id)
+    with anyio.fail_after(5):
+        while ("audit", "foreign_session") not in steps:
+            await anyio.sleep(0.01)
+    assert unknown_answer.body == foreign_answer.body
+    assert foreign == unknown
+    assert len([step for step in unknown if step[0] == "query"]) >= 3, "authentication and the two lookups"
+    assert unknown[-1] == ("send", "http.response.body") and not any(kind == "audit" for kind, _ in unknown)
+    assert steps[len(foreign) :] == [("audit", "foreign_session")], "recorded once, after the answer"

@@ -10,7 +10,7 @@ import pytest
 
 from mcp_gateway.redaction import RedactSecretsFilter, redact
 
-from .clients import closed_session, handshake, jsonrpc, raw_stream
+from .clients import INITIALIZE, closed_session, handshake, jsonrpc, raw_stream
 
 REDACT_CASES = [
     ("access-log-session-id", '"POST /mcp/messages/?session_id=abcDEF123_-x HTTP/1.1"', "abcDEF123_-x"),
@@ -21,6 +21,11 @@ REDACT_CASES = [
     ("bare-bearer", "sent Bearer abc.def.ghi upstream", "abc.def.ghi"),
     ("session-cookie-pair", "sessionid=s3cr3t", "s3cr3t"),
     ("csrf-header", "X-CSRFToken: c5rfc5rf", "c5rfc5rf"),
+    # Names the query parser decodes (parse_qs: unquote_plus) are secret names too.
+    ("encoded-session-id-name", "POST /mcp/messages/?session%5Fid=abcDEF123_-x HTTP/1.1", "abcDEF123_-x"),
+    ("encoded-ticket-name", "GET /mcp/sse?x=1&tick%65t=T0p-Secret HTTP/1.1", "T0p-Secret"),
+    ("all-encoded-name", "GET /mcp/sse?%74%6F%6B%65%6E=T0k3n HTTP/1.1", "T0k3n"),
+    ("encoded-cookie-name", "GET /?session%69d=s3cr3t", "s3cr3t"),
 ]
 
 
@@ -34,6 +39,25 @@ def test_redact(text: str, secret: str) -> None:
 def test_redact_leaves_ordinary_text_alone() -> None:
     text = "GET /mcp/sse?page=2 200; user 5 opened session 3f2a9c0d1e2b (sse)"
     assert redact(text) == text
+    # Names that only resemble a secret one, encoded or not, are not secret to the parser either.
+    for text in ("GET /x?xsession_id=1&session_idx=2", "GET /x?session%5Fidx=3&ticket%2B=4"):
+        assert redact(text) == text
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_access_log_redacts_encoded_parameter_names(
+    daphne: Any, http: httpx2.AsyncClient, alice_headers: dict[str, str]
+) -> None:
+    async with raw_stream(http, f"{daphne.url}/mcp/sse", alice_headers) as stream:
+        session_id = stream.session_id
+        # The parser reads session%5Fid as session_id: the message is accepted.
+        url = f"{daphne.url}/mcp/messages/?session%5Fid={session_id}"
+        assert (await http.post(url, json=INITIALIZE, headers=alice_headers)).status_code == 202
+    ticket = "T1cket-marker-5b0e9a"
+    assert (await http.get(f"{daphne.url}/mcp/sse?tick%65t={ticket}")).status_code == 401
+    log = daphne.log()
+    assert "/mcp/messages/?session%5Fid=[redacted]" in log and "/mcp/sse?tick%65t=[redacted]" in log
+    assert session_id not in log and ticket not in log
 
 
 def test_filter_rewrites_the_formatted_message() -> None:

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
 import httpx2
 import pytest
 
@@ -256,6 +257,8 @@ async def test_foreign_session_is_logged_as_security_event_without_the_id(
     headers = {**bob_headers, "Content-Type": "application/json"}
     response = await http.post(daphne.url + stream.endpoint, headers=headers, content=ADD_NOTE)
     assert response.status_code == 404
-    log = daphne.log()
-    assert "WARNING mcp_gateway.security: foreign_session user=" in log
+    # Recorded after the answer (so that it answers as fast as an unknown session): wait for the line.
+    with anyio.fail_after(5):
+        while "WARNING mcp_gateway.security: foreign_session user=" not in (log := daphne.log()):
+            await anyio.sleep(0.02)
     assert stream.session_id not in log
