@@ -179,8 +179,8 @@ class StreamableHTTPConsumer(StreamConsumer):
         self.session_id_header = session_id
         self.host_channel, self.session_pk = host.inbox, host.pk
         self.json_allowed = True
-        await self.open_inbox()
         try:
+            await self.open_inbox()
             await host.receive_message(
                 {
                     "body": body,
