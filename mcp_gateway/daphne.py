@@ -261,6 +261,8 @@ class GatewayChannel(http.HTTPChannel):
         transport = self.transport
         if self._answered or transport is None or getattr(transport, "disconnecting", False):
             return  # answered already, or Twisted refused the request itself (a malformed chunk) and is closing
+        if self._handlingRequest:
+            return  # the request is with the application, which answers it: never a second response
         self._answered = True
         self._cancel_deadline()
         assert self._refusal is not None
