@@ -135,7 +135,7 @@ def _check_origins() -> list[CheckMessage]:
     return messages
 
 
-OPTIONAL_POSITIVE_NUMBERS = ("IDLE_TIMEOUT", "MAX_LIFETIME")
+OPTIONAL_POSITIVE_NUMBERS = ("IDLE_TIMEOUT", "MAX_LIFETIME", "BODY_TIMEOUT")
 
 
 def _check_numbers() -> list[CheckMessage]:

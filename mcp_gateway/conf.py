@@ -19,8 +19,12 @@ DEFAULTS: dict[str, Any] = {
     "PREFIX": "/mcp/",
     # Extra origins (``scheme://host[:port]``) allowed besides the site's own.
     "ALLOWED_ORIGINS": (),
-    # Largest accepted POST body in bytes; larger ones get 413 unbuffered.
+    # Largest accepted request body in bytes (POST; GET and DELETE take none); larger ones get 413 unbuffered.
     "MAX_BODY_SIZE": 4 * 1024 * 1024,
+    # Seconds a request to the gateway may take to arrive whole, headers and body, under python -m
+    # mcp_gateway.daphne; later it gets 408 and its connection is closed. Streams are not affected (a GET has
+    # arrived once its headers have). None: no bound.
+    "BODY_TIMEOUT": 30.0,
     # Authenticators tried in order; the first that recognises a credential wins.
     "AUTHENTICATORS": (
         "mcp_gateway.auth.BearerTokenAuthenticator",

@@ -44,6 +44,7 @@ from .exceptions import (
     InvalidEventId,
     InvalidMessage,
     ParseError,
+    PayloadTooLarge,
     ServiceUnavailable,
     SessionNotFound,
     StreamConflict,
@@ -159,6 +160,28 @@ class GatewayConsumer(AsyncConsumer):
     async def http_disconnect(self, message: Message) -> None:
         raise StopConsumer()
 
+    _body: bytearray | None = None
+
+    def take_body(self, message: Message) -> bytes | None:
+        """Add an ``http.request`` message's chunk to the body: the whole body with the last chunk, else None.
+
+        Never holds more than ``MAX_BODY_SIZE``: the guards refuse a larger body first, and this holds
+        without them too.
+        """
+        chunk: bytes = message.get("body", b"")
+        held = len(self._body) if self._body is not None else 0
+        if held + len(chunk) > gateway_settings.MAX_BODY_SIZE:
+            raise PayloadTooLarge()
+        if self._body is None:
+            if not message.get("more_body"):
+                return chunk  # the whole body in one message: no copy
+            self._body = bytearray()
+        self._body += chunk
+        if message.get("more_body"):
+            return None
+        body, self._body = bytes(self._body), None
+        return body
+
 
 def parse_message(body: bytes) -> JSONRPCMessage:
     """The one JSON-RPC message ``body`` holds; a refusal if it holds anything else (a batch, bad JSON)."""
@@ -181,15 +204,11 @@ def usable_session_id(request: GatewayRequest) -> str | None:
 class MessagesConsumer(GatewayConsumer):
     """``POST <prefix>messages/?session_id=<id>``: forward one message to its session."""
 
-    async def start(self) -> list[Callable[[], Awaitable[Message]]]:
-        self.body = bytearray()
-        return []
-
     async def http_request(self, message: Message) -> None:
-        self.body += message.get("body", b"")
-        if message.get("more_body"):
+        body = self.take_body(message)
+        if body is None:
             return
-        await self.forward(bytes(self.body))
+        await self.forward(body)
         raise StopConsumer()
 
     async def forward(self, body: bytes) -> None:
@@ -356,7 +375,7 @@ class StreamConsumer(GatewayConsumer):
     # Message handlers
 
     async def http_request(self, message: Message) -> None:
-        """A GET has no body to read."""
+        """A GET takes no body: what arrives anyway (only undeclared: the guards refuse a declared one) is dropped."""
 
     async def http_disconnect(self, message: Message) -> None:
         self._mode = "done"

@@ -90,6 +90,13 @@ class UnsupportedProtocolVersion(BadRequest):
     message = "Unsupported MCP-Protocol-Version"
 
 
+class BodyNotAllowed(BadRequest):
+    """A body on a method that takes none (GET, DELETE): refused before it is read, not buffered and ignored."""
+
+    reason = "body_not_allowed"
+    message = "This method takes no request body"
+
+
 class AuthenticationRequired(GatewayError):
     status = 401
     reason = "authentication_required"
@@ -168,6 +175,14 @@ class StreamConflict(GatewayError):
     status = 409
     reason = "stream_conflict"
     message = "This session already has a GET stream"
+
+
+class RequestTimeout(GatewayError):
+    """A request (headers and body) that did not arrive whole within ``MCP_GATEWAY_BODY_TIMEOUT``."""
+
+    status = 408
+    reason = "request_timeout"
+    message = "The request did not arrive in time"
 
 
 class PayloadTooLarge(GatewayError):

@@ -13,8 +13,8 @@ request on untouched. :func:`guard` stacks them in their default order
   ``MCP_GATEWAY_ALLOWED_ORIGINS``, 403.
 - :class:`ContentTypeGuard`: a POST whose body is not ``application/json``, 415.
 - :class:`BodySizeGuard`: a POST body over ``MCP_GATEWAY_MAX_BODY_SIZE``, 413,
-  decided from ``Content-Length`` or while the body streams in, never by
-  buffering it.
+  or a body on a method that takes none (GET, DELETE), 400; decided from
+  ``Content-Length`` or while the body streams in, never by buffering it.
 """
 
 from __future__ import annotations
@@ -27,10 +27,19 @@ from django.core.signals import setting_changed
 
 from . import audit
 from .conf import gateway_settings
-from .exceptions import GatewayError, MisdirectedRequest, OriginNotAllowed, PayloadTooLarge, UnsupportedMediaType
-from .http import ASGIApp, GatewayRequest, Message, Receive, Scope, Send, send_error
-
-BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+from .exceptions import GatewayError, MisdirectedRequest, OriginNotAllowed, UnsupportedMediaType
+from .http import (
+    BODY_METHODS,
+    ASGIApp,
+    GatewayRequest,
+    Message,
+    Receive,
+    Scope,
+    Send,
+    body_limit,
+    body_refusal,
+    send_error,
+)
 
 
 class Guard:
@@ -135,11 +144,20 @@ class ContentTypeGuard(Guard):
 
 
 class BodySizeGuard:
-    """Refuse bodies over the limit without holding them in memory.
+    """Bound every request's body without holding it in memory.
 
-    A declared ``Content-Length`` over the limit is refused at once. Otherwise
-    the body is counted as it arrives; at the limit the guard answers 413 and
-    tells the application the client went away, so it stops waiting for more.
+    A POST (PUT, PATCH) body may be up to ``MAX_BODY_SIZE``; GET and DELETE
+    take none. A declared ``Content-Length`` over the limit is refused at once,
+    unread: 413, or 400 ``body_not_allowed`` where the method takes no body.
+    Otherwise a POST's body is counted as it arrives; past the limit the guard
+    answers 413 and tells the application the client went away, so it stops
+    waiting for more (the gateway's consumers then send nothing).
+
+    A bodiless method's request is passed on as it is, so a stream keeps no
+    wrapper: without a declared length HTTP/1.1 gives it no body, and the
+    consumers refuse or drop whatever still arrives (HTTP/2 may send data
+    undeclared). ``send`` is never wrapped: flow control looks through it to
+    the server (:func:`mcp_gateway.flow.flow_control_for`).
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -147,38 +165,42 @@ class BodySizeGuard:
 
     @markcoroutinefunction
     def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
-        if scope["type"] != "http" or scope["method"] not in BODY_METHODS:
-            return self.app(scope, receive, send)  # nothing to count: no frame kept for a stream
-        return self._counting(scope, receive, send)
-
-    async def _counting(self, scope: Scope, receive: Receive, send: Send) -> None:
-        limit: int = gateway_settings.MAX_BODY_SIZE
+        if scope["type"] != "http":
+            return self.app(scope, receive, send)
         request = GatewayRequest.from_scope(scope)
-        if request.content_length is not None and request.content_length > limit:
-            await refuse(send, PayloadTooLarge(), request)
-            return
+        limit = body_limit(request.method, gateway_settings.MAX_BODY_SIZE)
+        declared = request.content_length
+        if declared is not None and declared > limit:
+            return refuse(send, body_refusal(limit), request)
+        if not limit:
+            return self.app(scope, receive, send)  # nothing to count: no frame kept for a stream
+        return self.app(scope, CountingReceive(receive, send, limit, request), send)
 
-        received = 0
-        refused = False
 
-        async def counting_receive() -> Message:
-            nonlocal received, refused
-            if refused:
+class CountingReceive:
+    """``receive`` as :class:`BodySizeGuard` passes it on: counts the body, and refuses it past the limit."""
+
+    __slots__ = ("limit", "receive", "received", "refused", "request", "send")
+
+    def __init__(self, receive: Receive, send: Send, limit: int, request: GatewayRequest) -> None:
+        self.receive = receive
+        self.send = send
+        self.limit = limit
+        self.request = request
+        self.received = 0
+        self.refused = False
+
+    async def __call__(self) -> Message:
+        if self.refused:
+            return {"type": "http.disconnect"}
+        message = await self.receive()
+        if message["type"] == "http.request":
+            self.received += len(message.get("body", b""))
+            if self.received > self.limit:
+                self.refused = True
+                await refuse(self.send, body_refusal(self.limit), self.request)
                 return {"type": "http.disconnect"}
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    refused = True
-                    await refuse(send, PayloadTooLarge(), request)
-                    return {"type": "http.disconnect"}
-            return message
-
-        async def guarded_send(message: Message) -> None:
-            if not refused:
-                await send(message)
-
-        await self.app(scope, counting_receive, guarded_send)
+        return message
 
 
 DEFAULT_GUARDS: tuple[Callable[[ASGIApp], ASGIApp], ...] = (HostGuard, OriginGuard, ContentTypeGuard, BodySizeGuard)

@@ -20,7 +20,7 @@ from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpRequest
 from django.http.cookie import parse_cookie
 
-from .exceptions import GatewayError
+from .exceptions import BodyNotAllowed, GatewayError, PayloadTooLarge
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -47,6 +47,19 @@ CREDENTIAL_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"
 @functools.cache
 def _hidden_headers(csrf_header_name: str) -> frozenset[str]:
     return CREDENTIAL_HEADERS | {csrf_header_name.removeprefix("HTTP_").replace("_", "-").lower()}
+
+# The methods whose requests carry a body; the gateway's others (GET, DELETE) take none.
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+def body_limit(method: str, max_body_size: int) -> int:
+    """The largest body a request with ``method`` may carry: ``max_body_size``, or 0 if the method takes none."""
+    return max_body_size if method in BODY_METHODS else 0
+
+
+def body_refusal(limit: int) -> GatewayError:
+    """The refusal of a body over ``limit`` (from :func:`body_limit`): too large, or not allowed at all."""
+    return PayloadTooLarge() if limit else BodyNotAllowed()
 
 
 class GatewayRequest:
@@ -149,12 +162,23 @@ async def send_response(
     headers: Iterable[tuple[bytes, bytes]] = (),
 ) -> None:
     """Send a complete, non-streaming response."""
+    all_headers = response_headers(body, content_type=content_type, headers=headers)
+    await send({"type": "http.response.start", "status": status, "headers": all_headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def response_headers(
+    body: bytes,
+    *,
+    content_type: bytes | None = b"application/json",
+    headers: Iterable[tuple[bytes, bytes]] = (),
+) -> list[tuple[bytes, bytes]]:
+    """The headers of a complete response carrying ``body``: the security headers, ``headers``, type and length."""
     all_headers = [*SECURITY_HEADERS, *headers]
     if content_type is not None:
         all_headers.append((b"content-type", content_type))
     all_headers.append((b"content-length", str(len(body)).encode()))
-    await send({"type": "http.response.start", "status": status, "headers": all_headers})
-    await send({"type": "http.response.body", "body": body})
+    return all_headers
 
 
 async def send_error(send: Send, exc: GatewayError) -> None:

@@ -15,6 +15,7 @@ everything else, WebSocket and lifespan included, goes to the wrapped app.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from functools import cached_property
 from typing import Any
@@ -43,6 +44,25 @@ def _route_path(scope: Scope) -> str:
     path: str = scope["path"]
     root_path: str = scope.get("root_path", "")
     return path[len(root_path) :] if root_path and path.startswith(root_path) else path
+
+
+def _under(prefix: str, path: str) -> bool:
+    """Whether ``path`` (below the root path) is under the mount at ``prefix``, or is that prefix without its "/"."""
+    return path.startswith(prefix) or path == prefix[:-1]
+
+
+# Every McpRouter of this process, for gateway_path().
+_routers: weakref.WeakSet[McpRouter] = weakref.WeakSet()
+
+
+def gateway_path(path: str, root_path: str = "") -> bool:
+    """Whether an HTTP request for ``path`` would reach a gateway mount through an :class:`McpRouter` of this process.
+
+    The launcher (:mod:`mcp_gateway.daphne`) asks as a request's headers arrive, to hold requests for the
+    gateway to its limits while daphne is still receiving them; other paths keep daphne's own behaviour.
+    """
+    route = _route_path({"path": path, "root_path": root_path})
+    return any(_under(mount.prefix, route) for router in list(_routers) for mount in router.mounts)
 
 
 class Mount:
@@ -108,13 +128,14 @@ class McpRouter:
         guards = tuple(guards)
         self.mounts = sorted(mounts, key=lambda m: len(m.prefix), reverse=True)
         self.apps = [(m.prefix, guard(MountApplication(m), guards)) for m in self.mounts]
+        _routers.add(self)
 
     @markcoroutinefunction  # returns the chosen application's coroutine: no frame of its own per stream
     def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         if scope["type"] == "http":
             path = _route_path(scope)
             for prefix, app in self.apps:
-                if path.startswith(prefix) or path == prefix[:-1]:
+                if _under(prefix, path):
                     return app(scope, receive, send)
         return self.inner(scope, receive, send)
 

@@ -45,6 +45,7 @@ from .csrf import check_csrf
 from .events import MAIN_STREAM
 from .exceptions import (
     BatchNotSupported,
+    BodyNotAllowed,
     GatewayError,
     InitializeRequired,
     InvalidEventId,
@@ -70,7 +71,6 @@ class StreamableHTTPConsumer(StreamConsumer):
         self._has_inbox = asyncio.Event()
 
     async def start(self) -> list[Callable[[], Awaitable[Message]]]:
-        self.body = bytearray()
         return [self._own_messages]
 
     async def _own_messages(self) -> Message:
@@ -95,11 +95,19 @@ class StreamableHTTPConsumer(StreamConsumer):
         return [(SESSION_HEADER, self.session_id_header.encode())]
 
     async def http_request(self, message: Message) -> None:
-        self.body += message.get("body", b"")
-        if message.get("more_body"):
-            return
-        handler = {"POST": self.post, "GET": self.get, "DELETE": self.delete}[self.request.method]
-        if await handler(bytes(self.body)):
+        """Act once the request has arrived: a POST's body is held up to the limit; GET and DELETE take none."""
+        if self.request.method == "POST":
+            body = self.take_body(message)
+            if body is None:
+                return
+            done = await self.post(body)
+        else:
+            if message.get("body"):
+                raise BodyNotAllowed()
+            if message.get("more_body"):
+                return
+            done = await (self.get() if self.request.method == "GET" else self.delete())
+        if done:
             raise StopConsumer()
 
     async def _caller(self) -> Credential:
@@ -193,7 +201,7 @@ class StreamableHTTPConsumer(StreamConsumer):
             host.start()
         self.start_keepalive()
 
-    async def get(self, body: bytes) -> bool:
+    async def get(self) -> bool:
         if "text/event-stream" not in self.request.headers.get("accept", ""):
             raise NotAcceptable("Accept must include text/event-stream")
         credential = await self._caller()
@@ -213,7 +221,7 @@ class StreamableHTTPConsumer(StreamConsumer):
         self.request.release()
         return False
 
-    async def delete(self, body: bytes) -> bool:
+    async def delete(self) -> bool:
         credential = await self._caller()
         session = await self._session(credential)
         host = runtime.local_host(session.pk)

@@ -98,6 +98,12 @@ class Daphne:
         with open(f"/proc/{self.proc.pid}/statm") as statm:
             return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
+    def peak_rss_bytes(self) -> int:
+        """The most memory the process has held at once since it started (its RSS high-water mark)."""
+        with open(f"/proc/{self.proc.pid}/status") as status:
+            kib = next(line.split()[1] for line in status if line.startswith("VmHWM:"))
+        return int(kib) * 1024
+
 
 def _is_deadlock(exc: BaseException | None) -> bool:
     while exc is not None:

@@ -6,6 +6,7 @@ import pytest
 from django.test import override_settings
 
 from mcp_gateway.guards import BodySizeGuard, Checks, ContentTypeGuard, HostGuard, OriginGuard, guard
+from mcp_gateway.routing import McpRouter, Mount
 
 from .asgi_helpers import Downstream, Recorder, http_scope
 
@@ -172,3 +173,68 @@ def test_consecutive_check_only_guards_are_one_middleware() -> None:
     assert isinstance(stack, Checks)
     assert [type(g) for g in stack.guards] == [HostGuard, OriginGuard, ContentTypeGuard]
     assert isinstance(stack.app, BodySizeGuard)
+
+
+BODILESS_CASES = [
+    ("get-declared", "GET", "10", False),
+    ("delete-declared", "DELETE", "10", False),
+    ("get-empty", "GET", "0", True),
+    ("get-undeclared", "GET", None, True),
+]
+
+
+@pytest.mark.parametrize(
+    ("method", "length", "passes"), [c[1:] for c in BODILESS_CASES], ids=[c[0] for c in BODILESS_CASES]
+)
+async def test_body_size_guard_refuses_a_body_on_a_method_that_takes_none(
+    method: str, length: str | None, passes: bool
+) -> None:
+    downstream = Downstream()
+    recorder = Recorder([b"x" * 10] if length and length != "0" else [b""])
+    headers = [("content-length", length)] if length is not None else []
+    await BodySizeGuard(downstream)(http_scope(method, "/mcp/", headers=headers), recorder.receive, recorder.send)
+    assert downstream.called is passes
+    if not passes:
+        assert recorder.received == 0, "refused unread"
+        assert (recorder.status, recorder.reason) == (400, "body_not_allowed")
+
+
+async def test_body_size_guard_passes_the_servers_own_send_on() -> None:
+    # Backpressure under daphne looks through ``send`` to daphne's request (mcp_gateway.flow): a wrapper hides it.
+    seen = []
+
+    async def app(scope: dict, receive: object, send: object) -> None:
+        seen.append(send)
+
+    recorder = Recorder()
+    for method in ("GET", "POST"):
+        await BodySizeGuard(app)(http_scope(method, "/mcp/"), recorder.receive, recorder.send)
+    assert seen == [recorder.send, recorder.send]
+
+
+# The consumers hold no more than the limit, and no body at all for GET and DELETE, even without the guards
+# (a site may replace them): mounted with guards=(), driven in-process.
+
+
+def unguarded() -> McpRouter:
+    return McpRouter(Downstream(), [Mount("/mcp/", "tests.servers.lowlevel")], guards=())
+
+
+@pytest.mark.parametrize("method", ["GET", "DELETE"])
+async def test_streamable_http_get_and_delete_refuse_a_body_before_anything_else(method: str) -> None:
+    recorder = Recorder([b"x" * 10, b"x" * 10])
+    headers = [("accept", "text/event-stream")]
+    await unguarded()(http_scope(method, "/mcp/", headers=headers), recorder.receive, recorder.send)
+    assert recorder.received == 1, "refused at the first chunk"
+    assert (recorder.status, recorder.reason) == (400, "body_not_allowed")
+
+
+@override_settings(MCP_GATEWAY_MAX_BODY_SIZE=100)
+@pytest.mark.parametrize("path", ["/mcp/", "/mcp/messages/"])
+async def test_consumers_hold_no_more_of_a_post_body_than_the_limit(path: str) -> None:
+    recorder = Recorder([b"x" * 40] * 10)
+    headers = [("accept", "application/json, text/event-stream"), ("content-type", "application/json")]
+    scope = http_scope("POST", path, headers=headers, query="session_id=" + "a" * 43)
+    await unguarded()(scope, recorder.receive, recorder.send)
+    assert recorder.received == 3, "reading stops at the first chunk past the limit"
+    assert (recorder.status, recorder.reason) == (413, "payload_too_large")

@@ -48,7 +48,8 @@ class Case:
     headers: Callable[[Ctx], dict[str, str]]
     status: int
     reason: str | None = None
-    body: bytes | Callable[[], Any] = ADD_NOTE
+    # None: ADD_NOTE for a POST, no body for the other methods (which take none).
+    body: bytes | Callable[[], Any] | None = None
     content_type: str | None = "application/json"
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -186,6 +187,9 @@ CASES = [
     Case("post-sse", "POST", lambda c: "/mcp/sse", alice, 405, "method_not_allowed"),
     Case("delete-sse", "DELETE", lambda c: "/mcp/sse", alice, 405, "method_not_allowed"),
     Case("get-unknown-path", "GET", lambda c: "/mcp/nothing-here", alice, 404, "not_found"),
+    Case("get-sse-with-body", "GET", lambda c: "/mcp/sse", alice, 400, "body_not_allowed", body=ADD_NOTE),
+    Case("get-streamable-with-body", "GET", lambda c: "/mcp/", alice, 400, "body_not_allowed", body=ADD_NOTE),
+    Case("delete-streamable-with-body", "DELETE", lambda c: "/mcp/", alice, 400, "body_not_allowed", body=ADD_NOTE),
 ]
 
 
@@ -210,6 +214,8 @@ async def test_status(
     if case.content_type:
         headers["Content-Type"] = case.content_type
     body = case.body() if callable(case.body) else case.body
+    if body is None and case.method == "POST":
+        body = ADD_NOTE
     request = http.build_request(case.method, daphne.url + case.path(ctx), headers=headers, content=body)
     if case.method == "GET" and case.status == 200:
         response = await http.send(request, stream=True)
