@@ -48,6 +48,7 @@ CREDENTIAL_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"
 def _hidden_headers(csrf_header_name: str) -> frozenset[str]:
     return CREDENTIAL_HEADERS | {csrf_header_name.removeprefix("HTTP_").replace("_", "-").lower()}
 
+
 # The methods whose requests carry a body; the gateway's others (GET, DELETE) take none.
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
