@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+from django.db import connections
 
 from demo.models import Note
 from mcp_sessions.models import AuditEvent, AuditKind
@@ -95,9 +96,20 @@ async ({site, endpoint, stolen, replayed}) => {
 
 
 def off_loop(fn: Callable[..., Any], *args: Any) -> Any:
-    """Run ORM code outside the thread where Playwright's event loop runs (Django refuses it there)."""
+    """Run ORM code outside the thread where Playwright's event loop runs (Django refuses it there).
+
+    The thread's database connection is closed before the thread ends (PostgreSQL's driver warns of one that is
+    left to the garbage collector).
+    """
+
+    def run() -> Any:
+        try:
+            return fn(*args)
+        finally:
+            connections.close_all()
+
     with ThreadPoolExecutor(1) as pool:
-        return pool.submit(fn, *args).result()
+        return pool.submit(run).result()
 
 
 def make_victim(make_user: Callable[..., Any]) -> None:
