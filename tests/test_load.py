@@ -37,16 +37,23 @@ def layer_prefix(redis_settings: dict[str, Any]) -> tuple[str, str]:
     return (host["address"] if isinstance(host, dict) else host), config["prefix"]
 
 
-def tuned(redis_settings: dict[str, Any], layer: str = "core", **extra: Any) -> dict[str, Any]:
-    """The run's Redis settings with the channel layer (core or pubsub) tuned as the load suite recommends."""
-    url, prefix = layer_prefix(redis_settings)
-    return {**redis_settings, "CHANNEL_LAYERS": channel_layer_settings(layer, url, prefix), **extra}
+def tuned(
+    redis_settings: dict[str, Any], layer: str = "core", *, prefix: str | None = None, **extra: Any
+) -> dict[str, Any]:
+    """The run's Redis settings with the channel layer (core or pubsub) tuned as the load suite recommends.
+
+    ``prefix``, if given, replaces the run's channel-layer prefix: keys of the layer then belong to these workers
+    alone (other tests' workers, killed at their end, may leave keys under the run's prefix).
+    """
+    url, run_prefix = layer_prefix(redis_settings)
+    layers = channel_layer_settings(layer, url, prefix or run_prefix)
+    return {**redis_settings, "CHANNEL_LAYERS": layers, **extra}
 
 
 @pytest.fixture
 def two_workers(start_daphne: Any, redis_settings: dict[str, Any]) -> Any:
-    def start(layer: str = "core", **overrides: Any) -> list[Any]:
-        settings = tuned(redis_settings, layer, **overrides)
+    def start(layer: str = "core", *, prefix: str | None = None, **overrides: Any) -> list[Any]:
+        settings = tuned(redis_settings, layer, prefix=prefix, **overrides)
         return [start_daphne(overrides=settings), start_daphne(overrides=settings)]
 
     return start
@@ -56,10 +63,11 @@ def two_workers(start_daphne: Any, redis_settings: dict[str, Any]) -> Any:
 async def test_short_load_and_disconnect_storm(
     two_workers: Any, redis_settings: dict[str, Any], make_user: Any, layer: str
 ) -> None:
-    workers = two_workers(layer, **LIMITS_OUT_OF_REACH)
+    redis_url, run_prefix = layer_prefix(redis_settings)
+    prefix = f"{run_prefix}-load-{layer}"  # the suite counts the keys left under it: these workers' alone
+    workers = two_workers(layer, prefix=prefix, **LIMITS_OUT_OF_REACH)
     users = [await sync_to_async(make_user)(f"load{n}") for n in range(4)]
     headers = [await sync_to_async(login_headers)(user) for user in users]
-    redis_url, prefix = layer_prefix(redis_settings)
     with LoopbackProxy([w.url for w in workers]) as proxy:
         figures: Figures = await run_suite(
             proxy.url,
