@@ -7,27 +7,16 @@ uses the same database, so it can create users, log them in and count open sessi
 
 from __future__ import annotations
 
-import json
 import os
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-from tests.proxy import ProxyProcess
+from tests.support.launcher import Launcher
+from tests.support.proxy import ProxyProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 _tmp: tempfile.TemporaryDirectory[str] | None = None
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def setup_django() -> None:
@@ -63,35 +52,13 @@ def user_headers(count: int) -> list[dict[str, str]]:
     return headers
 
 
-class Worker:
-    def __init__(self, overrides: dict[str, Any], app: str = "demo.asgi:application") -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "DJANGO_SETTINGS_MODULE": "bench.cluster_settings"}
-        env["MCP_TEST_OVERRIDES"] = json.dumps(overrides)
-        self.log = tempfile.NamedTemporaryFile(prefix="bench-daphne-", suffix=".log", delete=False)
-        command = [sys.executable, "-m", "mcp_gateway.daphne", "-v", "0", "-b", "127.0.0.1", "-p", str(self.port), app]
-        self.proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"worker exited: {Path(self.log.name).read_text()[-2000:]}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                return
-            except OSError:
-                time.sleep(0.1)
-        self.stop()
-        raise RuntimeError("worker did not start")
+class Worker(Launcher):
+    """The gateway's launcher serving ``app`` with the cluster's settings and ``overrides``."""
 
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+    def __init__(self, overrides: dict[str, Any], app: str = "demo.asgi:application") -> None:
+        super().__init__(
+            app, settings="bench.cluster_settings", overrides=overrides, args=("-v", "0"), name="bench-daphne"
+        )
 
 
 class Cluster:

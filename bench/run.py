@@ -18,7 +18,7 @@ stream. It is also shown for the server's own floor: a bare ASGI app holding the
 (``bench.servers:floor_app``), under the gateway's daphne command line and under daphne's own.
 
 Then, unless ``--no-workers`` (or Redis is not reachable at ``--redis``), the gateway on Redis behind the
-round-robin loopback proxy (tests/proxy.py, its own process): 1 worker vs 2 workers (calls/s, as ratios to each
+round-robin loopback proxy (tests/support/proxy.py, its own process): 1 worker vs 2 workers (calls/s, as ratios to each
 other and to the reference), and the two channel layers of channels-redis compared across 2 workers (POST→reply
 latency through the SDK client, calls/s): ``RedisChannelLayer`` ("core") vs ``RedisPubSubChannelLayer``.
 
@@ -47,51 +47,21 @@ from typing import Any
 from mcp import Client
 from mcp.client.sse import sse_client
 
+from tests.support.launcher import Launcher
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+class Server(Launcher):
+    """One server of the comparison, its output discarded; ``sse_path`` is where its HTTP+SSE stream opens."""
 
+    sse_path = "mcp/sse"
 
-class Server:
     def __init__(self, name: str, app: str, env: dict[str, str], module: str = "daphne") -> None:
-        self.name = name
-        self.app = app
-        self.module = module
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", module, "-v", "0", "-b", "127.0.0.1", "-p", str(self.port), app],
-            cwd=ROOT,
-            env={**os.environ, **env},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                return
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError(f"{name} did not start")
-
-    def cpu_seconds(self) -> float:
-        """User + system CPU time the server process has used."""
-        with open(f"/proc/{self.proc.pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        super().__init__(app, module=module, env=env, args=("-v", "0"), log=False, name=name)
 
     def rss(self) -> int:
-        with open(f"/proc/{self.proc.pid}/statm") as statm:
-            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(20)
+        return self.rss_bytes()
 
 
 @asynccontextmanager
@@ -273,7 +243,7 @@ def main() -> None:
                 ("floor-daphne", "bench.servers:floor_app", "daphne", "sse", {}),
             ):
                 server = Server(name, app, env, module)
-                server.sse_path = sse_path  # type: ignore[attr-defined]
+                server.sse_path = sse_path
                 servers[name] = (server, auth)
             rounds: dict[str, list[dict[str, float]]] = {"reference": [], "gateway": []}
             for _ in range(args.rounds):
@@ -289,7 +259,7 @@ def main() -> None:
             for name in ("reference", "gateway"):
                 server, auth = servers[name]
                 fresh = Server(name, server.app, env, server.module)
-                fresh.sse_path = server.sse_path  # type: ignore[attr-defined]
+                fresh.sse_path = server.sse_path
                 try:
                     results[name]["idle_stream_fresh_kib"] = idle_stream_bytes(fresh, auth, args.streams) / 1024
                 finally:

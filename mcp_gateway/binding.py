@@ -7,44 +7,28 @@ same :class:`SessionNotFound`, so a probe learns nothing; a foreign one is
 also recorded in the audit trail, without the ID, once the refusal has been
 answered: until then both take the same steps (the same two queries).
 
-Most requests reach the worker running their session and carry the credential
-that opened it. :func:`pinned_session` admits those without the database: the
-live session knows its owner and the fingerprint of that credential, and
-revoking the credential (logout, password change, deactivation, deletion,
-token revocation) ends the session at once. A change that bypasses those
-signals (a bulk ``update()``, a deleted login session row) is still seen
-within ``RECHECK_INTERVAL`` seconds, when the database is asked again: in
-the background, started by a request that finds the last check in its last
-quarter, so the requests of an active client do not wait for it. Any other
-request (another worker, another credential, a check older than the
-interval) takes the full path: :func:`~mcp_gateway.auth.authenticate`, then
-:func:`bind`.
-
-Either way the request's credential is ambient (it needs the CSRF check) by
-what the request presents, not by what opened the session: a session opened
-with a stream ticket issued to a login is reached with that login's cookie.
+This module looks sessions up by ID and owner and parses the headers and
+query parameters that name them; who the caller is, and the database-free
+path for a session's own credential, are :mod:`mcp_gateway.identity`'s.
 """
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
 import logging
-import time
 from dataclasses import dataclass
 from typing import Any
 
 from channels.db import database_sync_to_async
-from django.db import DatabaseError
+from mcp.server.streamable_http import LAST_EVENT_ID_HEADER, MCP_SESSION_ID_HEADER
 
 from mcp_sessions.ids import hash_session_id, is_well_formed, public_ref
 from mcp_sessions.models import AuditKind, McpSession
 
-from . import audit, runtime
-from .auth import Credential, authenticate, presented_credential
+from . import runtime
+from .auth import Credential
 from .conf import gateway_settings
 from .events import EventId
-from .exceptions import GatewayError, InvalidEventId, MalformedSessionId, MissingSessionId, SessionNotFound
+from .exceptions import InvalidEventId, MalformedSessionId, MissingSessionId, SessionNotFound
 from .http import GatewayRequest
 
 logger = logging.getLogger("mcp_gateway")
@@ -69,7 +53,7 @@ def session_id_from_query(request: GatewayRequest) -> str:
 
 def session_id_from_header(request: GatewayRequest) -> str | None:
     """The ``Mcp-Session-Id`` header (Streamable HTTP): None if absent, 400 if malformed."""
-    value = request.headers.get("mcp-session-id")
+    value = request.headers.get(MCP_SESSION_ID_HEADER)
     if value is None:
         return None
     if not is_well_formed(value):
@@ -84,7 +68,7 @@ def last_event_id(request: GatewayRequest) -> EventId | None:
     on its own reconnections, so a page resuming with a fresh ticket opens a
     new one with ``?ticket=…&last_event_id=…``.
     """
-    value = request.headers.get("last-event-id")
+    value = request.headers.get(LAST_EVENT_ID_HEADER)
     if value is None:
         values = request.query.get("last_event_id")
         if not values:
@@ -98,67 +82,21 @@ def last_event_id(request: GatewayRequest) -> EventId | None:
     return event_id
 
 
-def pinned_session(
-    request: GatewayRequest, session_id: str | None, *, server: str, transport: str
-) -> tuple[Credential, BoundSession] | None:
-    """The caller and their session, if this worker can vouch for both without the database; else None."""
-    if session_id is None:
-        return None
-    host = runtime.local_host_by_id_hash(hash_session_id(session_id))
-    if host is None:
-        return None
-    presented = presented_credential(request)
-    if presented is None or not host.admits(presented.fingerprint, server=server, transport=transport):
-        return None
-    if host.renewal_due():
-        host.renewing = True
-        task = asyncio.get_running_loop().create_task(_renew(host, request, session_id, server, transport))
-        _renewals.add(task)
-        task.add_done_callback(_renewals.discard)
-    credential = host.credential
-    if credential.ambient != presented.ambient:
-        credential = dataclasses.replace(credential, ambient=presented.ambient)
-    return credential, BoundSession(pk=host.pk, ref=host.ref, channel_name=host.inbox)
-
-
-_renewals: set[asyncio.Task[None]] = set()
-
-
-async def _renew(host: Any, request: GatewayRequest, session_id: str, server: str, transport: str) -> None:
-    """The full check of a pinned request, off its path: if it passes, the pin counts from when it began."""
-    started = time.monotonic()
-    try:
-        credential = await authenticate(request)
-        try:
-            await _bind(request, credential, {"id_hash": hash_session_id(session_id)}, server, transport, started)
-        except SessionNotFound as exc:
-            audit.record_refusal(exc, request, credential.user)  # a foreign session is recorded here too
-            raise
-    except (GatewayError, DatabaseError) as exc:
-        # Not renewed: the pin lapses on time, and the next request takes the full path and gets its answer.
-        logger.debug("Pinned credential of session %s not renewed: %r", host.ref, exc)
-    finally:
-        host.renewing = False
-
-
-async def identify(
-    request: GatewayRequest, session_id: str | None, *, server: str, transport: str
-) -> tuple[Credential, BoundSession | None]:
-    """The caller, and their session when this worker vouches for both without the database.
-
-    The session is None on the full path: the caller then names it to :func:`bind`.
-    """
-    pinned = pinned_session(request, session_id, server=server, transport=transport)
-    if pinned is not None:
-        return pinned
-    return await authenticate(request), None
-
-
 async def bind(
-    request: GatewayRequest, credential: Credential, session_id: str, *, server: str, transport: str
+    request: GatewayRequest,
+    credential: Credential,
+    session_id: str,
+    *,
+    server: str,
+    transport: str,
+    checked_at: float | None = None,
 ) -> BoundSession:
-    """The caller's open session with this ID on this server, or :class:`SessionNotFound`."""
-    return await _bind(request, credential, {"id_hash": hash_session_id(session_id)}, server, transport)
+    """The caller's open session with this ID on this server, or :class:`SessionNotFound`.
+
+    A session of this worker learns that its credential was confirmed, at ``checked_at`` if the check began
+    earlier than now (``time.monotonic()``).
+    """
+    return await _bind(request, credential, {"id_hash": hash_session_id(session_id)}, server, transport, checked_at)
 
 
 async def bind_ref(

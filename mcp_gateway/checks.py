@@ -69,7 +69,7 @@ def _check_server() -> list[CheckMessage]:
                 id="mcp_gateway.W002",
             )
         ]
-    from .servers import resolve_server
+    from .mounts import resolve_server
 
     try:
         resolve_server(target)

@@ -17,8 +17,7 @@ from django.middleware.csrf import CsrfViewMiddleware
 
 from .auth import Credential
 from .exceptions import CsrfFailed
-from .guards import remember
-from .http import GatewayRequest
+from .http import GatewayRequest, remember
 
 
 def _never_called(request: HttpRequest) -> HttpResponse:  # pragma: no cover

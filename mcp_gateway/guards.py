@@ -25,7 +25,6 @@ from asgiref.sync import markcoroutinefunction
 from django.core.exceptions import DisallowedHost
 from django.core.signals import setting_changed
 
-from . import audit
 from .conf import gateway_settings
 from .exceptions import GatewayError, MisdirectedRequest, OriginNotAllowed, UnsupportedMediaType
 from .http import (
@@ -38,8 +37,9 @@ from .http import (
     Send,
     body_limit,
     body_refusal,
-    send_error,
+    remember,
 )
+from .transports.base import refuse
 
 
 class Guard:
@@ -67,14 +67,6 @@ class Guard:
         raise NotImplementedError
 
 
-async def refuse(send: Send, exc: GatewayError, request: GatewayRequest) -> None:
-    """Answer a guard's refusal, then record it (as consumers do: the record is never on the answer's path)."""
-    try:
-        await send_error(send, exc)
-    finally:
-        audit.record_refusal_after_answer(exc, request)
-
-
 class HostGuard(Guard):
     """Django's ``get_host()`` decides; hosts it accepted are remembered, so most requests build no Django request."""
 
@@ -97,13 +89,6 @@ class HostGuard(Guard):
 # What the Host check accepted, keyed by everything get_host() reads from a request; cleared when settings
 # change, and bounded (ALLOWED_HOSTS may admit any subdomain).
 _accepted_hosts: dict[tuple[object, ...], None] = {}
-MEMO_SIZE = 256
-
-
-def remember(memo: dict[tuple[object, ...], None], key: tuple[object, ...]) -> None:
-    if len(memo) >= MEMO_SIZE:
-        memo.clear()
-    memo[key] = None
 
 
 def _forget(**kwargs: object) -> None:

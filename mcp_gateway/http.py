@@ -19,6 +19,7 @@ from django.conf import settings
 from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpRequest
 from django.http.cookie import parse_cookie
+from mcp.server.streamable_http import MCP_SESSION_ID_HEADER
 
 from .exceptions import BodyNotAllowed, GatewayError, PayloadTooLarge
 
@@ -41,7 +42,7 @@ SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
 # Headers that carry credentials or a session's secret ID; never forwarded to tools, never logged. The CSRF
 # header under its configured name too (``CSRF_HEADER_NAME``). ``Last-Event-ID`` is no secret: it names a session
 # only by its public reference.
-CREDENTIAL_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization", "x-csrftoken", "mcp-session-id"})
+CREDENTIAL_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization", "x-csrftoken", MCP_SESSION_ID_HEADER})
 
 
 @functools.cache
@@ -111,6 +112,13 @@ class GatewayRequest:
         for name in ("django_request", "headers", "query", "cookies"):
             self.__dict__.pop(name, None)
 
+    def accepts(self, media_type: str) -> bool:
+        """Whether the ``Accept`` header admits ``media_type``, by Django's rules (``HttpRequest.accepts``).
+
+        Unlike a Django view, a request without ``Accept`` admits nothing: MCP clients must say what they take.
+        """
+        return _accepts(self.headers.get("accept", ""), media_type)
+
     @property
     def origin(self) -> str | None:
         return self.headers.get("origin")
@@ -164,7 +172,7 @@ async def send_response(
 ) -> None:
     """Send a complete, non-streaming response."""
     all_headers = response_headers(body, content_type=content_type, headers=headers)
-    await send({"type": "http.response.start", "status": status, "headers": all_headers})
+    await send({"type": "http.response.start", "status": int(status), "headers": all_headers})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -185,3 +193,23 @@ def response_headers(
 async def send_error(send: Send, exc: GatewayError) -> None:
     """Turn a refusal into its HTTP response."""
     await send_response(send, exc.status, json_bytes(error_body(exc)), headers=exc.headers)
+
+
+# How many verdicts a memo of request checks keeps before it starts again (keys may vary without bound).
+MEMO_SIZE = 256
+
+
+def remember(memo: dict[tuple[object, ...], None], key: tuple[object, ...]) -> None:
+    """Remember that ``key`` passed a check; a full memo is cleared first, so it stays bounded."""
+    if len(memo) >= MEMO_SIZE:
+        memo.clear()
+    memo[key] = None
+
+
+@functools.lru_cache(maxsize=256)
+def _accepts(accept: str, media_type: str) -> bool:
+    # Django's own parsing and matching (wildcards, q=0), on a bare request; a client sends the same Accept
+    # every time, so the answer is kept.
+    request = HttpRequest()
+    request.META["HTTP_ACCEPT"] = accept
+    return request.accepts(media_type)

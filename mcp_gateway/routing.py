@@ -17,26 +17,19 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from functools import cached_property
 from typing import Any
-from urllib.parse import quote
 
 from asgiref.sync import markcoroutinefunction
-from django.core.exceptions import ImproperlyConfigured
-from mcp.server.lowlevel import Server
 
 from .conf import gateway_settings
-from .consumers import GatewayConsumer, MessagesConsumer, SSEConsumer, TicketsConsumer
 from .exceptions import MethodNotAllowed, NotFound
 from .guards import DEFAULT_GUARDS, guard
 from .http import ASGIApp, Receive, Scope, Send, send_error
-from .servers import resolve_server
-from .streamable import StreamableHTTPConsumer
-
-STREAMABLE_HTTP_PATH = ""
-SSE_PATH = "sse"
-MESSAGES_PATH = "messages/"
-TICKETS_PATH = "tickets"
+from .mounts import MESSAGES_PATH, SSE_PATH, STREAMABLE_HTTP_PATH, TICKETS_PATH, Mount
+from .transports.base import GatewayConsumer
+from .transports.sse import MessagesConsumer, SSEConsumer
+from .transports.streamable import StreamableHTTPConsumer
+from .transports.tickets import TicketsConsumer
 
 
 def _route_path(scope: Scope) -> str:
@@ -63,27 +56,6 @@ def gateway_path(path: str, root_path: str = "") -> bool:
     """
     route = _route_path({"path": path, "root_path": root_path})
     return any(_under(mount.prefix, route) for router in list(_routers) for mount in router.mounts)
-
-
-class Mount:
-    """One MCP server served under one URL prefix."""
-
-    def __init__(self, prefix: str, server: str | Any) -> None:
-        if not (prefix.startswith("/") and prefix.endswith("/")):
-            raise ImproperlyConfigured(f"MCP mount prefix {prefix!r} must start and end with '/'.")
-        if server is None:
-            raise ImproperlyConfigured("Set MCP_GATEWAY_SERVER to the dotted path of your MCP server.")
-        self.prefix = prefix
-        self._target = server
-
-    @cached_property
-    def server(self) -> Server[Any]:
-        return resolve_server(self._target)
-
-    def messages_url(self, scope: Scope, session_id: str) -> str:
-        """Where the client POSTs: relative to the site, so it stays same-origin."""
-        root_path: str = scope.get("root_path", "").rstrip("/")
-        return f"{quote(root_path + self.prefix + MESSAGES_PATH)}?session_id={session_id}"
 
 
 class MountApplication:

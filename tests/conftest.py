@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import socket
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx2
@@ -24,18 +19,13 @@ from django.db import connections
 from django.test import Client, TransactionTestCase
 from django.utils.crypto import get_random_string
 
-ROOT = Path(__file__).resolve().parent.parent
+from .support.launcher import Launcher
+
 IN_CI = os.environ.get("CI") == "true"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Daphne:
-    """A daphne process serving ``tests.asgi`` on a free loopback port."""
+class Daphne(Launcher):
+    """The gateway's launcher serving ``tests.asgi`` with the test settings, on a free loopback port."""
 
     def __init__(
         self,
@@ -43,66 +33,14 @@ class Daphne:
         extra_env: dict[str, str] | None = None,
         module: str = "mcp_gateway.daphne",
     ) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_file = tempfile.NamedTemporaryFile(prefix="daphne-", suffix=".log", delete=False)
-        env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", **(extra_env or {})}
-        if overrides:
-            env["MCP_TEST_OVERRIDES"] = json.dumps(overrides)
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                module,
-                "-b",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
-                "tests.asgi:application",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=self.log_file,
-            stderr=subprocess.STDOUT,
+        super().__init__(
+            "tests.asgi:application",
+            module=module,
+            settings="tests.settings",
+            overrides=overrides,
+            env=extra_env,
+            name="daphne",
         )
-        self._wait_until_listening()
-
-    def _wait_until_listening(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"daphne exited early:\n{self.log()}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return
-            except OSError:
-                time.sleep(0.1)
-        self.stop(signal.SIGKILL)
-        raise RuntimeError(f"daphne did not listen within {timeout}s:\n{self.log()}")
-
-    def log(self) -> str:
-        return Path(self.log_file.name).read_text(errors="replace")
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int | None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log_file.close()  # the process had its own copy; log() reads the file by name
-        return self.proc.returncode
-
-    def rss_bytes(self) -> int:
-        with open(f"/proc/{self.proc.pid}/statm") as statm:
-            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-    def peak_rss_bytes(self) -> int:
-        """The most memory the process has held at once since it started (its RSS high-water mark)."""
-        with open(f"/proc/{self.proc.pid}/status") as status:
-            kib = next(line.split()[1] for line in status if line.startswith("VmHWM:"))
-        return int(kib) * 1024
 
 
 def _is_deadlock(exc: BaseException | None) -> bool:

@@ -19,12 +19,13 @@ from django.test import override_settings
 from django.utils import timezone
 
 from demo.models import Note
-from mcp_gateway import binding, runtime
+from mcp_gateway import identity, runtime
 from mcp_gateway.auth import Credential, authenticate
-from mcp_gateway.binding import bind, pinned_session
+from mcp_gateway.binding import bind
 from mcp_gateway.conf import gateway_settings
 from mcp_gateway.http import GatewayRequest
-from mcp_gateway.routing import Mount
+from mcp_gateway.identity import pinned_session
+from mcp_gateway.mounts import Mount
 from mcp_sessions.ids import is_well_formed, new_session_id
 from mcp_sessions.models import AccessToken, CloseReason, McpSession, Transport
 
@@ -264,8 +265,12 @@ async def test_pinned_session_admits_only_the_opening_credential_while_fresh(
             pinned = pinned_session(request, session_id, server=server, transport=transport)
         if admitted:
             assert pinned is not None
-            assert pinned[0].user.pk == alice.pk
-            assert pinned[1].pk == host.pk and pinned[1].channel_name == host.inbox
+            assert pinned.user.pk == alice.pk
+            assert (
+                pinned.session is not None
+                and pinned.session.pk == host.pk
+                and pinned.session.channel_name == host.inbox
+            )
         else:
             assert pinned is None
     finally:
@@ -314,10 +319,10 @@ async def test_a_pin_in_its_last_quarter_is_rechecked_off_the_requests_path(alic
         request = GatewayRequest(http_scope(method="POST", headers=[("Authorization", f"Bearer {secret}")]))
         # Still within the interval: admitted at once, and the check runs in the background.
         assert pinned_session(request, session_id, server="/mcp/", transport=Transport.SSE) is not None
-        assert host.renewing and len(binding._renewals) == 1
+        assert host.renewing and len(identity._renewals) == 1
         assert pinned_session(request, session_id, server="/mcp/", transport=Transport.SSE) is not None
-        assert len(binding._renewals) == 1, "one check at a time"
-        await asyncio.gather(*binding._renewals)
+        assert len(identity._renewals) == 1, "one check at a time"
+        await asyncio.gather(*identity._renewals)
         assert not host.renewing
         if revoked:
             assert host._credential_checked_at == last_check

@@ -20,7 +20,7 @@ from mcp_sessions.revocation import revoke
 
 from .clients import BOUND, handshake, jsonrpc, raw_stream
 from .conftest import login_headers
-from .proxy import LoopbackProxy
+from .support.proxy import LoopbackProxy
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(180)]
 

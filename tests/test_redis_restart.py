@@ -28,8 +28,9 @@ from asgiref.sync import sync_to_async
 from bench.load import Figures, Session, channel_layer_settings
 from mcp_sessions.models import McpSession
 
-from .conftest import IN_CI, free_port, login_headers
-from .proxy import LoopbackProxy
+from .conftest import IN_CI, login_headers
+from .support.launcher import free_port
+from .support.proxy import LoopbackProxy
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(120)]
 

@@ -27,7 +27,7 @@ from mcp_gateway.conf import gateway_settings
 from mcp_gateway.exceptions import SessionNotFound
 from mcp_gateway.http import GatewayRequest
 from mcp_gateway.lease import lease
-from mcp_gateway.routing import Mount
+from mcp_gateway.mounts import Mount
 from mcp_sessions.ids import hash_session_id, new_session_id
 from mcp_sessions.models import AccessToken, AuditEvent, AuditKind, CloseReason, McpSession, Transport, Worker
 from mcp_sessions.revocation import revoke

@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from tests.proxy import LoopbackProxy
+from tests.support.proxy import LoopbackProxy
 
 INTEROP_DIR = Path(__file__).resolve().parent
 REPO_ROOT = INTEROP_DIR.parents[1]
@@ -386,7 +386,7 @@ def run_conformance(
 ) -> ConformanceResult:
     """Run ``conformance server`` against ``url`` (a Streamable HTTP endpoint) through a header-adding proxy.
 
-    The suite has no header option: :class:`tests.proxy.LoopbackProxy` adds ``headers`` to every request and
+    The suite has no header option: :class:`tests.support.proxy.LoopbackProxy` adds ``headers`` to every request and
     leaves Host and Origin as the suite sent them.
 
     ``suite`` is the suite's own: ``"active"`` (its default), ``"all"`` (adds the pending

@@ -32,7 +32,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from tests.interop import harness  # noqa: E402
-from tests.proxy import LoopbackProxy  # noqa: E402
+from tests.support.proxy import LoopbackProxy  # noqa: E402
 
 results: list[tuple[str, bool, str]] = []
 
@@ -98,7 +98,7 @@ def gateway() -> Iterator[tuple[str, dict[str, str], dict[str, str]]]:
 
 @contextlib.contextmanager
 def front(url: str, headers: dict[str, str]) -> Iterator[str]:
-    """``url`` as seen through the shared loopback proxy (tests/proxy.py) adding ``headers``."""
+    """``url`` as seen through the shared loopback proxy (tests/support/proxy.py) adding ``headers``."""
     parts = urlsplit(url)
     with LoopbackProxy([f"{parts.scheme}://{parts.netloc}"], add_headers=headers) as proxy:
         yield proxy.url + parts.path

@@ -16,7 +16,7 @@ Use it in a test as a context manager (it runs in a thread with its own event lo
         ... proxy.url ...
 
 or as a separate process, so it does not share the caller's interpreter (``ProxyProcess``, or
-``python -m tests.proxy --backend URL --backend URL [--port N]``, which prints ``listening on URL``).
+``python -m tests.support.proxy --backend URL --backend URL [--port N]``, which prints ``listening on URL``).
 """
 
 from __future__ import annotations
@@ -366,7 +366,7 @@ class LoopbackProxy:
 
 
 class ProxyProcess:
-    """The proxy as a subprocess (``python -m tests.proxy``), so it has a core of its own; a context manager."""
+    """The proxy as a subprocess (``python -m tests.support.proxy``), so it has a core of its own; a context manager."""
 
     def __init__(self, backends: Iterable[str], add_headers: Mapping[str, str] | None = None) -> None:
         self.backends = list(backends)
@@ -375,7 +375,7 @@ class ProxyProcess:
         self.url = ""
 
     def start(self) -> ProxyProcess:
-        command = [sys.executable, "-m", "tests.proxy"]
+        command = [sys.executable, "-m", "tests.support.proxy"]
         for backend in self.backends:
             command += ["--backend", backend]
         for name, value in self.add_headers.items():

@@ -27,23 +27,24 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from http import HTTPStatus
 from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.exceptions import ChannelFull, StopConsumer
+from mcp.server.streamable_http import MCP_SESSION_ID_HEADER
+from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
 from mcp_types import JSONRPCMessage, JSONRPCRequest
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 
 from mcp_sessions.models import CloseReason, McpSession, Transport
 from mcp_sessions.revocation import revoke
 
-from . import runtime
-from .auth import Credential
-from .binding import BoundSession, bind, identify, last_event_id, session_id_from_header
-from .consumers import StreamConsumer, parse_message
-from .csrf import check_csrf
-from .events import MAIN_STREAM
-from .exceptions import (
+from .. import runtime
+from ..auth import Credential
+from ..binding import BoundSession, bind, last_event_id, session_id_from_header
+from ..events import MAIN_STREAM
+from ..exceptions import (
     BatchNotSupported,
     BodyNotAllowed,
     GatewayError,
@@ -54,10 +55,11 @@ from .exceptions import (
     ServiceUnavailable,
     UnsupportedProtocolVersion,
 )
-from .http import Message, send_response
-from .ratelimit import check_rate
+from ..http import Message, send_response
+from .base import parse_message
+from .stream import StreamConsumer
 
-SESSION_HEADER = b"mcp-session-id"
+SESSION_HEADER = MCP_SESSION_ID_HEADER.encode()
 
 
 class StreamableHTTPConsumer(StreamConsumer):
@@ -115,16 +117,12 @@ class StreamableHTTPConsumer(StreamConsumer):
             session_id = session_id_from_header(self.request)
         except GatewayError:
             session_id = None  # the full path says what is wrong with it, after authenticating
-        credential, self._pinned = await identify(
-            self.request, session_id, server=self.mount.prefix, transport=Transport.STREAMABLE_HTTP
-        )
-        self.user = credential.user
-        await check_rate(credential.user)
-        check_csrf(self.request, credential)
-        return credential
+        caller = await self.identify(session_id, transport=Transport.STREAMABLE_HTTP)
+        self._pinned = caller.session
+        return caller.credential
 
     def _check_protocol_version(self) -> None:
-        version = self.request.headers.get("mcp-protocol-version")
+        version = self.request.headers.get(MCP_PROTOCOL_VERSION_HEADER)
         if version is not None and version not in HANDSHAKE_PROTOCOL_VERSIONS:
             raise UnsupportedProtocolVersion(f"Unsupported MCP-Protocol-Version {version[:40]!r}")
 
@@ -142,8 +140,7 @@ class StreamableHTTPConsumer(StreamConsumer):
     # Methods; each returns whether the response is complete.
 
     async def post(self, body: bytes) -> bool:
-        accept = self.request.headers.get("accept", "")
-        if "application/json" not in accept or "text/event-stream" not in accept:
+        if not (self.request.accepts("application/json") and self.request.accepts("text/event-stream")):
             raise NotAcceptable()
         credential = await self._caller()
         if body.lstrip()[:1] == b"[":
@@ -171,7 +168,7 @@ class StreamableHTTPConsumer(StreamConsumer):
         except ChannelFull:
             raise ServiceUnavailable() from None
         if not is_request:
-            await send_response(self.send, 202, b"", content_type=None)
+            await send_response(self.send, HTTPStatus.ACCEPTED, b"", content_type=None)
             return True
         self.start_keepalive()
         return False
@@ -202,7 +199,7 @@ class StreamableHTTPConsumer(StreamConsumer):
         self.start_keepalive()
 
     async def get(self) -> bool:
-        if "text/event-stream" not in self.request.headers.get("accept", ""):
+        if not self.request.accepts("text/event-stream"):
             raise NotAcceptable("Accept must include text/event-stream")
         credential = await self._caller()
         session = await self._session(credential)
@@ -230,5 +227,5 @@ class StreamableHTTPConsumer(StreamConsumer):
             await host.close(CloseReason.TERMINATED)
         else:
             await database_sync_to_async(revoke)(McpSession.objects.filter(pk=session.pk), CloseReason.TERMINATED)
-        await send_response(self.send, 204, b"", content_type=None)
+        await send_response(self.send, HTTPStatus.NO_CONTENT, b"", content_type=None)
         return True
