@@ -43,7 +43,7 @@ from mcp_sessions.models import AuditKind, McpSession
 from . import audit, runtime
 from .auth import Credential, authenticate, presented_credential
 from .conf import gateway_settings
-from .events import EventId
+from .sessions.events import EventId
 from .exceptions import GatewayError, InvalidEventId, MalformedSessionId, MissingSessionId, SessionNotFound
 from .http import GatewayRequest
 

@@ -38,7 +38,7 @@ from .auth import authenticate
 from .binding import BoundSession, bind, bind_ref, identify, last_event_id, session_id_from_query
 from .conf import gateway_settings
 from .csrf import check_csrf
-from .events import MAIN_STREAM, Event, EventId
+from .sessions.events import MAIN_STREAM, Event, EventId
 from .exceptions import (
     GatewayError,
     InvalidEventId,
@@ -50,7 +50,7 @@ from .exceptions import (
 )
 from .flow import FlowControl, flow_control_for
 from .http import SECURITY_HEADERS, GatewayRequest, Message, Receive, Send, json_bytes, send_error, send_response
-from .mailbox import SourcedMailbox
+from .sessions.mailbox import SourcedMailbox
 from .ratelimit import check_rate
 from .tickets import issue_ticket, stream_credential
 

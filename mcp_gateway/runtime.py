@@ -49,15 +49,15 @@ from mcp_sessions.ids import hash_session_id, new_session_id
 from mcp_sessions.models import AuditKind, CloseReason, McpSession, SessionLimitReached, Transport, error_summary
 
 from . import audit
-from .actor import SessionActor
+from .sessions.actor import SessionActor
 from .auth import Credential
 from .conf import gateway_settings
 from .context import GatewayRequestContext
-from .events import MAIN_STREAM, Event, EventBuffer, EventId, EventsLost, UnknownEvent
+from .sessions.events import MAIN_STREAM, Event, EventBuffer, EventId, EventsLost, UnknownEvent
 from .exceptions import ServiceUnavailable, SessionNotFound, TooManySessions
 from .http import GatewayRequest
 from .lease import lease
-from .mailbox import Mailbox
+from .sessions.mailbox import Mailbox
 
 logger = logging.getLogger("mcp_gateway")
 

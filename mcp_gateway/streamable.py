@@ -42,7 +42,7 @@ from .auth import Credential
 from .binding import BoundSession, bind, identify, last_event_id, session_id_from_header
 from .consumers import StreamConsumer, parse_message
 from .csrf import check_csrf
-from .events import MAIN_STREAM
+from .sessions.events import MAIN_STREAM
 from .exceptions import (
     BatchNotSupported,
     GatewayError,

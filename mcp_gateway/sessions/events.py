@@ -18,7 +18,7 @@ import re
 import sys
 from dataclasses import dataclass
 
-from . import sse
+from .. import sse
 
 MAIN_STREAM = 0
 

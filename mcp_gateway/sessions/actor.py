@@ -37,7 +37,7 @@ from mcp_types import (
 from mcp_sessions.models import McpSession
 from mcp_sessions.text import clean_field
 
-from .context import GatewayRequestContext
+from ..context import GatewayRequestContext
 
 Sink = Callable[[SessionMessage], Awaitable[None]]
 
