@@ -40,12 +40,13 @@ from django.db import DatabaseError
 from mcp_sessions.ids import hash_session_id, is_well_formed, public_ref
 from mcp_sessions.models import AuditKind, McpSession
 
-from . import audit, runtime
+from . import audit
 from .auth import Credential, authenticate, presented_credential
 from .conf import gateway_settings
-from .sessions.events import EventId
 from .exceptions import GatewayError, InvalidEventId, MalformedSessionId, MissingSessionId, SessionNotFound
 from .http import GatewayRequest
+from .sessions.events import EventId
+from .worker import worker
 
 logger = logging.getLogger("mcp_gateway")
 
@@ -104,14 +105,14 @@ def pinned_session(
     """The caller and their session, if this worker can vouch for both without the database; else None."""
     if session_id is None:
         return None
-    host = runtime.local_host_by_id_hash(hash_session_id(session_id))
+    host = worker.local_host_by_id_hash(hash_session_id(session_id))
     if host is None:
         return None
     presented = presented_credential(request)
     if presented is None or not host.admits(presented.fingerprint, server=server, transport=transport):
         return None
-    if host.renewal_due():
-        host.renewing = True
+    if host.pin.renewal_due():
+        host.pin.renewing = True
         task = asyncio.get_running_loop().create_task(_renew(host, request, session_id, server, transport))
         _renewals.add(task)
         task.add_done_callback(_renewals.discard)
@@ -138,7 +139,7 @@ async def _renew(host: Any, request: GatewayRequest, session_id: str, server: st
         # Not renewed: the pin lapses on time, and the next request takes the full path and gets its answer.
         logger.debug("Pinned credential of session %s not renewed: %r", host.ref, exc)
     finally:
-        host.renewing = False
+        host.pin.renewing = False
 
 
 async def identify(
@@ -179,9 +180,9 @@ async def _bind(
     row, foreign = await database_sync_to_async(_lookup)(match, credential.user, server, transport)
     if row is not None:
         pk, id_hash, channel_name = row
-        host = runtime.local_host(pk)
+        host = worker.local_host(pk)
         if host is not None:
-            host.confirm(credential, checked_at=checked_at)
+            host.pin.confirm(credential, checked_at=checked_at)
         return BoundSession(pk=pk, ref=public_ref(id_hash), channel_name=channel_name)
     if foreign is None:
         raise SessionNotFound()

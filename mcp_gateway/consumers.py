@@ -2,7 +2,7 @@
 
 - :class:`SSEConsumer` (``GET <prefix>sse``) authenticates the caller, opens
   a session bound to them in this worker (a
-  :class:`~mcp_gateway.runtime.SessionHost`; the address of this worker is
+  :class:`~mcp_gateway.sessions.host.SessionHost`; the address of this worker is
   stored with the record) and carries its stream; or, given ``Last-Event-ID``, resumes the
   caller's session on this connection.
 - :class:`MessagesConsumer` (``POST <prefix>messages/``) is a stateless
@@ -17,7 +17,6 @@ Handlers never block: the session runs in its own task, so
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -33,12 +32,11 @@ from pydantic import ValidationError
 
 from mcp_sessions.models import CloseReason, McpSession, Transport
 
-from . import audit, runtime, sse
+from . import audit, opening, sse, wire
 from .auth import authenticate
 from .binding import BoundSession, bind, bind_ref, identify, last_event_id, session_id_from_query
 from .conf import gateway_settings
 from .csrf import check_csrf
-from .sessions.events import MAIN_STREAM, Event, EventId
 from .exceptions import (
     GatewayError,
     InvalidEventId,
@@ -50,9 +48,11 @@ from .exceptions import (
 )
 from .flow import FlowControl, flow_control_for
 from .http import SECURITY_HEADERS, GatewayRequest, Message, Receive, Send, json_bytes, send_error, send_response
-from .sessions.mailbox import SourcedMailbox
 from .ratelimit import check_rate
+from .sessions.events import MAIN_STREAM, Event, EventId
+from .sessions.mailbox import SourcedMailbox
 from .tickets import issue_ticket, stream_credential
+from .worker import worker
 
 if TYPE_CHECKING:
     from .routing import Mount
@@ -207,7 +207,7 @@ class MessagesConsumer(GatewayConsumer):
             )
         event = {"type": "mcp.inbound", "body": body, "headers": self.request.forwardable_headers()}
         try:
-            await runtime.send_to_session(self.channel_layer, session.channel_name, session.pk, event, parsed=parsed)
+            await worker.send_to_session(self.channel_layer, session.channel_name, session.pk, event, parsed=parsed)
         except ChannelFull:
             raise ServiceUnavailable() from None
         except GatewayError:
@@ -236,7 +236,7 @@ class TicketsConsumer(GatewayConsumer):
 
 
 class StreamConsumer(GatewayConsumer):
-    """A response that carries one of a session's streams: an :class:`~mcp_gateway.runtime.Outlet`.
+    """A response that carries one of a session's streams: an :class:`~mcp_gateway.sessions.streams.Outlet`.
 
     The session's host (in this worker or another) delivers events; this
     consumer writes them with backpressure, pings while idle, and tells the
@@ -261,11 +261,11 @@ class StreamConsumer(GatewayConsumer):
     @property
     def host_is_local(self) -> bool:
         """Whether the session this connection serves runs in this worker (and calls it directly)."""
-        return runtime.local_host(self.session_pk) is not None
+        return worker.local_host(self.session_pk) is not None
 
     async def open_inbox(self) -> None:
         self.channel_name = await self.channel_layer.new_channel()
-        runtime.register_outlet(self.channel_name, self)
+        worker.register_outlet(self.channel_name, self)
 
     async def start_stream(self) -> None:
         """Send the event-stream headers, once, with a comment: headers only leave with a body chunk."""
@@ -278,8 +278,8 @@ class StreamConsumer(GatewayConsumer):
         await self._write(sse.comment("stream"))
 
     def start_keepalive(self) -> None:
-        """Ping every ``PING_INTERVAL`` while the stream lives (see :class:`Keepalive`)."""
-        _keepalive.add(self)
+        """Ping every ``PING_INTERVAL`` while the stream lives (see :class:`~mcp_gateway.worker.Keepalive`)."""
+        worker.keepalive.add(self)
 
     def ping_due(self) -> None:
         if self._pinging is None:  # else the last ping is still waiting for the client: skip this one
@@ -293,7 +293,7 @@ class StreamConsumer(GatewayConsumer):
     async def carry(self, session: BoundSession, *, stream: int, after: EventId | None, replace: bool) -> None:
         """Carry ``stream`` of ``session`` on this connection, from the event after ``after``; refusals raise."""
         self.host_channel, self.session_pk = session.channel_name, session.pk
-        status = await runtime.attach(
+        status = await worker.attach(
             self.channel_layer,
             session.channel_name,
             session.pk,
@@ -304,15 +304,15 @@ class StreamConsumer(GatewayConsumer):
         )
         await self.attached(status)
 
-    async def attached(self, status: runtime.Attach) -> None:
+    async def attached(self, status: wire.Attach) -> None:
         """Act on the host's answer to this connection's request to carry a stream."""
-        if status is runtime.Attach.OK:
+        if status is wire.Attach.OK:
             await self.start_stream()
-        elif status is runtime.Attach.CONFLICT:
+        elif status is wire.Attach.CONFLICT:
             raise StreamConflict()
-        elif status is runtime.Attach.UNKNOWN:
+        elif status is wire.Attach.UNKNOWN:
             raise InvalidEventId()
-        elif status is runtime.Attach.GONE:
+        elif status is wire.Attach.GONE:
             raise SessionNotFound()
         else:  # LOST: say so, then end; the host closes the session.
             await self.start_stream()
@@ -329,7 +329,7 @@ class StreamConsumer(GatewayConsumer):
 
     async def deliver(self, event: Event) -> None:
         if self._mode == "done":
-            raise runtime.OutletClosed(CloseReason.CLIENT_DISCONNECT)
+            raise wire.OutletClosed(CloseReason.CLIENT_DISCONNECT)
         if self._mode is None and self.json_allowed and event.final:
             self._mode = "done"
             await send_response(self.send, 200, event.data.encode(), headers=self.stream_headers())
@@ -338,7 +338,7 @@ class StreamConsumer(GatewayConsumer):
         await self.start_stream()
         try:
             await self._write(event.encode())
-        except runtime.OutletClosed:
+        except wire.OutletClosed:
             self._mode = "done"
             self.end_soon(CloseReason.STALLED)
             raise
@@ -378,7 +378,7 @@ class StreamConsumer(GatewayConsumer):
         """An event from a host in another worker."""
         try:
             await self.deliver(Event.from_message(message))
-        except runtime.OutletClosed as closed:
+        except wire.OutletClosed as closed:
             await self._leave(closed.reason)
 
     async def mcp_layer_lost(self, message: Message) -> None:
@@ -394,13 +394,13 @@ class StreamConsumer(GatewayConsumer):
     async def _leave(self, reason: str) -> None:
         if not self._ended and self.host_channel is not None:
             self._ended = True
-            await runtime.detach(self.channel_layer, self.host_channel, self.session_pk, self.channel_name, reason)
+            await worker.detach(self.channel_layer, self.host_channel, self.session_pk, self.channel_name, reason)
 
     async def _finish_response(self, reason: str | None = None) -> None:
         if self._mode is None:
             # Ended before anything was sent: the session was closed while the request waited, or (busy) its
             # inbox was full.
-            refusal = SessionNotFound() if reason != runtime.BUSY else ServiceUnavailable("Session busy, retry later")
+            refusal = SessionNotFound() if reason != wire.BUSY else ServiceUnavailable("Session busy, retry later")
             await send_error(self.send, refusal)
         elif self._mode == "sse" or self.flow is not None:
             if self.flow is not None:
@@ -419,7 +419,7 @@ class StreamConsumer(GatewayConsumer):
                 await self.flow.writable()
                 await self.send(message)
         except TimeoutError:
-            raise runtime.OutletClosed(CloseReason.STALLED) from None
+            raise wire.OutletClosed(CloseReason.STALLED) from None
 
     async def _ping(self) -> None:
         """Keep the stream alive; a stream fed from another worker also checks its session still lives."""
@@ -432,7 +432,7 @@ class StreamConsumer(GatewayConsumer):
             if remote and not await database_sync_to_async(_session_lives)(self.session_pk):
                 self._ended = True
                 self.end_soon(CloseReason.WORKER_LOST)
-        except runtime.OutletClosed as closed:
+        except wire.OutletClosed as closed:
             self._mode = "done"
             await self._leave(closed.reason)
             self.end_soon(closed.reason)
@@ -440,16 +440,16 @@ class StreamConsumer(GatewayConsumer):
             logger.warning("Could not check a remote session's lease", exc_info=True)
 
     async def stop(self) -> None:
-        _keepalive.discard(self)
+        worker.keepalive.discard(self)
         if self._pinging is not None and self._pinging is not asyncio.current_task():
             self._pinging.cancel()
         if hasattr(self, "channel_name"):
-            runtime.unregister_outlet(self.channel_name)
+            worker.unregister_outlet(self.channel_name)
         if self.flow is not None:
             self.flow.release()
         if self.host_channel is None:
             return
-        host = runtime.local_host(self.session_pk)
+        host = worker.local_host(self.session_pk)
         if self.cancelled and host is not None:
             await host.close(CloseReason.SERVER_SHUTDOWN)  # the server is stopping: so is this worker's session
         else:
@@ -458,40 +458,6 @@ class StreamConsumer(GatewayConsumer):
 
 def _session_lives(pk: int | None) -> bool:
     return McpSession.objects.open().leased(gateway_settings.LEASE_TIMEOUT).filter(pk=pk).exists()
-
-
-class Keepalive:
-    """Pings every open stream of this worker each ``PING_INTERVAL``, from one task.
-
-    Not a timer per stream: thousands of idle streams cost one set entry
-    each, and the loop's timer heap stays small. A stream's first ping comes
-    within one interval of its opening.
-    """
-
-    def __init__(self) -> None:
-        self._streams: set[StreamConsumer] = set()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._task: asyncio.Task[None] | None = None
-
-    def add(self, stream: StreamConsumer) -> None:
-        loop = asyncio.get_running_loop()
-        if loop is not self._loop:
-            self._streams, self._loop = set(), loop  # streams of an earlier loop (tests) are over
-        if self._task is None or self._task.done() or self._task.get_loop() is not loop:
-            self._task = loop.create_task(self._run(), context=contextvars.Context())
-        self._streams.add(stream)
-
-    def discard(self, stream: StreamConsumer) -> None:
-        self._streams.discard(stream)
-
-    async def _run(self) -> None:
-        while self._streams:
-            await asyncio.sleep(gateway_settings.PING_INTERVAL)
-            for stream in list(self._streams):
-                stream.ping_due()
-
-
-_keepalive = Keepalive()
 
 
 class SSEConsumer(StreamConsumer):
@@ -522,10 +488,10 @@ class SSEConsumer(StreamConsumer):
         self.request.release()
         if self.host_is_local:
             return []  # the session is in this worker and calls this consumer directly: nothing to listen to
-        return [runtime.receiver(self.channel_layer, self.channel_name)]
+        return [wire.receiver(self.channel_layer, self.channel_name)]
 
     async def _open(self, credential: Any) -> None:
-        host, session_id = await runtime.open_session(
+        host, session_id = await opening.open_session(
             layer=self.channel_layer,
             mount=self.mount,
             request=self.request,
@@ -534,11 +500,11 @@ class SSEConsumer(StreamConsumer):
         )
         self.host_channel, self.session_pk = host.inbox, host.pk
         try:
-            await host.attach(MAIN_STREAM, self.channel_name, self, after=None, replace=False)
+            await host.streams.attach(MAIN_STREAM, self.channel_name, self, after=None, replace=False)
             await self.start_stream()
             # Headers go out with the first body chunk, so the endpoint event is sent at once. It is never replayed
             # (a client resumes from it or later), so an idle session does not keep it.
             url = self.mount.messages_url(self.scope, session_id)
-            await host.emit(MAIN_STREAM, "endpoint", url, replay=False)
+            await host.streams.emit(MAIN_STREAM, "endpoint", url, replay=False)
         finally:
             host.start()

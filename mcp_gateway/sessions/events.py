@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from .. import sse
+from ..wire import EventMessage
 
 MAIN_STREAM = 0
 
@@ -65,7 +68,7 @@ class Event:
     def encode(self) -> bytes:
         return sse.event(self.name, self.data, self.id)
 
-    def as_message(self) -> dict[str, object]:
+    def as_message(self) -> EventMessage:
         """This event as a channel-layer message, for a stream held by another worker."""
         return {
             "type": "mcp.event",
@@ -78,11 +81,11 @@ class Event:
         }
 
     @classmethod
-    def from_message(cls, message: dict[str, object]) -> Event:
+    def from_message(cls, message: Mapping[str, Any]) -> Event:
         return cls(
             id=str(message["id"]),
-            stream=int(message["stream"]),  # type: ignore[call-overload]
-            seq=int(message["seq"]),  # type: ignore[call-overload]
+            stream=int(message["stream"]),
+            seq=int(message["seq"]),
             name=str(message["name"]),
             data=str(message["data"]),
             final=bool(message["final"]),

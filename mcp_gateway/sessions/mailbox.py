@@ -122,7 +122,8 @@ class SourcedMailbox(Mailbox):
                 if self._interrupted:  # the source swallowed the interruption and returned a message
                     self._interrupted = False
                     task.uncancel()
-        return self._items.pop(0)
+        posted: dict[str, Any] = self._items.pop(0)
+        return posted
 
     def close(self) -> None:
         """Stop reading every source."""
