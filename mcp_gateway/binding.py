@@ -24,12 +24,12 @@ from mcp.server.streamable_http import LAST_EVENT_ID_HEADER, MCP_SESSION_ID_HEAD
 from mcp_sessions.ids import hash_session_id, is_well_formed, public_ref
 from mcp_sessions.models import AuditKind, McpSession
 
-from . import runtime
 from .auth import Credential
 from .conf import gateway_settings
-from .events import EventId
 from .exceptions import InvalidEventId, MalformedSessionId, MissingSessionId, SessionNotFound
 from .http import GatewayRequest
+from .sessions.events import EventId
+from .worker import worker
 
 logger = logging.getLogger("mcp_gateway")
 
@@ -117,9 +117,9 @@ async def _bind(
     row, foreign = await database_sync_to_async(_lookup)(match, credential.user, server, transport)
     if row is not None:
         pk, id_hash, channel_name = row
-        host = runtime.local_host(pk)
+        host = worker.local_host(pk)
         if host is not None:
-            host.confirm(credential, checked_at=checked_at)
+            host.pin.confirm(credential, checked_at=checked_at)
         return BoundSession(pk=pk, ref=public_ref(id_hash), channel_name=channel_name)
     if foreign is None:
         raise SessionNotFound()

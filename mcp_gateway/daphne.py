@@ -407,7 +407,7 @@ class GatewayServer(Server):
         return queue
 
     def kill_all_applications(self) -> defer.Deferred[Any]:
-        runtime = sys.modules.get("mcp_gateway.runtime")
+        runtime = sys.modules.get("mcp_gateway.worker")
         if runtime is None:  # not a gateway application (or it never loaded one): no sessions to close
             return self.cancel_applications()
         closing = defer.Deferred.fromFuture(asyncio.ensure_future(runtime.close_all()))

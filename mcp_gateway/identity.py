@@ -39,13 +39,14 @@ from django.db import DatabaseError
 
 from mcp_sessions.ids import hash_session_id
 
-from . import audit, runtime
+from . import audit
 from .auth import Credential, authenticate, presented_credential
 from .binding import BoundSession, bind
 from .csrf import check_csrf
 from .exceptions import GatewayError, SessionNotFound
 from .http import GatewayRequest
 from .ratelimit import check_rate
+from .worker import worker
 
 logger = logging.getLogger("mcp_gateway")
 
@@ -84,14 +85,14 @@ def pinned_session(request: GatewayRequest, session_id: str | None, *, server: s
     """The caller and their session, if this worker can vouch for both without the database; else None."""
     if session_id is None:
         return None
-    host = runtime.local_host_by_id_hash(hash_session_id(session_id))
+    host = worker.local_host_by_id_hash(hash_session_id(session_id))
     if host is None:
         return None
     presented = presented_credential(request)
     if presented is None or not host.admits(presented.fingerprint, server=server, transport=transport):
         return None
-    if host.renewal_due():
-        host.renewing = True
+    if host.pin.renewal_due():
+        host.pin.renewing = True
         task = asyncio.get_running_loop().create_task(_renew(host, request, session_id, server, transport))
         _renewals.add(task)
         task.add_done_callback(_renewals.discard)
@@ -119,4 +120,4 @@ async def _renew(host: Any, request: GatewayRequest, session_id: str, server: st
         # Not renewed: the pin lapses on time, and the next request takes the full path and gets its answer.
         logger.debug("Pinned credential of session %s not renewed: %r", host.ref, exc)
     finally:
-        host.renewing = False
+        host.pin.renewing = False

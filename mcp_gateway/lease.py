@@ -18,7 +18,9 @@ and closing it then failed too), or lost it with the record still open. It
 runs whether or not the worker has sessions left.
 
 One heartbeat per worker, not per session: the database load does not grow
-with the number of streams.
+with the number of streams. The lease belongs to the process's
+:class:`~mcp_gateway.worker.Worker`, which starts its task and tells it which
+sessions are live.
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Coroutine
 from datetime import datetime, timedelta
+from typing import Any
 
 from channels.db import database_sync_to_async
 from django.utils import timezone
@@ -47,13 +50,21 @@ FORGET_AFTER = timedelta(days=1)
 
 
 class WorkerLease:
-    def __init__(self) -> None:
+    """This process's row in the workers table, and the heartbeat that keeps it, and its sessions, alive."""
+
+    def __init__(
+        self,
+        *,
+        start: Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]],
+        live_sessions: Callable[[], Collection[int]] | None,
+    ) -> None:
         self.worker_id = uuid.uuid4().hex
+        self._start = start
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
-        # The pks of the sessions this process runs (set by mcp_gateway.runtime, which holds them); None: not known,
-        # so no record is taken for lost.
-        self.live_sessions: Callable[[], Collection[int]] | None = None
+        # The pks of the sessions this process runs (the worker's registry); None: not known, so no record is
+        # taken for lost.
+        self.live_sessions = live_sessions
 
     async def ensure(self) -> str:
         """This process's worker id, registering it and starting its heartbeat the first time."""
@@ -61,7 +72,7 @@ class WorkerLease:
             async with self._lock:
                 if self._task is None or self._task.done():
                     await self.register()
-                    self._task = asyncio.get_running_loop().create_task(self._heartbeat())
+                    self._task = self._start(self._heartbeat())
         return self.worker_id
 
     async def register(self) -> None:
@@ -116,6 +127,3 @@ class WorkerLease:
         if live is None or created_before is None:
             return []
         return McpSession.objects.close_hostless(self.worker_id, live, created_before)
-
-
-lease = WorkerLease()

@@ -19,13 +19,14 @@ from django.test import override_settings
 from django.utils import timezone
 
 from demo.models import Note
-from mcp_gateway import identity, runtime
+from mcp_gateway import identity
 from mcp_gateway.auth import Credential, authenticate
 from mcp_gateway.binding import bind
 from mcp_gateway.conf import gateway_settings
 from mcp_gateway.http import GatewayRequest
 from mcp_gateway.identity import pinned_session
 from mcp_gateway.mounts import Mount
+from mcp_gateway.opening import open_session
 from mcp_sessions.ids import is_well_formed, new_session_id
 from mcp_sessions.models import AccessToken, CloseReason, McpSession, Transport
 
@@ -237,7 +238,7 @@ async def test_pinned_session_admits_only_the_opening_credential_while_fresh(
     opener = GatewayRequest(http_scope(headers=_headers_for(opened_with, secrets, cookies).items()))
     credential = await authenticate(opener)
     mount = Mount("/mcp/", gateway_settings.SERVER)
-    host, session_id = await runtime.open_session(
+    host, session_id = await open_session(
         layer=get_channel_layer(), mount=mount, request=opener, credential=credential, transport=Transport.SSE
     )
     try:
@@ -249,9 +250,9 @@ async def test_pinned_session_admits_only_the_opening_credential_while_fresh(
         elif change == "other-transport":
             transport = Transport.STREAMABLE_HTTP
         elif change == "stale":
-            host._credential_checked_at -= gateway_settings.RECHECK_INTERVAL + 1
+            host.pin.checked_at -= gateway_settings.RECHECK_INTERVAL + 1
         elif change == "ending":
-            host.end_soon(CloseReason.REVOKED)
+            host.close_soon(CloseReason.REVOKED)
         request = GatewayRequest(http_scope(method="POST", headers=_headers_for(presented, secrets, cookies).items()))
         overrides: dict[str, Any] = {}
         if change == "recheck-0":
@@ -283,11 +284,11 @@ async def test_a_full_check_renews_the_pin_only_for_the_opening_credential(alice
     opener = GatewayRequest(http_scope(headers=[("Authorization", f"Bearer {secret}")]))
     credential = await authenticate(opener)
     mount = Mount("/mcp/", gateway_settings.SERVER)
-    host, session_id = await runtime.open_session(
+    host, session_id = await open_session(
         layer=get_channel_layer(), mount=mount, request=opener, credential=credential, transport=Transport.SSE
     )
     try:
-        host._credential_checked_at -= gateway_settings.RECHECK_INTERVAL + 1
+        host.pin.checked_at -= gateway_settings.RECHECK_INTERVAL + 1
         request = GatewayRequest(http_scope(method="POST", headers=[("Authorization", f"Bearer {secret}")]))
         assert pinned_session(request, session_id, server="/mcp/", transport=Transport.SSE) is None
 
@@ -308,26 +309,26 @@ async def test_a_pin_in_its_last_quarter_is_rechecked_off_the_requests_path(alic
     token, secret = await sync_to_async(AccessToken.objects.issue)(alice, "one")
     opener = GatewayRequest(http_scope(headers=[("Authorization", f"Bearer {secret}")]))
     mount = Mount("/mcp/", gateway_settings.SERVER)
-    host, session_id = await runtime.open_session(
+    host, session_id = await open_session(
         layer=get_channel_layer(), mount=mount, request=opener, credential=await authenticate(opener), transport="sse"
     )
     try:
-        host._credential_checked_at -= gateway_settings.RECHECK_INTERVAL * 0.9
-        last_check = host._credential_checked_at
+        host.pin.checked_at -= gateway_settings.RECHECK_INTERVAL * 0.9
+        last_check = host.pin.checked_at
         if revoked:  # in bulk: no signal ends the session, only the database check can see it
             await AccessToken.objects.filter(pk=token.pk).aupdate(revoked_at=timezone.now())
         request = GatewayRequest(http_scope(method="POST", headers=[("Authorization", f"Bearer {secret}")]))
         # Still within the interval: admitted at once, and the check runs in the background.
         assert pinned_session(request, session_id, server="/mcp/", transport=Transport.SSE) is not None
-        assert host.renewing and len(identity._renewals) == 1
+        assert host.pin.renewing and len(identity._renewals) == 1
         assert pinned_session(request, session_id, server="/mcp/", transport=Transport.SSE) is not None
         assert len(identity._renewals) == 1, "one check at a time"
         await asyncio.gather(*identity._renewals)
-        assert not host.renewing
+        assert not host.pin.renewing
         if revoked:
-            assert host._credential_checked_at == last_check
+            assert host.pin.checked_at == last_check
         else:
-            assert host._credential_checked_at > last_check + gateway_settings.RECHECK_INTERVAL * 0.8
+            assert host.pin.checked_at > last_check + gateway_settings.RECHECK_INTERVAL * 0.8
     finally:
         await host.close(CloseReason.SERVER_SHUTDOWN)
 

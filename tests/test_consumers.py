@@ -237,7 +237,7 @@ async def test_workers_recover_when_the_database_drops_their_connections(
 
 
 async def test_one_keepalive_task_pings_every_stream_until_it_leaves(settings: Any) -> None:
-    from mcp_gateway.transports.stream import Keepalive
+    from mcp_gateway.worker import Keepalive, worker
 
     settings.MCP_GATEWAY_PING_INTERVAL = 0.05
 
@@ -253,7 +253,7 @@ async def test_one_keepalive_task_pings_every_stream_until_it_leaves(settings: A
             while not condition():
                 await asyncio.sleep(0.01)
 
-    keepalive = Keepalive()
+    keepalive = Keepalive(worker)
     first, second = Stream(), Stream()
     keepalive.add(first)  # type: ignore[arg-type]
     task = keepalive._task

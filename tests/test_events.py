@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from mcp_gateway.events import MAIN_STREAM, EventBuffer, EventId, EventsLost, UnknownEvent
+from mcp_gateway.sessions.events import MAIN_STREAM, EventBuffer, EventId, EventsLost, UnknownEvent
 
 REF = "0123456789ab"
 KiB = 1024

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from mcp_gateway.mailbox import Mailbox, SourcedMailbox
+from mcp_gateway.sessions.mailbox import Mailbox, SourcedMailbox
 
 
 async def test_a_reader_waits_for_a_message_and_gets_them_in_order() -> None:

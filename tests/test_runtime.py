@@ -21,13 +21,15 @@ from django.utils import timezone
 from mcp.shared.message import SessionMessage
 from mcp_types import JSONRPCResponse
 
-from mcp_gateway import runtime
 from mcp_gateway.auth import authenticate
 from mcp_gateway.conf import gateway_settings
 from mcp_gateway.exceptions import SessionNotFound
 from mcp_gateway.http import GatewayRequest
-from mcp_gateway.lease import lease
 from mcp_gateway.mounts import Mount
+from mcp_gateway.opening import open_session
+from mcp_gateway.sessions.host import SessionHost
+from mcp_gateway.wire import BUSY
+from mcp_gateway.worker import worker
 from mcp_sessions.ids import hash_session_id, new_session_id
 from mcp_sessions.models import AccessToken, AuditEvent, AuditKind, CloseReason, McpSession, Transport, Worker
 from mcp_sessions.revocation import revoke
@@ -50,10 +52,10 @@ INITIALIZE = {
 }
 
 
-async def _host(user: Any, layer: BaseChannelLayer | None = None, server: Any = None) -> runtime.SessionHost:
+async def _host(user: Any, layer: BaseChannelLayer | None = None, server: Any = None) -> SessionHost:
     _, secret = await sync_to_async(AccessToken.objects.issue)(user, "agent")
     request = GatewayRequest(http_scope(headers=[("Authorization", f"Bearer {secret}")]))
-    host, _ = await runtime.open_session(
+    host, _ = await open_session(
         layer=layer or get_channel_layer(),
         mount=Mount("/mcp/", server or gateway_settings.SERVER),
         request=request,
@@ -63,7 +65,7 @@ async def _host(user: Any, layer: BaseChannelLayer | None = None, server: Any = 
     return host
 
 
-async def _started_host(user: Any, server: Any = None) -> runtime.SessionHost:
+async def _started_host(user: Any, server: Any = None) -> SessionHost:
     host = await _host(user, server=server)
     host.start()
     await host.receive_message({"type": "mcp.inbound", "body": json.dumps(INITIALIZE)})
@@ -75,7 +77,7 @@ async def _started_host(user: Any, server: Any = None) -> runtime.SessionHost:
 async def test_a_sweep_saves_only_what_changed_since_the_last_one(alice: Any) -> None:
     host = await _started_host(alice)
     try:
-        await runtime.Sweeper().sweep()
+        await worker.sweeper.sweep()
         record = await McpSession.objects.aget(pk=host.pk)
         assert (record.client_name, record.client_version, record.protocol_version) == (
             "sweep-test",
@@ -100,7 +102,7 @@ async def test_activity_reaches_the_record_when_it_closed_just_before_a_sweep(al
     """
     host = await _started_host(alice)
     await McpSession.objects.filter(pk=host.pk).aupdate(closed_at=timezone.now(), close_reason=CloseReason.TERMINATED)
-    await runtime.Sweeper().sweep()
+    await worker.sweeper.sweep()
     await asyncio.wait_for(host.close(CloseReason.TERMINATED), 5)
     record = await McpSession.objects.aget(pk=host.pk)
     assert record.close_reason == CloseReason.TERMINATED
@@ -118,8 +120,8 @@ async def test_a_failed_sweep_loses_no_activity(alice: Any, monkeypatch: pytest.
         with monkeypatch.context() as patched:
             patched.setattr(McpSession.objects, "record_activity", unavailable)
             with pytest.raises(ConnectionError):
-                await runtime.Sweeper().sweep()
-        await runtime.Sweeper().sweep()
+                await worker.sweeper.sweep()
+        await worker.sweeper.sweep()
         record = await McpSession.objects.aget(pk=host.pk)
         assert (record.client_name, record.messages_in) == ("sweep-test", 1)
     finally:
@@ -191,9 +193,9 @@ async def test_a_local_sender_is_refused_when_the_sessions_inbox_is_full(alice: 
     try:
         ping = {"type": "mcp.inbound", "body": json.dumps({"jsonrpc": "2.0", "method": "notifications/x"})}
         for _ in range(2):
-            await runtime.send_to_session(layer, host.inbox, host.pk, ping)
+            await worker.send_to_session(layer, host.inbox, host.pk, ping)
         with pytest.raises(ChannelFull):
-            await runtime.send_to_session(layer, host.inbox, host.pk, ping)
+            await worker.send_to_session(layer, host.inbox, host.pk, ping)
         assert layer.channels.get(host.inbox) is None or layer.channels[host.inbox].empty()  # the layer was skipped
     finally:
         await host.close(CloseReason.SERVER_SHUTDOWN)
@@ -250,7 +252,7 @@ async def test_a_sessions_messages_keep_their_order_across_workers(alice: Any, r
     try:
         await layer.send(host.inbox, {"type": "mcp.inbound", "session": host.pk, "body": json.dumps(INITIALIZE)})
         tools_list = json.dumps({"jsonrpc": "2.0", "id": 2, "method": "tools/list"})
-        await runtime.send_to_session(layer, host.inbox, host.pk, {"type": "mcp.inbound", "body": tools_list})
+        await worker.send_to_session(layer, host.inbox, host.pk, {"type": "mcp.inbound", "body": tools_list})
         await until(lambda: len(host._mail) >= 2, "both messages in the inbox")
         assert [json.loads(message["body"])["method"] for message in host._mail] == ["initialize", "tools/list"]
     finally:
@@ -262,9 +264,9 @@ async def test_a_session_that_is_ending_takes_no_more_messages(alice: Any) -> No
     layer = InMemoryChannelLayer()
     host = await _host(alice, layer)
     host.start()
-    host.end_soon(CloseReason.REVOKED)
+    host.close_soon(CloseReason.REVOKED)
     with pytest.raises(SessionNotFound):
-        await runtime.send_to_session(layer, host.inbox, host.pk, {"type": "mcp.inbound", "body": "{}"})
+        await worker.send_to_session(layer, host.inbox, host.pk, {"type": "mcp.inbound", "body": "{}"})
     await host.close(CloseReason.REVOKED)
 
 
@@ -273,26 +275,26 @@ async def test_a_request_left_in_the_inbox_of_a_closing_session_is_answered(alic
     layer = InMemoryChannelLayer()
     host = await _host(alice, layer)  # not started: nothing reads the inbox
     outlet = RecordingOutlet()
-    runtime.register_outlet("waiting-request", outlet)
+    worker.register_outlet("waiting-request", outlet)
     try:
         request = {"jsonrpc": "2.0", "id": 7, "method": "tools/list"}
         inbound = {"type": "mcp.inbound", "body": json.dumps(request), "reply_to": "waiting-request"}
-        await runtime.send_to_session(layer, host.inbox, host.pk, inbound)
+        await worker.send_to_session(layer, host.inbox, host.pk, inbound)
         await host.close(CloseReason.REVOKED)
         await until(lambda: bool(outlet.ended), "the waiting request's connection ended")
         assert outlet.ended == [CloseReason.REVOKED]
     finally:
-        runtime.unregister_outlet("waiting-request")
+        worker.unregister_outlet("waiting-request")
 
 
 async def test_a_request_from_another_worker_to_a_full_inbox_is_refused_as_busy(alice: Any) -> None:
     layer = InMemoryChannelLayer(capacity=1)
     host = await _host(alice, layer)  # not started: nothing reads the inbox
     try:
-        await runtime.send_to_session(layer, host.inbox, host.pk, {"type": "mcp.inbound", "body": "{}"})
+        await worker.send_to_session(layer, host.inbox, host.pk, {"type": "mcp.inbound", "body": "{}"})
         reply_to = await layer.new_channel()
         await layer.send(host.inbox, {"type": "mcp.inbound", "session": host.pk, "body": "{}", "reply_to": reply_to})
-        assert await asyncio.wait_for(layer.receive(reply_to), 5) == {"type": "mcp.end", "reason": runtime.BUSY}
+        assert await asyncio.wait_for(layer.receive(reply_to), 5) == {"type": "mcp.end", "reason": BUSY}
     finally:
         await host.close(CloseReason.SERVER_SHUTDOWN)
 
@@ -304,11 +306,11 @@ async def test_the_worker_inbox_keeps_serving_after_a_fault(alice: Any, fault: s
     host.start()
     try:
         if fault == "task-stopped":
-            task = runtime._worker_inbox._task
+            task = worker.inbox._task
             assert task is not None
             task.cancel()
             await asyncio.sleep(0)
-            assert await runtime._worker_inbox.address(layer) == host.inbox  # listening again, same address
+            assert await worker.inbox.address(layer) == host.inbox  # listening again, same address
         else:
             await layer.send(host.inbox, {"type": "mcp.close", "sessions": 5, "reason": "x"})
         reply_to = await layer.new_channel()
@@ -350,7 +352,7 @@ async def test_a_closed_sessions_host_and_actor_are_freed_by_reference_counting(
     gc.collect()
     gc.disable()
     outlet = RecordingOutlet()
-    runtime.register_outlet("request-stream", outlet)
+    worker.register_outlet("request-stream", outlet)
     try:
         host = await _started_host(alice, server=servers.lowlevel)
         actor = host.actor
@@ -374,7 +376,7 @@ async def test_a_closed_sessions_host_and_actor_are_freed_by_reference_counting(
         del host, actor
         assert [ref() for ref in freed] == [None, None]
     finally:
-        runtime.unregister_outlet("request-stream")
+        worker.unregister_outlet("request-stream")
         gc.enable()
 
 
@@ -407,7 +409,7 @@ async def test_what_a_closed_session_had_not_delivered_is_freed_by_reference_cou
     gc.collect()
     gc.disable()
     outlet = StuckOutlet()
-    runtime.register_outlet("request-stream", outlet)
+    worker.register_outlet("request-stream", outlet)
     try:
         host = await _started_host(alice, server=servers.lowlevel)
         actor = host.actor
@@ -424,7 +426,7 @@ async def test_what_a_closed_session_had_not_delivered_is_freed_by_reference_cou
         del host, actor
         assert _messages_about(2) == []
     finally:
-        runtime.unregister_outlet("request-stream")
+        worker.unregister_outlet("request-stream")
         gc.enable()
 
 
@@ -439,7 +441,7 @@ async def test_a_sessions_failed_activity_write_leaves_the_others_swept(alice: A
     try:
         bad.actor.activity.messages_in = -1  # the column's check constraint refuses it, on every database
         await McpSession.objects.filter(pk=revoked.pk).aupdate(closed_at=timezone.now(), close_reason="revoked")
-        await runtime.Sweeper().sweep()
+        await worker.sweeper.sweep()
         await asyncio.wait_for(revoked.wait_closed(), 5)
         record = await McpSession.objects.aget(pk=saved.pk)
         assert (record.client_name, record.messages_in, record.closed_at) == ("sweep-test", 1, None)
@@ -448,7 +450,7 @@ async def test_a_sessions_failed_activity_write_leaves_the_others_swept(alice: A
         assert (await McpSession.objects.aget(pk=bad.pk)).messages_in == 0
 
         bad.actor.activity.messages_in = 1
-        await runtime.Sweeper().sweep()
+        await worker.sweeper.sweep()
         assert (await McpSession.objects.aget(pk=bad.pk)).client_name == "sweep-test"
         assert bad.pending_activity() is None
     finally:
@@ -467,11 +469,11 @@ async def test_a_host_whose_close_was_not_written_stays_registered_until_a_sweep
 
         patched.setattr(McpSession.objects, "close", unavailable)
         await asyncio.wait_for(host.close(CloseReason.TERMINATED), 5)
-    assert runtime.local_host(host.pk) is host and not host.accepting
+    assert worker.local_host(host.pk) is host and not host.accepting
     assert (await McpSession.objects.aget(pk=host.pk)).closed_at is None
 
-    await runtime.Sweeper().sweep()
-    assert runtime.local_host(host.pk) is None
+    await worker.sweeper.sweep()
+    assert worker.local_host(host.pk) is None
     record = await McpSession.objects.aget(pk=host.pk)
     assert (record.close_reason, record.messages_in) == (CloseReason.TERMINATED, 1)
     await audit_row(AuditKind.SESSION_CLOSED, session_ref=host.ref, detail=CloseReason.TERMINATED)
@@ -513,7 +515,7 @@ async def cancel_once_inserted(alice: Any, inserted: threading.Event) -> McpSess
 async def test_a_record_written_for_a_cancelled_opening_is_closed(alice: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """The client left, or the server is stopping, while its record was written: no host will ever close it."""
     record = await cancel_once_inserted(alice, slowed_open_for(monkeypatch))
-    assert runtime.local_host(record.pk) is None
+    assert worker.local_host(record.pk) is None
     closed = await closed_session(pk=record.pk)
     assert closed.close_reason == CloseReason.HOST_LOST
     await audit_row(AuditKind.SESSION_CLOSED, session_ref=record.ref, detail=CloseReason.HOST_LOST)
@@ -550,15 +552,15 @@ async def test_the_heartbeat_closes_this_workers_records_that_no_live_session_ho
         worker=other,
     )
     try:
-        await lease.beat()
+        await worker.lease.beat()
         assert await McpSession.objects.open().filter(pk=lost.pk).aexists(), "closed within its grace period"
 
         long_ago = timezone.now() - timedelta(seconds=2 * gateway_settings.LEASE_TIMEOUT)
         await McpSession.objects.filter(pk__in=[lost.pk, live.pk, elsewhere.pk]).aupdate(created_at=long_ago)
-        await lease.beat()
+        await worker.lease.beat()
         assert (await McpSession.objects.aget(pk=lost.pk)).close_reason == CloseReason.HOST_LOST
         await audit_row(AuditKind.SESSION_CLOSED, session_ref=lost.ref, detail=CloseReason.HOST_LOST)
         assert {r.pk async for r in McpSession.objects.open()} == {live.pk, elsewhere.pk}
-        assert runtime.local_host(live.pk) is live
+        assert worker.local_host(live.pk) is live
     finally:
         await live.close(CloseReason.SERVER_SHUTDOWN)

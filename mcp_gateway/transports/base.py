@@ -31,7 +31,7 @@ from ..exceptions import (
 )
 from ..http import GatewayRequest, Message, Receive, Send, send_error
 from ..identity import Caller, identify_caller
-from ..mailbox import SourcedMailbox
+from ..sessions.mailbox import SourcedMailbox
 
 if TYPE_CHECKING:
     from ..mounts import Mount

@@ -2,7 +2,7 @@
 
 - :class:`SSEConsumer` (``GET <prefix>sse``) authenticates the caller, opens
   a session bound to them in this worker (a
-  :class:`~mcp_gateway.runtime.SessionHost`; the address of this worker is
+  :class:`~mcp_gateway.sessions.host.SessionHost`; the address of this worker is
   stored with the record) and carries its stream; or, given
   ``Last-Event-ID``, resumes the caller's session on this connection.
 - :class:`MessagesConsumer` (``POST <prefix>messages/``) is a stateless
@@ -21,16 +21,17 @@ from channels.exceptions import ChannelFull, StopConsumer
 
 from mcp_sessions.models import Transport
 
-from .. import runtime
+from .. import opening, wire
 from ..binding import bind, bind_ref, last_event_id, session_id_from_query
-from ..events import MAIN_STREAM
 from ..exceptions import (
     GatewayError,
     InvalidEventId,
     ServiceUnavailable,
 )
 from ..http import GatewayRequest, Message, send_response
+from ..sessions.events import MAIN_STREAM
 from ..tickets import stream_credential
+from ..worker import worker
 from .base import GatewayConsumer, parse_message
 from .stream import StreamConsumer
 
@@ -64,7 +65,7 @@ class MessagesConsumer(GatewayConsumer):
         )
         event = {"type": "mcp.inbound", "body": body, "headers": self.request.forwardable_headers()}
         try:
-            await runtime.send_to_session(self.channel_layer, session.channel_name, session.pk, event, parsed=parsed)
+            await worker.send_to_session(self.channel_layer, session.channel_name, session.pk, event, parsed=parsed)
         except ChannelFull:
             raise ServiceUnavailable() from None
         except GatewayError:
@@ -104,10 +105,10 @@ class SSEConsumer(StreamConsumer):
         self.request.release()
         if self.host_is_local:
             return []  # the session is in this worker and calls this consumer directly: nothing to listen to
-        return [runtime.receiver(self.channel_layer, self.channel_name)]
+        return [wire.receiver(self.channel_layer, self.channel_name)]
 
     async def _open(self, credential: Any) -> None:
-        host, session_id = await runtime.open_session(
+        host, session_id = await opening.open_session(
             layer=self.channel_layer,
             mount=self.mount,
             request=self.request,
@@ -116,11 +117,11 @@ class SSEConsumer(StreamConsumer):
         )
         self.host_channel, self.session_pk = host.inbox, host.pk
         try:
-            await host.attach(MAIN_STREAM, self.channel_name, self, after=None, replace=False)
+            await host.streams.attach(MAIN_STREAM, self.channel_name, self, after=None, replace=False)
             await self.start_stream()
             # Headers go out with the first body chunk, so the endpoint event is sent at once. It is never replayed
             # (a client resumes from it or later), so an idle session does not keep it.
             url = self.mount.messages_url(self.scope, session_id)
-            await host.emit(MAIN_STREAM, "endpoint", url, replay=False)
+            await host.streams.emit(MAIN_STREAM, "endpoint", url, replay=False)
         finally:
             host.start()

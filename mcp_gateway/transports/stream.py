@@ -1,7 +1,7 @@
 """Responses that carry a session's event stream: SSE writing, flow control, keep-alive.
 
 :class:`StreamConsumer` is an outlet of a session (see
-:mod:`mcp_gateway.runtime`): the session's host, in this worker or another,
+:mod:`mcp_gateway.sessions`): the session's host, in this worker or another,
 delivers numbered events; the consumer writes them with backpressure (a
 client that stops reading is closed as stalled after ``STALL_TIMEOUT``),
 pings while idle, and tells the host when its client leaves. Both transports'
@@ -10,7 +10,6 @@ streams are one of these."""
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 from http import HTTPStatus
 
@@ -21,10 +20,9 @@ from django.db import DatabaseError
 
 from mcp_sessions.models import CloseReason, McpSession
 
-from .. import runtime, sse
+from .. import sse, wire
 from ..binding import BoundSession
 from ..conf import gateway_settings
-from ..events import Event, EventId
 from ..exceptions import (
     InvalidEventId,
     ServiceUnavailable,
@@ -33,6 +31,8 @@ from ..exceptions import (
 )
 from ..flow import FlowControl, flow_control_for
 from ..http import SECURITY_HEADERS, Message, json_bytes, send_error, send_response
+from ..sessions.events import Event, EventId
+from ..worker import worker
 from .base import GatewayConsumer
 
 logger = logging.getLogger("mcp_gateway")
@@ -42,7 +42,7 @@ EVENTS_LOST = -32002
 
 
 class StreamConsumer(GatewayConsumer):
-    """A response that carries one of a session's streams: an :class:`~mcp_gateway.runtime.Outlet`.
+    """A response that carries one of a session's streams: an :class:`~mcp_gateway.sessions.streams.Outlet`.
 
     The session's host (in this worker or another) delivers events; this
     consumer writes them with backpressure, pings while idle, and tells the
@@ -67,11 +67,11 @@ class StreamConsumer(GatewayConsumer):
     @property
     def host_is_local(self) -> bool:
         """Whether the session this connection serves runs in this worker (and calls it directly)."""
-        return runtime.local_host(self.session_pk) is not None
+        return worker.local_host(self.session_pk) is not None
 
     async def open_inbox(self) -> None:
         self.channel_name = await self.channel_layer.new_channel()
-        runtime.register_outlet(self.channel_name, self)
+        worker.register_outlet(self.channel_name, self)
 
     async def start_stream(self) -> None:
         """Send the event-stream headers, once, with a comment: headers only leave with a body chunk."""
@@ -86,8 +86,8 @@ class StreamConsumer(GatewayConsumer):
         await self._write(sse.comment("stream"))
 
     def start_keepalive(self) -> None:
-        """Ping every ``PING_INTERVAL`` while the stream lives (see :class:`Keepalive`)."""
-        _keepalive.add(self)
+        """Ping every ``PING_INTERVAL`` while the stream lives (see :class:`~mcp_gateway.worker.Keepalive`)."""
+        worker.keepalive.add(self)
 
     def ping_due(self) -> None:
         if self._pinging is None:  # else the last ping is still waiting for the client: skip this one
@@ -101,7 +101,7 @@ class StreamConsumer(GatewayConsumer):
     async def carry(self, session: BoundSession, *, stream: int, after: EventId | None, replace: bool) -> None:
         """Carry ``stream`` of ``session`` on this connection, from the event after ``after``; refusals raise."""
         self.host_channel, self.session_pk = session.channel_name, session.pk
-        status = await runtime.attach(
+        status = await worker.attach(
             self.channel_layer,
             session.channel_name,
             session.pk,
@@ -112,15 +112,15 @@ class StreamConsumer(GatewayConsumer):
         )
         await self.attached(status)
 
-    async def attached(self, status: runtime.Attach) -> None:
+    async def attached(self, status: wire.Attach) -> None:
         """Act on the host's answer to this connection's request to carry a stream."""
-        if status is runtime.Attach.OK:
+        if status is wire.Attach.OK:
             await self.start_stream()
-        elif status is runtime.Attach.CONFLICT:
+        elif status is wire.Attach.CONFLICT:
             raise StreamConflict()
-        elif status is runtime.Attach.UNKNOWN:
+        elif status is wire.Attach.UNKNOWN:
             raise InvalidEventId()
-        elif status is runtime.Attach.GONE:
+        elif status is wire.Attach.GONE:
             raise SessionNotFound()
         else:  # LOST: say so, then end; the host closes the session.
             await self.start_stream()
@@ -137,7 +137,7 @@ class StreamConsumer(GatewayConsumer):
 
     async def deliver(self, event: Event) -> None:
         if self._mode == "done":
-            raise runtime.OutletClosed(CloseReason.CLIENT_DISCONNECT)
+            raise wire.OutletClosed(CloseReason.CLIENT_DISCONNECT)
         if self._mode is None and self.json_allowed and event.final:
             self._mode = "done"
             await send_response(self.send, HTTPStatus.OK, event.data.encode(), headers=self.stream_headers())
@@ -146,7 +146,7 @@ class StreamConsumer(GatewayConsumer):
         await self.start_stream()
         try:
             await self._write(event.encode())
-        except runtime.OutletClosed:
+        except wire.OutletClosed:
             self._mode = "done"
             self.end_soon(CloseReason.STALLED)
             raise
@@ -186,7 +186,7 @@ class StreamConsumer(GatewayConsumer):
         """An event from a host in another worker."""
         try:
             await self.deliver(Event.from_message(message))
-        except runtime.OutletClosed as closed:
+        except wire.OutletClosed as closed:
             await self._leave(closed.reason)
 
     async def mcp_layer_lost(self, message: Message) -> None:
@@ -202,13 +202,13 @@ class StreamConsumer(GatewayConsumer):
     async def _leave(self, reason: str) -> None:
         if not self._ended and self.host_channel is not None:
             self._ended = True
-            await runtime.detach(self.channel_layer, self.host_channel, self.session_pk, self.channel_name, reason)
+            await worker.detach(self.channel_layer, self.host_channel, self.session_pk, self.channel_name, reason)
 
     async def _finish_response(self, reason: str | None = None) -> None:
         if self._mode is None:
             # Ended before anything was sent: the session was closed while the request waited, or (busy) its
             # inbox was full.
-            refusal = SessionNotFound() if reason != runtime.BUSY else ServiceUnavailable("Session busy, retry later")
+            refusal = SessionNotFound() if reason != wire.BUSY else ServiceUnavailable("Session busy, retry later")
             await send_error(self.send, refusal)
         elif self._mode == "sse" or self.flow is not None:
             if self.flow is not None:
@@ -227,7 +227,7 @@ class StreamConsumer(GatewayConsumer):
                 await self.flow.writable()
                 await self.send(message)
         except TimeoutError:
-            raise runtime.OutletClosed(CloseReason.STALLED) from None
+            raise wire.OutletClosed(CloseReason.STALLED) from None
 
     async def _ping(self) -> None:
         """Keep the stream alive; a stream fed from another worker also checks its session still lives."""
@@ -240,7 +240,7 @@ class StreamConsumer(GatewayConsumer):
             if remote and not await database_sync_to_async(_session_lives)(self.session_pk):
                 self._ended = True
                 self.end_soon(CloseReason.WORKER_LOST)
-        except runtime.OutletClosed as closed:
+        except wire.OutletClosed as closed:
             self._mode = "done"
             await self._leave(closed.reason)
             self.end_soon(closed.reason)
@@ -248,16 +248,16 @@ class StreamConsumer(GatewayConsumer):
             logger.warning("Could not check a remote session's lease", exc_info=True)
 
     async def stop(self) -> None:
-        _keepalive.discard(self)
+        worker.keepalive.discard(self)
         if self._pinging is not None and self._pinging is not asyncio.current_task():
             self._pinging.cancel()
         if hasattr(self, "channel_name"):
-            runtime.unregister_outlet(self.channel_name)
+            worker.unregister_outlet(self.channel_name)
         if self.flow is not None:
             self.flow.release()
         if self.host_channel is None:
             return
-        host = runtime.local_host(self.session_pk)
+        host = worker.local_host(self.session_pk)
         if self.cancelled and host is not None:
             await host.close(CloseReason.SERVER_SHUTDOWN)  # the server is stopping: so is this worker's session
         else:
@@ -266,37 +266,3 @@ class StreamConsumer(GatewayConsumer):
 
 def _session_lives(pk: int | None) -> bool:
     return McpSession.objects.open().leased(gateway_settings.LEASE_TIMEOUT).filter(pk=pk).exists()
-
-
-class Keepalive:
-    """Pings every open stream of this worker each ``PING_INTERVAL``, from one task.
-
-    Not a timer per stream: thousands of idle streams cost one set entry
-    each, and the loop's timer heap stays small. A stream's first ping comes
-    within one interval of its opening.
-    """
-
-    def __init__(self) -> None:
-        self._streams: set[StreamConsumer] = set()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._task: asyncio.Task[None] | None = None
-
-    def add(self, stream: StreamConsumer) -> None:
-        loop = asyncio.get_running_loop()
-        if loop is not self._loop:
-            self._streams, self._loop = set(), loop  # streams of an earlier loop (tests) are over
-        if self._task is None or self._task.done() or self._task.get_loop() is not loop:
-            self._task = loop.create_task(self._run(), context=contextvars.Context())
-        self._streams.add(stream)
-
-    def discard(self, stream: StreamConsumer) -> None:
-        self._streams.discard(stream)
-
-    async def _run(self) -> None:
-        while self._streams:
-            await asyncio.sleep(gateway_settings.PING_INTERVAL)
-            for stream in list(self._streams):
-                stream.ping_due()
-
-
-_keepalive = Keepalive()

@@ -5,7 +5,7 @@ front, then the same authentication, CSRF rule, rate limit, binding, session
 runtime, limits, audit and admin):
 
 - ``POST`` carries one JSON-RPC message. ``initialize`` without a session
-  opens one: a new :class:`~mcp_gateway.runtime.SessionHost` in this worker,
+  opens one: a new :class:`~mcp_gateway.sessions.host.SessionHost` in this worker,
   bound to the caller, whose secret ID goes back in ``Mcp-Session-Id``. Every
   other POST names its session in that header and is bound to the caller
   (missing: 400; unknown, ended or someone else's: 404). A request is answered
@@ -40,10 +40,9 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from mcp_sessions.models import CloseReason, McpSession, Transport
 from mcp_sessions.revocation import revoke
 
-from .. import runtime
+from .. import opening, wire
 from ..auth import Credential
 from ..binding import BoundSession, bind, last_event_id, session_id_from_header
-from ..events import MAIN_STREAM
 from ..exceptions import (
     BatchNotSupported,
     BodyNotAllowed,
@@ -56,6 +55,8 @@ from ..exceptions import (
     UnsupportedProtocolVersion,
 )
 from ..http import Message, send_response
+from ..sessions.events import MAIN_STREAM
+from ..worker import worker
 from .base import parse_message
 from .stream import StreamConsumer
 
@@ -83,7 +84,7 @@ class StreamableHTTPConsumer(StreamConsumer):
         await self._has_inbox.wait()
         if self.host_is_local:
             await asyncio.get_running_loop().create_future()
-        return await runtime.receiver(self.channel_layer, self.channel_name)()
+        return await wire.receiver(self.channel_layer, self.channel_name)()
 
     async def open_inbox(self, *, listen: bool = True) -> None:
         """Get a channel; with ``listen``, start reading it (else an attach's answer would be read twice)."""
@@ -164,7 +165,7 @@ class StreamableHTTPConsumer(StreamConsumer):
             self.json_allowed = True
             inbound["reply_to"] = self.channel_name
         try:
-            await runtime.send_to_session(self.channel_layer, session.channel_name, session.pk, inbound, parsed=message)
+            await worker.send_to_session(self.channel_layer, session.channel_name, session.pk, inbound, parsed=message)
         except ChannelFull:
             raise ServiceUnavailable() from None
         if not is_request:
@@ -174,7 +175,7 @@ class StreamableHTTPConsumer(StreamConsumer):
         return False
 
     async def _initialize(self, credential: Credential, body: bytes, message: JSONRPCMessage) -> None:
-        host, session_id = await runtime.open_session(
+        host, session_id = await opening.open_session(
             layer=self.channel_layer,
             mount=self.mount,
             request=self.request,
@@ -221,7 +222,7 @@ class StreamableHTTPConsumer(StreamConsumer):
     async def delete(self) -> bool:
         credential = await self._caller()
         session = await self._session(credential)
-        host = runtime.local_host(session.pk)
+        host = worker.local_host(session.pk)
         if host is not None:
             # Ended here: one write closes the record with all the session's activity, before the 204.
             await host.close(CloseReason.TERMINATED)

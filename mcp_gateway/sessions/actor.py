@@ -5,7 +5,7 @@ Client messages arrive through :meth:`SessionActor.deliver` (its session
 host feeds it from the channel layer); server messages leave through a
 ``sink``, the host's router to the streams of either transport.
 The actor knows nothing of HTTP, and nothing here touches the database: it
-only counts, and its worker's sweep (:class:`~mcp_gateway.runtime.Sweeper`)
+only counts, and its worker's sweep (:class:`~mcp_gateway.worker.Sweeper`)
 persists the counts now and then.
 """
 
@@ -37,7 +37,7 @@ from mcp_types import (
 from mcp_sessions.models import McpSession
 from mcp_sessions.text import clean_field
 
-from .context import GatewayRequestContext
+from ..context import GatewayRequestContext
 
 Sink = Callable[[SessionMessage], Awaitable[None]]
 

@@ -1,0 +1,215 @@
+"""What travels on the channel layer between workers and connections, and nothing that needs to know who runs what.
+
+Every channel-layer message the gateway sends is one of the TypedDicts
+below; their ``type`` names the Channels handler that receives them
+(``mcp.end`` → ``mcp_end``). Two kinds of address receive them:
+
+- a worker's one inbox (:class:`~mcp_gateway.worker.WorkerInbox`), shared by
+  every session it runs: :data:`InboxMessage`, tagged with the session's
+  record pk (``session``, or ``sessions`` for a revocation of several);
+- a connection's own channel, while it carries a stream of a session that
+  another worker runs: :data:`ConnectionMessage`.
+
+This module is the bottom of the session runtime: it imports no session and
+no worker, so both can use it. Which host is in this process (and so whether
+a message can skip the layer) is the :class:`~mcp_gateway.worker.Worker`'s
+knowledge; see :meth:`~mcp_gateway.worker.Worker.send_to_session`.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Literal, NotRequired, Protocol, TypedDict
+
+from channels.exceptions import ChannelFull
+from channels.layers import BaseChannelLayer
+
+from mcp_sessions.models import CloseReason
+
+logger = logging.getLogger("mcp_gateway")
+
+# How a stream ends when its request was refused because the session's inbox was full (the client gets 503).
+BUSY = "busy"
+
+
+class Attach(enum.StrEnum):
+    """How a request to carry a stream was answered (the ``status`` of ``mcp.attached``)."""
+
+    OK = "ok"
+    CONFLICT = "conflict"  # the stream already has a connection
+    LOST = "lost"  # events the client missed are gone; the session closes
+    UNKNOWN = "unknown"  # the client named an event this session never sent
+    GONE = "gone"  # the session closed meanwhile
+
+
+class OutletClosed(Exception):
+    """The connection carrying a stream can take no more events."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+# To a worker's inbox
+
+
+class InboundBody(TypedDict):
+    """A client message for its session: what the host reads of an ``mcp.inbound`` message.
+
+    ``body`` is the JSON-RPC message as the client sent it; ``parsed`` is
+    that message validated already, set only when the sender is in the
+    session's own process (never serialised). With ``reply_to``, a request
+    whose own stream goes to the connection at that channel.
+    """
+
+    body: NotRequired[bytes | str]
+    parsed: NotRequired[Any]  # a JSONRPCMessage; Any: it never crosses the layer, and the host validates bodies
+    headers: NotRequired[dict[str, str]]
+    reply_to: NotRequired[str]
+
+
+class InboundMessage(InboundBody):
+    type: Literal["mcp.inbound"]
+    session: NotRequired[int]
+
+
+class AttachMessage(TypedDict):
+    """Carry ``stream`` of ``session`` at ``reply_to``, replaying what followed event ``after``."""
+
+    type: Literal["mcp.attach"]
+    session: NotRequired[int]
+    reply_to: str
+    stream: int
+    after: str | None
+    replace: NotRequired[bool]
+
+
+class DetachMessage(TypedDict):
+    """The connection at ``reply_to`` no longer carries any stream of ``session``."""
+
+    type: Literal["mcp.detach"]
+    session: NotRequired[int]
+    reply_to: str
+    reason: str
+
+
+class CloseMessage(TypedDict):
+    """Close these sessions (revocation, ``DELETE`` from another worker): one message per worker."""
+
+    type: Literal["mcp.close"]
+    session: NotRequired[int]
+    sessions: NotRequired[list[int]]
+    reason: str
+
+
+class LayerLostMessage(TypedDict):
+    """The channel layer failed under a receiver: what it was waiting for may be gone."""
+
+    type: Literal["mcp.layer_lost"]
+
+
+InboxMessage = InboundMessage | AttachMessage | DetachMessage | CloseMessage | LayerLostMessage
+
+
+# To a connection's channel
+
+
+class AttachedMessage(TypedDict):
+    """The answer to ``mcp.attach``: the first message on the connection's channel, ahead of any event."""
+
+    type: Literal["mcp.attached"]
+    status: str  # an Attach value
+
+
+class EventMessage(TypedDict):
+    """One event (see ``Event.as_message``) for a stream that a connection in another worker carries."""
+
+    type: Literal["mcp.event"]
+    id: str
+    stream: int
+    seq: int
+    name: str
+    data: str
+    final: bool
+
+
+class EndMessage(TypedDict):
+    """The stream is over: its session closed, another connection took it over, or its request was refused."""
+
+    type: Literal["mcp.end"]
+    reason: str
+
+
+ConnectionMessage = AttachedMessage | EventMessage | EndMessage | LayerLostMessage
+
+
+class SupportsMessage(Protocol):
+    """An event that can travel: :class:`~mcp_gateway.sessions.events.Event`."""
+
+    def as_message(self) -> EventMessage: ...
+
+
+class RemoteOutlet:
+    """A connection held by another worker, reached through its channel: a session's ``Outlet`` for it."""
+
+    def __init__(self, layer: BaseChannelLayer, channel: str) -> None:
+        self.layer = layer
+        self.channel = channel
+
+    async def deliver(self, event: SupportsMessage) -> None:
+        try:
+            await self.layer.send(self.channel, event.as_message())
+        except ChannelFull:
+            raise OutletClosed(CloseReason.STALLED) from None
+
+    async def end(self, reason: str) -> None:
+        message: EndMessage = {"type": "mcp.end", "reason": reason}
+        try:
+            await self.layer.send(self.channel, message)
+        except Exception:
+            logger.warning("Could not tell a remote stream to end", exc_info=True)
+
+
+def receiver(layer: BaseChannelLayer, channel: str) -> Callable[[], Awaitable[dict[str, Any]]]:
+    """``layer.receive(channel)`` that turns a lost channel layer into a message instead of a crash.
+
+    A socket timeout is retried (it races channels-redis's own blocking pop
+    when redis-py's timeout is not above 5 s). Any other failure (Redis went
+    away) yields ``{"type": "mcp.layer_lost"}``: messages queued there may be
+    gone, so the receiver ends what depends on them, as a clear error.
+    """
+
+    async def receive() -> dict[str, Any]:
+        while True:
+            try:
+                message: dict[str, Any] = await layer.receive(channel)
+                return message
+            except TimeoutError:
+                continue
+            except Exception:
+                logger.warning("Channel layer receive failed", exc_info=True)
+                return {"type": "mcp.layer_lost"}
+
+    return receive
+
+
+# Why a session cannot take a message: it is gone, or its inbox is full.
+Refusal = Literal["gone", "full"]
+
+
+def refusal(message: Mapping[str, Any], why: Refusal) -> AttachedMessage | EndMessage | None:
+    """The answer to a message its session cannot take, for the connection at its ``reply_to``.
+
+    A connection waiting on it (a stream attaching, a Streamable HTTP request)
+    is told at once instead of timing out; a message nobody waits on (a
+    client notification, a revocation, a detach) needs no answer: ``None``.
+    """
+    if not isinstance(message.get("reply_to"), str):
+        return None
+    if message.get("type") == "mcp.attach":
+        return {"type": "mcp.attached", "status": Attach.GONE.value}
+    if message.get("type") == "mcp.inbound":
+        return {"type": "mcp.end", "reason": CloseReason.REVOKED if why == "gone" else BUSY}
+    return None
