@@ -214,6 +214,14 @@ class Transport(models.TextChoices):
 
 
 class CloseReason(models.TextChoices):
+    """Why a session ended (``McpSession.close_reason``), or why one of its streams did (the last three).
+
+    ``COMPLETE``, ``REPLACED`` and ``BUSY`` end a stream, not its session: its
+    answers are all sent, another stream took its place, or the session already
+    has one. They are the reasons the gateway gives its stream outlets, and are
+    members here so that every reason is spelled once.
+    """
+
     CLIENT_DISCONNECT = "client_disconnect", _("Client disconnected")
     SERVER_SHUTDOWN = "server_shutdown", _("Server shut down")
     SERVER_ENDED = "server_ended", _("MCP server ended the session")
@@ -225,6 +233,9 @@ class CloseReason(models.TextChoices):
     TERMINATED = "terminated", _("Ended by the client")
     EVENTS_LOST = "events_lost", _("Missed events could not be replayed")
     HOST_LOST = "host_lost", _("No live session in its worker")
+    COMPLETE = "complete", _("Stream complete")
+    REPLACED = "replaced", _("Stream replaced by another")
+    BUSY = "busy", _("Session already has a stream")
 
 
 class McpSessionQuerySet(OwnedQuerySet):
@@ -396,10 +407,18 @@ class McpSession(models.Model):
         verbose_name=_("user"),
     )
     id_hash = models.CharField(_("session ID hash"), max_length=64, unique=True, editable=False)
-    server = models.CharField(_("server"), max_length=200, help_text=_("Mount prefix of the MCP server."))
+    # Named "server" in the public model API; it holds the mount's URL prefix, not the MCP server object.
+    server = models.CharField(
+        _("mount prefix"),
+        max_length=200,
+        help_text=_("URL prefix of the mount that serves the session, e.g. /mcp/ (not the MCP server itself)."),
+    )
     transport = models.CharField(_("transport"), max_length=20, choices=Transport.choices)
     channel_name = models.CharField(
-        _("channel"), max_length=200, editable=False, help_text=_("Channel-layer address of the live stream.")
+        _("worker channel"),
+        max_length=200,
+        editable=False,
+        help_text=_("Channel-layer address of the worker that runs the session (its inbox)."),
     )
     worker = models.ForeignKey(
         Worker,

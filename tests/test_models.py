@@ -186,3 +186,9 @@ def test_one_rule_says_which_tokens_are_active(make_user: Any) -> None:
     assert active == {token.pk for token in tokens.values() if token.is_active}
     usable = set(AccessToken.objects.usable().values_list("pk", flat=True))
     assert usable == active - {tokens["inactive owner"].pk}
+
+
+def test_every_close_reason_is_a_member() -> None:
+    """The stream-end reasons the gateway gives its outlets are spelled once, in CloseReason, with their old values."""
+    assert (CloseReason.COMPLETE, CloseReason.REPLACED, CloseReason.BUSY) == ("complete", "replaced", "busy")
+    assert all(len(reason) <= McpSession._meta.get_field("close_reason").max_length for reason in CloseReason.values)
