@@ -7,12 +7,13 @@ is editable. The ID hash is never shown: only its short public reference.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.contrib import admin
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.core.exceptions import ObjectDoesNotExist
+from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.urls import reverse
@@ -47,11 +48,12 @@ class StateFilter(admin.SimpleListFilter):
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
         return [("open", _("Open")), ("closed", _("Closed"))]
 
-    def queryset(self, request: HttpRequest, queryset: McpSessionQuerySet) -> McpSessionQuerySet:
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        sessions = cast(McpSessionQuerySet, queryset)  # the model's own queryset, as every admin queryset here
         if self.value() == "open":
-            return queryset.open()
+            return sessions.open()
         if self.value() == "closed":
-            return queryset.closed()
+            return sessions.closed()
         return queryset
 
 
@@ -60,11 +62,12 @@ class TokenStateFilter(admin.SimpleListFilter):
     parameter_name = "state"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return list(TokenState.choices)
+        return [(state.value, str(state.label)) for state in TokenState]
 
-    def queryset(self, request: HttpRequest, queryset: AccessTokenQuerySet) -> AccessTokenQuerySet:
-        if self.value() in TokenState.values:
-            return queryset.in_state(self.value())
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        state = self.value()
+        if state is not None and state in TokenState.values:
+            return cast(AccessTokenQuerySet, queryset).in_state(state)
         return queryset
 
 

@@ -23,7 +23,8 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from . import audit
-from .audit import DETAIL_LENGTH, USERNAME_LENGTH, AuditKind
+from .audit import DETAIL_LENGTH, USERNAME_LENGTH
+from .audit import AuditKind as AuditKind  # part of the models' API: the kind column's choices
 from .ids import (
     TOKEN_PREFIX_LENGTH,
     hash_session_id,
