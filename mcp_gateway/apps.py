@@ -6,4 +6,9 @@ class McpGatewayConfig(AppConfig):
     verbose_name = "MCP gateway"
 
     def ready(self) -> None:
+        from mcp_sessions.signals import sessions_revoked
+
         from . import checks  # noqa: F401  (registers the system checks)
+        from .receivers import close_revoked_sessions
+
+        sessions_revoked.connect(close_revoked_sessions, dispatch_uid="mcp_gateway.close_revoked_sessions")

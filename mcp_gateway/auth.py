@@ -30,6 +30,7 @@ from typing import Any, Protocol
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.auth import get_user
+from django.core.signals import setting_changed
 from django.utils.module_loading import import_string
 
 from mcp_sessions.ids import hash_token, is_token_shaped
@@ -172,13 +173,17 @@ class BearerTokenAuthenticator:
         )
 
 
-@functools.cache
-def _load(paths: tuple[str, ...]) -> tuple[Authenticator, ...]:
-    return tuple(import_string(path)() for path in paths)
-
-
+@functools.lru_cache(maxsize=1)
 def get_authenticators() -> tuple[Authenticator, ...]:
-    return _load(tuple(gateway_settings.AUTHENTICATORS))
+    """The configured authenticators, made once; forgotten when settings change."""
+    return tuple(import_string(path)() for path in gateway_settings.AUTHENTICATORS)
+
+
+def _forget_authenticators(**kwargs: Any) -> None:
+    get_authenticators.cache_clear()
+
+
+setting_changed.connect(_forget_authenticators, dispatch_uid="mcp_gateway.auth.forget_authenticators")
 
 
 def presented_credential(request: GatewayRequest) -> Presented | None:

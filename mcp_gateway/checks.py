@@ -1,8 +1,14 @@
 """System checks for the gateway's configuration.
 
-Each message says what goes wrong if it is ignored; IDs are stable. The
-``--deploy`` ones point out settings that are fine on a laptop and unsafe in
-production.
+Each message says what goes wrong if it is ignored, and its hint how to fix
+it; each ID stands for one condition and is stable (the README lists them).
+They run under the tag ``mcp_gateway`` (``manage.py check --tag mcp_gateway``);
+the ``--deploy`` ones, tagged ``security`` as well, point out settings that
+are fine on a laptop and unsafe in production.
+
+Nothing here imports the models at module level, and the checks that need
+modules importing them (authenticators, the routing) do not run without
+``mcp_sessions`` installed: that is ``E004``, not a traceback.
 """
 
 from __future__ import annotations
@@ -36,19 +42,26 @@ POSITIVE_NUMBERS = (
 )
 # Zero is meaningful here: a dropped HTTP+SSE stream ends its session at once.
 NON_NEGATIVE_NUMBERS = ("RESUME_TIMEOUT", "RECHECK_INTERVAL")
+# None turns these off.
+OPTIONAL_POSITIVE_NUMBERS = ("IDLE_TIMEOUT", "MAX_LIFETIME", "BODY_TIMEOUT")
 
 
-@register(Tags.compatibility)
+class GatewayTags:
+    """The tag the gateway's checks run under, next to Django's :class:`~django.core.checks.Tags`."""
+
+    mcp_gateway = "mcp_gateway"
+
+
+@register(GatewayTags.mcp_gateway)
 def check_settings(app_configs: Iterable[Any] | None = None, **kwargs: Any) -> list[CheckMessage]:
     errors: list[CheckMessage] = []
-    errors += _check_server()
     errors += _check_prefix()
     errors += _check_channel_layer()
     errors += _check_origins()
     errors += _check_numbers()
-    errors += _check_authenticators()
     errors += _check_rate_limit()
     if not apps.is_installed("mcp_sessions"):
+        # The server and the authenticators import modules that import the models: not without their app.
         errors.append(
             Error(
                 "mcp_sessions is not in INSTALLED_APPS: sessions cannot be recorded or bound to users.",
@@ -56,6 +69,9 @@ def check_settings(app_configs: Iterable[Any] | None = None, **kwargs: Any) -> l
                 id="mcp_gateway.E004",
             )
         )
+        return errors
+    errors += _check_server()
+    errors += _check_authenticators()
     return errors
 
 
@@ -135,16 +151,17 @@ def _check_origins() -> list[CheckMessage]:
     return messages
 
 
-OPTIONAL_POSITIVE_NUMBERS = ("IDLE_TIMEOUT", "MAX_LIFETIME", "BODY_TIMEOUT")
-
-
 def _check_numbers() -> list[CheckMessage]:
     messages: list[CheckMessage] = []
     for name in OPTIONAL_POSITIVE_NUMBERS:
         value = getattr(gateway_settings, name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or value <= 0):
             messages.append(
-                Error(f"MCP_GATEWAY_{name} must be a positive number or None, not {value!r}.", id="mcp_gateway.E006")
+                Error(
+                    f"MCP_GATEWAY_{name} must be a positive number or None, not {value!r}.",
+                    hint="A number of seconds, or None to turn it off.",
+                    id="mcp_gateway.E009",
+                )
             )
     for name in POSITIVE_NUMBERS:
         value = getattr(gateway_settings, name)
@@ -152,13 +169,20 @@ def _check_numbers() -> list[CheckMessage]:
             messages.append(
                 Error(
                     f"MCP_GATEWAY_{name} must be a positive number, not {value!r}.",
+                    hint=f"Remove MCP_GATEWAY_{name} for its default, or give a number greater than 0 (not a string).",
                     id="mcp_gateway.E006",
                 )
             )
     for name in NON_NEGATIVE_NUMBERS:
         value = getattr(gateway_settings, name)
         if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-            messages.append(Error(f"MCP_GATEWAY_{name} must be a number ≥ 0, not {value!r}.", id="mcp_gateway.E006"))
+            messages.append(
+                Error(
+                    f"MCP_GATEWAY_{name} must be a number ≥ 0, not {value!r}.",
+                    hint="A number of seconds; 0 is allowed (see the README's settings).",
+                    id="mcp_gateway.E010",
+                )
+            )
     return messages
 
 
@@ -177,7 +201,13 @@ def _check_authenticators() -> list[CheckMessage]:
         try:
             import_string(path)
         except ImportError as exc:
-            messages.append(Error(f"Authenticator {path!r} cannot be imported: {exc}", id="mcp_gateway.E007"))
+            messages.append(
+                Error(
+                    f"Authenticator {path!r} in MCP_GATEWAY_AUTHENTICATORS cannot be imported: {exc}",
+                    hint="An authenticator class's dotted path, e.g. 'mcp_gateway.auth.SessionCookieAuthenticator'.",
+                    id="mcp_gateway.E011",
+                )
+            )
     return messages
 
 
@@ -201,9 +231,18 @@ def _check_rate_limit() -> list[CheckMessage]:
     ]
 
 
-@register(Tags.security, deploy=True)
+@register(GatewayTags.mcp_gateway, Tags.security, deploy=True)
 def check_deployment(app_configs: Iterable[Any] | None = None, **kwargs: Any) -> list[CheckMessage]:
     messages: list[CheckMessage] = []
+    if "*" in settings.ALLOWED_HOSTS:
+        messages.append(
+            Warning(
+                "ALLOWED_HOSTS contains '*': the gateway's Host check (421 host_not_allowed) admits every Host, "
+                "so a DNS-rebinding page can reach the MCP routes under its own name.",
+                hint="List the site's host names in ALLOWED_HOSTS.",
+                id="mcp_gateway.W010",
+            )
+        )
     layer = getattr(settings, "CHANNEL_LAYERS", {}).get(gateway_settings.CHANNEL_LAYER, {})
     if layer.get("BACKEND") == "channels.layers.InMemoryChannelLayer":
         messages.append(
@@ -242,7 +281,8 @@ def check_deployment(app_configs: Iterable[Any] | None = None, **kwargs: Any) ->
                 id="mcp_gateway.W006",
             )
         )
-    messages += _check_mounted()
+    if apps.is_installed("mcp_sessions"):  # the routing imports the models; without them, E004 says so
+        messages += _check_mounted()
     disabled = [n for n in ("MAX_SESSIONS_PER_USER", "RATE_LIMIT", "IDLE_TIMEOUT", "MAX_LIFETIME") if
                 getattr(gateway_settings, n) is None]  # fmt: skip
     if disabled:
@@ -278,7 +318,13 @@ def _check_mounted() -> list[CheckMessage]:
     try:
         app = import_string(path)
     except ImportError as exc:
-        return [Warning(f"ASGI_APPLICATION {path!r} cannot be imported: {exc}", id="mcp_gateway.W007")]
+        return [
+            Warning(
+                f"ASGI_APPLICATION {path!r} cannot be imported: {exc}",
+                hint="Point ASGI_APPLICATION at the application object in your asgi.py.",
+                id="mcp_gateway.W011",
+            )
+        ]
     if _contains_router(app, McpRouter, depth=6):
         return []
     return [

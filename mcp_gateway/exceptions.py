@@ -4,6 +4,22 @@ Every way a request can be refused is one of these exceptions; consumers and
 guards raise them and :func:`mcp_gateway.http.send_error` turns them into an
 HTTP response in one place. ``reason`` is a stable, machine-readable code that
 also names the refusal in logs.
+
+Where a refusal means what one of Django's exceptions means, it is one too
+(``isinstance(exc, PermissionDenied)`` holds for a CSRF failure, as in a
+view): 400s are :class:`django.core.exceptions.BadRequest`, 403s
+:class:`~django.core.exceptions.PermissionDenied`, 404s
+:class:`~django.http.Http404`, the refused ``Host``
+:class:`~django.core.exceptions.DisallowedHost` and an oversize body
+:class:`~django.core.exceptions.RequestDataTooBig` (both
+:class:`~django.core.exceptions.SuspiciousOperation`). The gateway's own
+``status`` still decides the answer (421 and 413, where Django would say 400).
+A refusal worth an audit row logs on ``mcp_gateway.security.<ClassName>``
+(:func:`mcp_sessions.audit.refusal_logger`), as Django's security events log on
+``django.security.<ClassName>``.
+
+JSON-RPC codes are the SDK's (:mod:`mcp_types`), but for
+:data:`TOO_MANY_REQUESTS`, the gateway's own.
 """
 
 from __future__ import annotations
@@ -11,10 +27,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Self
 
-# JSON-RPC 2.0 error codes used in refusal bodies.
-PARSE_ERROR = -32700
-INVALID_REQUEST = -32600
-INTERNAL_ERROR = -32603
+from django.core.exceptions import BadRequest as DjangoBadRequest
+from django.core.exceptions import DisallowedHost, PermissionDenied, RequestDataTooBig
+from django.http import Http404
+from mcp_types import INTERNAL_ERROR, INVALID_REQUEST, PARSE_ERROR
+
+# A session has too many requests in progress (MCP_GATEWAY_MAX_REQUESTS_IN_FLIGHT): the gateway's own code, in
+# the implementation-defined part of JSON-RPC's server-error range (-32000..-32019 by the MCP spec's allocation)
+# that the SDK leaves free: it uses -32000 (CONNECTION_CLOSED) and -32001 (REQUEST_TIMEOUT), and -32002 is retired.
+TOO_MANY_REQUESTS = -32010
 
 
 class GatewayError(Exception):
@@ -45,8 +66,8 @@ class GatewayError(Exception):
         return self
 
 
-class BadRequest(GatewayError):
-    pass
+class BadRequest(GatewayError, DjangoBadRequest):
+    """400: the request itself is malformed."""
 
 
 class ParseError(BadRequest):
@@ -124,7 +145,7 @@ class TicketRequired(AuthenticationRequired):
     message = "Browsers must open streams with a ticket (POST tickets first)"
 
 
-class Forbidden(GatewayError):
+class Forbidden(GatewayError, PermissionDenied):
     status = 403
     reason = "forbidden"
     message = "Forbidden"
@@ -142,7 +163,7 @@ class CsrfFailed(Forbidden):
     message = "CSRF verification failed"
 
 
-class SessionNotFound(GatewayError):
+class SessionNotFound(GatewayError, Http404):
     """Unknown, closed and foreign sessions alike: the bodies must not differ."""
 
     status = 404
@@ -150,7 +171,7 @@ class SessionNotFound(GatewayError):
     message = "Session not found"
 
 
-class NotFound(GatewayError):
+class NotFound(GatewayError, Http404):
     status = 404
     reason = "not_found"
     message = "Not found"
@@ -185,7 +206,7 @@ class RequestTimeout(GatewayError):
     message = "The request did not arrive in time"
 
 
-class PayloadTooLarge(GatewayError):
+class PayloadTooLarge(GatewayError, RequestDataTooBig):
     audit_kind = "payload_too_large"
     status = 413
     reason = "payload_too_large"
@@ -198,7 +219,9 @@ class UnsupportedMediaType(GatewayError):
     message = "Content-Type must be application/json"
 
 
-class MisdirectedRequest(GatewayError):
+class MisdirectedRequest(GatewayError, DisallowedHost):
+    """The ``Host`` is not in ``ALLOWED_HOSTS``: Django's DisallowedHost, answered 421 as the MCP SDK does."""
+
     audit_kind = "host_refused"
     status = 421
     reason = "host_not_allowed"

@@ -17,6 +17,7 @@ from urllib.parse import parse_qs
 
 from django.conf import settings
 from django.core.handlers.asgi import ASGIRequest
+from django.core.signals import setting_changed
 from django.http import HttpRequest
 from django.http.cookie import parse_cookie
 from mcp.server.streamable_http import MCP_SESSION_ID_HEADER
@@ -45,9 +46,17 @@ SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
 CREDENTIAL_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization", "x-csrftoken", MCP_SESSION_ID_HEADER})
 
 
-@functools.cache
-def _hidden_headers(csrf_header_name: str) -> frozenset[str]:
-    return CREDENTIAL_HEADERS | {csrf_header_name.removeprefix("HTTP_").replace("_", "-").lower()}
+@functools.lru_cache(maxsize=1)
+def _hidden_headers() -> frozenset[str]:
+    """:data:`CREDENTIAL_HEADERS` and the CSRF header under its configured name; forgotten when settings change."""
+    return CREDENTIAL_HEADERS | {settings.CSRF_HEADER_NAME.removeprefix("HTTP_").replace("_", "-").lower()}
+
+
+def _forget_hidden_headers(**kwargs: Any) -> None:
+    _hidden_headers.cache_clear()
+
+
+setting_changed.connect(_forget_hidden_headers, dispatch_uid="mcp_gateway.http.forget_hidden_headers")
 
 
 # The methods whose requests carry a body; the gateway's others (GET, DELETE) take none.
@@ -145,7 +154,7 @@ class GatewayRequest:
 
     def forwardable_headers(self) -> dict[str, str]:
         """The request's headers without credentials or session IDs, for tools to read."""
-        hidden = _hidden_headers(settings.CSRF_HEADER_NAME)
+        hidden = _hidden_headers()
         return {k: v for k, v in self.headers.items() if k not in hidden}
 
 

@@ -1,6 +1,6 @@
 """Log hygiene besides redaction: client-supplied text escaped, and the SDK's client errors demoted.
 
-- :func:`escape` turns what a client sent (a path, a header value) into one
+- :func:`escape` (from :mod:`mcp_sessions.text`) turns what a client sent (a path, a header value) into one
   printable line, as Django escapes the path in its own "Not Found" log
   (``django.utils.log.log_response``): a request path with ``%0d%0a`` must
   not add a forged line to a log or an audit row.
@@ -23,14 +23,11 @@ from types import TracebackType
 
 import mcp
 
+from mcp_sessions.text import escape  # defined with the other client-text helpers: the audit trail uses it too
+
 __all__ = ["SdkClientErrorFilter", "escape"]
 
 _SDK_DIR = os.path.dirname(os.path.abspath(mcp.__file__)) + os.sep
-
-
-def escape(value: str) -> str:
-    """``value`` with control characters (CR, LF, ...), backslashes and non-ASCII escaped: one printable line."""
-    return value.encode("unicode_escape").decode("ascii")
 
 
 def _innermost(exc: BaseException) -> BaseException:

@@ -12,9 +12,11 @@ from __future__ import annotations
 import functools
 import logging
 import re
+from typing import Any
 from urllib.parse import unquote_plus
 
 from django.conf import settings
+from django.core.signals import setting_changed
 
 SECRET_PARAMETERS = ("session_id", "ticket", "token", "access_token", "code")
 CREDENTIAL_HEADERS = ("authorization", "proxy-authorization", "cookie", "set-cookie", "x-csrftoken")
@@ -26,12 +28,21 @@ REDACTED = "[redacted]"
 _PAIR = re.compile(r"(?<![\w%.~+-])((?:[\w.~+-]|%[0-9A-Fa-f]{2})+)=[^&;\s\"',]+")
 
 
-@functools.cache
-def _patterns(cookie_names: tuple[str, ...]) -> tuple[frozenset[str], re.Pattern[str], re.Pattern[str]]:
+@functools.lru_cache(maxsize=1)
+def _patterns() -> tuple[frozenset[str], re.Pattern[str], re.Pattern[str]]:
+    """The secret parameter names (the site's cookie names among them) and the header and bearer patterns."""
+    cookie_names = (settings.SESSION_COOKIE_NAME, settings.CSRF_COOKIE_NAME)
     names = frozenset(n.lower() for n in (*SECRET_PARAMETERS, *cookie_names))
     header = re.compile(rf"(?i)(?<![\w-])({'|'.join(CREDENTIAL_HEADERS)})([\"']?\s*[:=]\s*[\"']?)[^\"'\n]+")
     bearer = re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=-]+")
     return names, header, bearer
+
+
+def _forget_patterns(**kwargs: Any) -> None:
+    _patterns.cache_clear()
+
+
+setting_changed.connect(_forget_patterns, dispatch_uid="mcp_gateway.redaction.forget_patterns")
 
 
 def parameter_name(raw: str) -> str:
@@ -41,8 +52,7 @@ def parameter_name(raw: str) -> str:
 
 def redact(text: str) -> str:
     """``text`` with secret query values, credential headers and bearer tokens blanked."""
-    cookies = (settings.SESSION_COOKIE_NAME, settings.CSRF_COOKIE_NAME)
-    names, header, bearer = _patterns(cookies)
+    names, header, bearer = _patterns()
 
     def pair(match: re.Match[str]) -> str:
         name = match.group(1)

@@ -7,13 +7,13 @@ is editable. The ID hash is never shown: only its short public reference.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.contrib import admin
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.core.exceptions import ObjectDoesNotExist
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.urls import reverse
@@ -22,8 +22,7 @@ from django.utils.html import format_html
 from django.utils.timesince import timesince
 from django.utils.translation import gettext_lazy as _
 
-from .models import AccessToken, AuditEvent, McpSession
-from .revocation import revoke
+from .models import AccessToken, AccessTokenQuerySet, AuditEvent, McpSession, McpSessionQuerySet, TokenState
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -49,11 +48,12 @@ class StateFilter(admin.SimpleListFilter):
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
         return [("open", _("Open")), ("closed", _("Closed"))]
 
-    def queryset(self, request: HttpRequest, queryset: QuerySet[McpSession]) -> QuerySet[McpSession]:
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        sessions = cast(McpSessionQuerySet, queryset)  # the model's own queryset, as every admin queryset here
         if self.value() == "open":
-            return queryset.filter(closed_at__isnull=True)
+            return sessions.open()
         if self.value() == "closed":
-            return queryset.filter(closed_at__isnull=False)
+            return sessions.closed()
         return queryset
 
 
@@ -62,17 +62,12 @@ class TokenStateFilter(admin.SimpleListFilter):
     parameter_name = "state"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [("active", _("Active")), ("expired", _("Expired")), ("revoked", _("Revoked"))]
+        return [(state.value, str(state.label)) for state in TokenState]
 
-    def queryset(self, request: HttpRequest, queryset: QuerySet[AccessToken]) -> QuerySet[AccessToken]:
-        now = timezone.now()
-        unexpired = Q(expires_at__isnull=True) | Q(expires_at__gt=now)
-        if self.value() == "active":
-            return queryset.filter(unexpired, revoked_at__isnull=True)
-        if self.value() == "expired":
-            return queryset.filter(revoked_at__isnull=True, expires_at__lte=now)
-        if self.value() == "revoked":
-            return queryset.filter(revoked_at__isnull=False)
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        state = self.value()
+        if state is not None and state in TokenState.values:
+            return cast(AccessTokenQuerySet, queryset).in_state(state)
         return queryset
 
 
@@ -146,10 +141,10 @@ class McpSessionAdmin(ReadOnlyAdmin):
         return request.user.has_perm(f"{self.opts.app_label}.revoke_mcpsession")
 
     @admin.action(description=_("Revoke selected sessions"), permissions=["revoke"])
-    def revoke_sessions(self, request: HttpRequest, queryset: QuerySet[McpSession]) -> TemplateResponse | None:
+    def revoke_sessions(self, request: HttpRequest, queryset: McpSessionQuerySet) -> TemplateResponse | None:
         """Close the sessions and their live streams, after a confirmation page."""
         if request.POST.get("post") == "yes":
-            count = revoke(queryset)
+            count = queryset.revoke()
             self.message_user(request, _("Revoked %(count)d session(s); their streams are closing.") % {"count": count})
             return None
         context = {
@@ -264,7 +259,7 @@ class AccessTokenAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("state"))
     def state(self, obj: AccessToken) -> str:
-        return obj.state
+        return str(obj.state)
 
     def save_form(self, request: HttpRequest, form: Any, change: bool) -> Any:
         """Adding issues the token, through the manager like every token; what the admin then logs and shows."""
@@ -296,14 +291,12 @@ class AccessTokenAdmin(admin.ModelAdmin):
         return TemplateResponse(request, "admin/mcp_sessions/accesstoken/created.html", context)
 
     @admin.action(description=_("Revoke selected tokens"), permissions=["change"])
-    def revoke(self, request: HttpRequest, queryset: QuerySet[AccessToken]) -> None:
-        tokens = list(queryset.filter(revoked_at__isnull=True).values_list("pk", flat=True))
-        AccessToken.objects.filter(pk__in=tokens).update(revoked_at=timezone.now())
-        sessions = revoke(McpSession.objects.filter(token__in=tokens))
+    def revoke(self, request: HttpRequest, queryset: AccessTokenQuerySet) -> None:
+        tokens, sessions = queryset.revoke()
         self.message_user(
             request,
             _("Revoked %(count)d token(s) and closed %(sessions)d session(s) opened with them.")
-            % {"count": len(tokens), "sessions": sessions},
+            % {"count": tokens, "sessions": sessions},
         )
 
     def has_delete_permission(self, request: HttpRequest, obj: AccessToken | None = None) -> bool:

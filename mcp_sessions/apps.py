@@ -7,6 +7,6 @@ class McpSessionsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import signals
+        from . import receivers
 
-        signals.connect()
+        receivers.connect()

@@ -22,6 +22,9 @@ from django.db import OperationalError, models, transaction
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from . import audit
+from .audit import DETAIL_LENGTH, USERNAME_LENGTH
+from .audit import AuditKind as AuditKind  # part of the models' API: the kind column's choices
 from .ids import (
     TOKEN_PREFIX_LENGTH,
     hash_session_id,
@@ -33,6 +36,7 @@ from .ids import (
     new_token,
     public_ref,
 )
+from .signals import sessions_revoked
 from .text import clean_fields
 
 logger = logging.getLogger("mcp_gateway")
@@ -58,13 +62,56 @@ class OwnedQuerySet(models.QuerySet[Any]):
         return self.filter(user=user)
 
 
+class TokenState(models.TextChoices):
+    """What an access token is now: :attr:`AccessToken.state`, and the admin's filter."""
+
+    ACTIVE = "active", _("Active")
+    EXPIRED = "expired", _("Expired")
+    REVOKED = "revoked", _("Revoked")
+
+
+def _token_is_active(revoked_at: datetime | None, expires_at: datetime | None, now: datetime) -> bool:
+    """The one rule of an active token, for a row in memory; :func:`_active_token_q` says it to the database."""
+    return revoked_at is None and (expires_at is None or expires_at > now)
+
+
+def _active_token_q(now: datetime) -> models.Q:
+    """:func:`_token_is_active` as a filter: not revoked, and no expiry or one still ahead."""
+    return models.Q(revoked_at__isnull=True) & (models.Q(expires_at__isnull=True) | models.Q(expires_at__gt=now))
+
+
 class AccessTokenQuerySet(OwnedQuerySet):
+    def active(self) -> AccessTokenQuerySet:
+        """Neither revoked nor expired (:attr:`AccessToken.is_active`); whoever owns them."""
+        return self.filter(_active_token_q(timezone.now()))
+
+    def expired(self) -> AccessTokenQuerySet:
+        """Not revoked, but past their expiry."""
+        return self.filter(revoked_at__isnull=True, expires_at__lte=timezone.now())
+
+    def revoked(self) -> AccessTokenQuerySet:
+        return self.filter(revoked_at__isnull=False)
+
+    def in_state(self, state: str) -> AccessTokenQuerySet:
+        """The tokens in ``state`` (a :class:`TokenState`)."""
+        by_state = {TokenState.ACTIVE: self.active, TokenState.EXPIRED: self.expired, TokenState.REVOKED: self.revoked}
+        return by_state[TokenState(state)]()
+
     def usable(self) -> AccessTokenQuerySet:
-        """Neither revoked nor expired, owned by an active user."""
-        now = timezone.now()
-        return self.filter(revoked_at__isnull=True, user__is_active=True).filter(
-            models.Q(expires_at__isnull=True) | models.Q(expires_at__gt=now)
-        )
+        """Active, and owned by an active user: the tokens that authenticate."""
+        return self.active().filter(user__is_active=True)
+
+    def revoke(self) -> tuple[int, int]:
+        """Revoke those not revoked yet and end the sessions opened with them: how many of each.
+
+        A bulk update sends no ``post_save``, so the sessions are ended here
+        (:meth:`McpSessionQuerySet.revoke`), not by the token receiver.
+        """
+        pks = list(self.filter(revoked_at__isnull=True).values_list("pk", flat=True))
+        if not pks:
+            return 0, 0
+        self.model._default_manager.filter(pk__in=pks).update(revoked_at=timezone.now())
+        return len(pks), McpSession.objects.filter(token__in=pks).revoke()
 
 
 class AccessTokenManager(models.Manager.from_queryset(AccessTokenQuerySet)):  # type: ignore[misc]
@@ -134,12 +181,15 @@ class AccessToken(models.Model):
         return f"{self.name} ({self.prefix}…)"
 
     @property
-    def state(self) -> str:
+    def is_active(self) -> bool:
+        """Neither revoked nor expired: the rule of :meth:`AccessTokenQuerySet.active`, for this row."""
+        return _token_is_active(self.revoked_at, self.expires_at, timezone.now())
+
+    @property
+    def state(self) -> TokenState:
         if self.revoked_at is not None:
-            return "revoked"
-        if self.expires_at is not None and self.expires_at <= timezone.now():
-            return "expired"
-        return "active"
+            return TokenState.REVOKED
+        return TokenState.ACTIVE if self.is_active else TokenState.EXPIRED
 
 
 class Worker(models.Model):
@@ -165,6 +215,14 @@ class Transport(models.TextChoices):
 
 
 class CloseReason(models.TextChoices):
+    """Why a session ended (``McpSession.close_reason``), or why one of its streams did (the last three).
+
+    ``COMPLETE``, ``REPLACED`` and ``BUSY`` end a stream, not its session: its
+    answers are all sent, another stream took its place, or the session already
+    has one. They are the reasons the gateway gives its stream outlets, and are
+    members here so that every reason is spelled once.
+    """
+
     CLIENT_DISCONNECT = "client_disconnect", _("Client disconnected")
     SERVER_SHUTDOWN = "server_shutdown", _("Server shut down")
     SERVER_ENDED = "server_ended", _("MCP server ended the session")
@@ -176,6 +234,9 @@ class CloseReason(models.TextChoices):
     TERMINATED = "terminated", _("Ended by the client")
     EVENTS_LOST = "events_lost", _("Missed events could not be replayed")
     HOST_LOST = "host_lost", _("No live session in its worker")
+    COMPLETE = "complete", _("Stream complete")
+    REPLACED = "replaced", _("Stream replaced by another")
+    BUSY = "busy", _("Session already has a stream")
 
 
 class McpSessionQuerySet(OwnedQuerySet):
@@ -195,11 +256,49 @@ class McpSessionQuerySet(OwnedQuerySet):
         stale = timezone.now() - timedelta(seconds=lease)
         return self.open().filter(models.Q(worker__heartbeat_at__lt=stale))
 
+    def revoke(self, reason: str = CloseReason.REVOKED) -> int:
+        """Close the open ones among these sessions now, and have their live sessions ended; returns how many.
+
+        The records are marked closed, which already makes every later POST
+        to them 404, and each is recorded in the audit trail; once that has
+        committed, :data:`~mcp_sessions.signals.sessions_revoked` says which
+        pks closed, by the channel-layer address of the worker running them
+        (the gateway ends them there). A worker that is not told finds its
+        records closed at its next sweep.
+        """
+        targets = list(self.open().values_list("pk", "id_hash", "channel_name", "user_id"))
+        if not targets:
+            return 0
+        self.model._default_manager.filter(pk__in=[t[0] for t in targets], closed_at__isnull=True).update(
+            closed_at=timezone.now(), close_reason=reason
+        )
+        by_worker: dict[str, list[int]] = {}
+        for pk, _id_hash, channel, _user_id in targets:
+            by_worker.setdefault(channel, []).append(pk)
+        transaction.on_commit(lambda: _announce_revoked(by_worker, reason))
+        for _pk, id_hash, _channel, user_id in targets:
+            audit.record(AuditKind.SESSION_REVOKED, user_id=user_id, session_ref=public_ref(id_hash), detail=reason)
+        return len(targets)
+
+    def clear_expired(self, days: float) -> int:
+        """Delete the records closed more than ``days`` ago (open ones never); how many."""
+        deleted, _ = self.closed().filter(closed_at__lt=timezone.now() - timedelta(days=days)).delete()
+        return deleted
+
     def with_session_id(self, session_id: str) -> McpSessionQuerySet:
         """Match by the secret ID (hashed here); a malformed ID matches nothing."""
         if not is_well_formed(session_id):
             return self.none()
         return self.filter(id_hash=hash_session_id(session_id))
+
+
+def _announce_revoked(by_worker: dict[str, list[int]], reason: str) -> None:
+    """Send :data:`~mcp_sessions.signals.sessions_revoked`, robustly: a receiver that fails is logged, not raised.
+
+    The records are closed already; a worker that is not told finds them
+    closed at its next sweep.
+    """
+    sessions_revoked.send_robust(McpSession, by_worker=by_worker, reason=reason)
 
 
 class SessionLimitReached(Exception):
@@ -309,10 +408,18 @@ class McpSession(models.Model):
         verbose_name=_("user"),
     )
     id_hash = models.CharField(_("session ID hash"), max_length=64, unique=True, editable=False)
-    server = models.CharField(_("server"), max_length=200, help_text=_("Mount prefix of the MCP server."))
+    # Named "server" in the public model API; it holds the mount's URL prefix, not the MCP server object.
+    server = models.CharField(
+        _("mount prefix"),
+        max_length=200,
+        help_text=_("URL prefix of the mount that serves the session, e.g. /mcp/ (not the MCP server itself)."),
+    )
     transport = models.CharField(_("transport"), max_length=20, choices=Transport.choices)
     channel_name = models.CharField(
-        _("channel"), max_length=200, editable=False, help_text=_("Channel-layer address of the live stream.")
+        _("worker channel"),
+        max_length=200,
+        editable=False,
+        help_text=_("Channel-layer address of the worker that runs the session (its inbox)."),
     )
     worker = models.ForeignKey(
         Worker,
@@ -375,19 +482,11 @@ class McpSession(models.Model):
         return self.closed_at is None
 
 
-class AuditKind(models.TextChoices):
-    SESSION_OPENED = "session_opened", _("Session opened")
-    SESSION_CLOSED = "session_closed", _("Session closed")
-    SESSION_REVOKED = "session_revoked", _("Session revoked")
-    FOREIGN_SESSION = "foreign_session", _("Another user's session named")
-    ORIGIN_REFUSED = "origin_refused", _("Origin refused")
-    HOST_REFUSED = "host_refused", _("Host refused")
-    INVALID_TOKEN = "invalid_token", _("Invalid or revoked token")
-    INVALID_TICKET = "invalid_ticket", _("Invalid, used or expired stream ticket")
-    CSRF_FAILED = "csrf_failed", _("CSRF check failed")
-    RATE_LIMITED = "rate_limited", _("Rate limited")
-    SESSION_LIMIT = "session_limit", _("Session limit reached")
-    PAYLOAD_TOO_LARGE = "payload_too_large", _("Body too large")
+class AuditEventManager(models.Manager["AuditEvent"]):
+    def clear_expired(self, days: float) -> int:
+        """Delete the events older than ``days``; how many."""
+        deleted, _ = self.filter(created_at__lt=timezone.now() - timedelta(days=days)).delete()
+        return deleted
 
 
 class AuditEvent(models.Model):
@@ -410,10 +509,12 @@ class AuditEvent(models.Model):
         db_constraint=False,
         verbose_name=_("user"),
     )
-    username = models.CharField(_("username"), max_length=150, blank=True)
+    username = models.CharField(_("username"), max_length=USERNAME_LENGTH, blank=True)
     remote_addr = models.GenericIPAddressField(_("remote address"), null=True, blank=True)
     session_ref = models.CharField(_("session"), max_length=12, blank=True)
-    detail = models.CharField(_("detail"), max_length=200, blank=True)
+    detail = models.CharField(_("detail"), max_length=DETAIL_LENGTH, blank=True)
+
+    objects = AuditEventManager()
 
     class Meta:
         verbose_name = _("MCP audit event")
@@ -440,6 +541,11 @@ def _session_auth_digests(user: Any) -> list[str]:
 
 
 class StreamTicketManager(models.Manager["StreamTicket"]):
+    def clear_expired(self) -> int:
+        """Delete the tickets past their expiry, used or not (a used one can never be used again anyway); how many."""
+        deleted, _ = self.filter(expires_at__lt=timezone.now()).delete()
+        return deleted
+
     def issue(self, user: Any, *, origin: str, lifetime: float, token_id: int | None, login_session_hash: str) -> str:
         """A new ticket for ``user``, bound to ``origin`` (possibly empty); returned once, stored hashed.
 
@@ -480,7 +586,7 @@ class StreamTicketManager(models.Manager["StreamTicket"]):
             return None
         if ticket.origin and origin and not hmac.compare_digest(ticket.origin, origin):
             return None
-        if ticket.token is not None and ticket.token.state != "active":
+        if ticket.token is not None and not ticket.token.is_active:
             return None
         if ticket.login_session_hash and not _login_still_holds(ticket):
             return None

@@ -9,6 +9,11 @@ characters and invisible format characters (bidirectional overrides can make
 one name display as another) are noise at best. The managers clean every
 value they write, so no caller can forget; callers that keep a value in
 memory may clean it first, with the same functions, to keep it bounded.
+
+:func:`escape` is for logs and audit rows instead: it keeps every character
+but makes the text one printable line, as Django escapes the path in its own
+"Not Found" log (``django.utils.log.log_response``), so a request path with
+``%0d%0a`` cannot add a forged line.
 """
 
 from __future__ import annotations
@@ -31,6 +36,11 @@ def clean_text(value: Any, max_length: int | None = None) -> str:
         return text[:max_length]
     kept = (char for char in text if unicodedata.category(char) not in REMOVED_CATEGORIES)
     return "".join(itertools.islice(kept, max_length))
+
+
+def escape(value: str) -> str:
+    """``value`` with control characters (CR, LF, ...), backslashes and non-ASCII escaped: one printable line."""
+    return value.encode("unicode_escape").decode("ascii")
 
 
 def clean_address(value: Any) -> str | None:

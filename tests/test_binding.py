@@ -467,7 +467,7 @@ async def test_unknown_and_foreign_sessions_take_the_same_steps_until_answered(
     """Same queries, same answer; the foreign one's audit event is logged and queued only after the answer."""
     from django.db.backends.utils import CursorWrapper
 
-    from mcp_gateway import audit
+    from mcp_sessions import audit
 
     from .asgi import application
     from .asgi_helpers import Recorder

@@ -32,15 +32,21 @@ CASES = [
     ("string-ping-interval", {"MCP_GATEWAY_PING_INTERVAL": "15"}, "mcp_gateway.E006"),
     ("zero-event-buffer", {"MCP_GATEWAY_EVENT_BUFFER_SIZE": 0}, "mcp_gateway.E006"),
     ("zero-event-buffer-bytes", {"MCP_GATEWAY_EVENT_BUFFER_BYTES": 0}, "mcp_gateway.E006"),
-    ("negative-resume-timeout", {"MCP_GATEWAY_RESUME_TIMEOUT": -1}, "mcp_gateway.E006"),
+    ("zero-idle-timeout", {"MCP_GATEWAY_IDLE_TIMEOUT": 0}, "mcp_gateway.E009"),
+    ("string-lifetime", {"MCP_GATEWAY_MAX_LIFETIME": "1d"}, "mcp_gateway.E009"),
+    ("negative-resume-timeout", {"MCP_GATEWAY_RESUME_TIMEOUT": -1}, "mcp_gateway.E010"),
+    ("negative-recheck-interval", {"MCP_GATEWAY_RECHECK_INTERVAL": -0.5}, "mcp_gateway.E010"),
     ("no-authenticators", {"MCP_GATEWAY_AUTHENTICATORS": []}, "mcp_gateway.E007"),
-    ("bad-authenticator", {"MCP_GATEWAY_AUTHENTICATORS": ["nowhere.Auth"]}, "mcp_gateway.E007"),
+    ("bad-authenticator", {"MCP_GATEWAY_AUTHENTICATORS": ["nowhere.Auth"]}, "mcp_gateway.E011"),
 ]
 
 
 @pytest.mark.parametrize(("settings", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_check_fires(settings: dict[str, Any], expected: str) -> None:
-    assert expected in ids(**settings)
+    """Each case gives its ID and no other: one ID per condition."""
+    assert ids(**settings) - {"mcp_gateway.W002"} == {expected} - {"mcp_gateway.W002"}
+    if expected == "mcp_gateway.W002":
+        assert ids(**settings) == {expected}
 
 
 def test_demo_configuration_is_clean() -> None:
@@ -73,7 +79,9 @@ DEPLOY_CASES = [
     ("csrf-cookie-not-secure", {"CSRF_COOKIE_SECURE": False}, "mcp_gateway.W005"),
     ("samesite-none", {"SESSION_COOKIE_SAMESITE": "None"}, "mcp_gateway.W006"),
     ("gateway-not-mounted", {"ASGI_APPLICATION": "tests.asgi.django_asgi_app"}, "mcp_gateway.W007"),
-    ("asgi-application-missing", {"ASGI_APPLICATION": "tests.asgi.nothing"}, "mcp_gateway.W007"),
+    ("asgi-application-missing", {"ASGI_APPLICATION": "tests.asgi.nothing"}, "mcp_gateway.W011"),
+    ("any-host-allowed", {"ALLOWED_HOSTS": ["*"]}, "mcp_gateway.W010"),
+    ("any-host-allowed-among-others", {"ALLOWED_HOSTS": ["mcp.example.com", "*"]}, "mcp_gateway.W010"),
     ("session-limit-off", {"MCP_GATEWAY_MAX_SESSIONS_PER_USER": None}, "mcp_gateway.W008"),
     ("rate-limit-off", {"MCP_GATEWAY_RATE_LIMIT": None}, "mcp_gateway.W008"),
     ("idle-timeout-off", {"MCP_GATEWAY_IDLE_TIMEOUT": None}, "mcp_gateway.W008"),
@@ -86,7 +94,8 @@ DEPLOY_CASES = [
 
 @pytest.mark.parametrize(("settings", "expected"), [c[1:] for c in DEPLOY_CASES], ids=[c[0] for c in DEPLOY_CASES])
 def test_deploy_check_fires(settings: dict[str, Any], expected: str) -> None:
-    assert expected in deploy_ids(**settings)
+    """Each case gives its ID and no other: one ID per condition."""
+    assert deploy_ids(**settings) == {expected}
 
 
 @pytest.mark.parametrize("asgi", ["tests.asgi.application", "tests.asgi.routed_application"])
@@ -96,3 +105,41 @@ def test_secure_deployment_is_clean(asgi: str) -> None:
 
 def test_deploy_checks_stay_out_of_plain_check() -> None:
     assert ids(SESSION_COOKIE_SECURE=False, MCP_GATEWAY_RATE_LIMIT=None) == set()
+
+
+def test_every_message_has_a_hint_and_the_gateways_tag() -> None:
+    """Every case of both tables at once: each message has a hint, and all run under the tag ``mcp_gateway``."""
+    from django.core.checks import Tags
+
+    seen: set[str] = set()
+    for _, settings, _expected in [*CASES, *DEPLOY_CASES]:
+        with override_settings(**{**SECURE, **settings}):
+            tagged = run_checks(tags=["mcp_gateway"], include_deployment_checks=True)
+            compatibility = run_checks(tags=[Tags.compatibility], include_deployment_checks=True)
+        ours = [m for m in tagged if m.id and m.id.startswith("mcp_gateway.")]
+        assert all(m.hint for m in ours), [m.id for m in ours if not m.hint]
+        assert not [m for m in compatibility if m.id and m.id.startswith("mcp_gateway.")]
+        seen |= {m.id for m in ours if m.id}
+    assert seen == {c[2] for c in [*CASES, *DEPLOY_CASES]}
+
+
+def test_without_the_sessions_app_the_check_says_so_instead_of_failing(tmp_path: Any) -> None:
+    """``manage.py check`` in a fresh process without mcp_sessions: E004, not the models' RuntimeError."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    (tmp_path / "without_sessions.py").write_text(
+        "from tests.settings import *  # noqa: F403\n"
+        "INSTALLED_APPS = [app for app in INSTALLED_APPS if app != 'mcp_sessions']  # noqa: F405\n"
+    )
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "without_sessions", "PYTHONPATH": f"{tmp_path}{os.pathsep}{root}"}
+    for deploy in ([], ["--deploy"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "django", "check", "--tag", "mcp_gateway", *deploy],
+            cwd=root, env=env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert done.returncode == 1 and "mcp_gateway.E004" in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr, done.stderr

@@ -14,6 +14,7 @@ import httpx2
 import pytest
 from asgiref.sync import sync_to_async
 
+from mcp_gateway.exceptions import TOO_MANY_REQUESTS
 from mcp_sessions.models import CloseReason, McpSession
 
 from .clients import closed_session, handshake, jsonrpc, mcp_client, poll, raw_stream
@@ -145,7 +146,7 @@ async def test_requests_beyond_the_in_flight_limit_are_answered_with_an_error(
         for _ in range(5):
             reply = await stream.next_message()
             replies[reply["id"]] = reply
-    assert replies[5]["error"]["code"] == -32001
+    assert replies[5]["error"]["code"] == TOO_MANY_REQUESTS  # the gateway's own code, not the SDK's -32001
     assert all(replies[n]["result"]["content"][0]["text"] == "slept" for n in range(1, 5))
 
 

@@ -147,3 +147,48 @@ def test_one_sessions_failed_activity_write_does_not_stop_the_others(
     assert written == {first, last}
     assert dict(McpSession.objects.values_list("pk", "messages_in")) == {first: 5, bad: 0, last: 7}
     assert records[1].ref in caplog.text and records[1].id_hash not in caplog.text
+
+
+@pytest.mark.django_db
+def test_one_rule_says_which_tokens_are_active(make_user: Any) -> None:
+    """The queryset, the instance, the admin's filter and the ticket check agree (the rule was written four times)."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from mcp_sessions.models import AccessToken, TokenState
+
+    alice, gone = make_user("alice"), make_user("gone", is_active=False)
+    now = timezone.now()
+    tokens = {
+        "no expiry": AccessToken.objects.issue(alice, "a")[0],
+        "expires later": AccessToken.objects.issue(alice, "b", expires_at=now + timedelta(hours=1))[0],
+        "expired": AccessToken.objects.issue(alice, "c", expires_at=now - timedelta(seconds=1))[0],
+        "revoked": AccessToken.objects.issue(alice, "d")[0],
+        "revoked and expired": AccessToken.objects.issue(alice, "e", expires_at=now - timedelta(hours=1))[0],
+        "inactive owner": AccessToken.objects.issue(gone, "f")[0],
+    }
+    AccessToken.objects.filter(name__in=["d", "e"]).update(revoked_at=now)
+    tokens = {label: AccessToken.objects.get(pk=token.pk) for label, token in tokens.items()}
+    expected = {
+        "no expiry": TokenState.ACTIVE,
+        "expires later": TokenState.ACTIVE,
+        "expired": TokenState.EXPIRED,
+        "revoked": TokenState.REVOKED,
+        "revoked and expired": TokenState.REVOKED,
+        "inactive owner": TokenState.ACTIVE,  # the token is; its owner cannot authenticate (usable)
+    }
+    assert {label: token.state for label, token in tokens.items()} == expected
+    for state in TokenState:
+        in_state = set(AccessToken.objects.in_state(state).values_list("pk", flat=True))
+        assert in_state == {tokens[label].pk for label, s in expected.items() if s == state}, state
+    active = set(AccessToken.objects.active().values_list("pk", flat=True))
+    assert active == {token.pk for token in tokens.values() if token.is_active}
+    usable = set(AccessToken.objects.usable().values_list("pk", flat=True))
+    assert usable == active - {tokens["inactive owner"].pk}
+
+
+def test_every_close_reason_is_a_member() -> None:
+    """The stream-end reasons the gateway gives its outlets are spelled once, in CloseReason, with their old values."""
+    assert (CloseReason.COMPLETE, CloseReason.REPLACED, CloseReason.BUSY) == ("complete", "replaced", "busy")
+    assert all(len(reason) <= McpSession._meta.get_field("close_reason").max_length for reason in CloseReason.values)

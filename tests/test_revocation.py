@@ -7,7 +7,7 @@ they close, as in production.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -219,3 +219,120 @@ async def test_sessions_expire(
         await ends(stream)
     record = await closed_session(user=alice)
     assert record.close_reason == CloseReason.EXPIRED
+
+
+# The signal between the model app and the gateway (issue 13): the model app closes records and says so; the
+# gateway's receiver sends each worker its one mcp.close.
+
+
+def open_record(user: Any, channel: str) -> McpSession:
+    from mcp_sessions.ids import hash_session_id, new_session_id
+
+    return McpSession.objects.create(
+        user=user, id_hash=hash_session_id(new_session_id()), server="/mcp/", transport="sse", channel_name=channel
+    )
+
+
+@pytest.fixture
+def in_memory_layer(settings: Any) -> Any:
+    from channels.layers import get_channel_layer
+
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    return get_channel_layer()
+
+
+@pytest.fixture
+def revocations() -> Iterator[list[dict[str, Any]]]:
+    """What ``sessions_revoked`` says, as receivers get it."""
+    from mcp_sessions.signals import sessions_revoked
+
+    said: list[dict[str, Any]] = []
+
+    def note(sender: Any, **kwargs: Any) -> None:
+        said.append({"sender": sender, **kwargs})
+
+    sessions_revoked.connect(note, dispatch_uid="tests.note_revocations")
+    yield said
+    sessions_revoked.disconnect(dispatch_uid="tests.note_revocations")
+
+
+def test_revoking_says_which_records_closed_by_worker_once_committed(
+    alice: Any, bob: Any, revocations: list[dict[str, Any]]
+) -> None:
+    from django.db import transaction
+
+    one, two, other = open_record(alice, "worker.1!"), open_record(bob, "worker.1!"), open_record(alice, "worker.2!")
+    with transaction.atomic():
+        assert McpSession.objects.filter(pk__in=[one.pk, two.pk, other.pk]).revoke(CloseReason.EXPIRED) == 3
+        assert revocations == [], "nothing is said before the records' close has committed"
+    [said] = revocations
+    assert said["sender"] is McpSession and said["reason"] == CloseReason.EXPIRED
+    assert {channel: sorted(pks) for channel, pks in said["by_worker"].items()} == {
+        "worker.1!": sorted([one.pk, two.pk]),
+        "worker.2!": [other.pk],
+    }
+    assert McpSession.objects.filter(pk__in=[one.pk, two.pk, other.pk]).revoke() == 0
+    assert len(revocations) == 1, "closed records are not revoked again, and nothing is said"
+
+
+def test_a_rolled_back_revocation_says_nothing(alice: Any, revocations: list[dict[str, Any]]) -> None:
+    from django.db import transaction
+
+    record = open_record(alice, "worker.1!")
+    with pytest.raises(RuntimeError), transaction.atomic():
+        McpSession.objects.filter(pk=record.pk).revoke()
+        raise RuntimeError("rolled back")
+    assert revocations == [] and McpSession.objects.open().filter(pk=record.pk).exists()
+
+
+async def test_the_gateway_sends_each_worker_one_close_message(alice: Any, bob: Any, in_memory_layer: Any) -> None:
+    worker1, worker2 = await in_memory_layer.new_channel(), await in_memory_layer.new_channel()
+    records = [await sync_to_async(open_record)(user, channel) for user, channel in ((alice, worker1), (bob, worker1))]
+    records.append(await sync_to_async(open_record)(alice, worker2))
+    revoked = await sync_to_async(McpSession.objects.filter(pk__in=[r.pk for r in records]).revoke)()
+    assert revoked == 3
+    first = await in_memory_layer.receive(worker1)
+    assert first == {"type": "mcp.close", "sessions": first["sessions"], "reason": CloseReason.REVOKED}
+    assert sorted(first["sessions"]) == sorted([records[0].pk, records[1].pk])
+    assert await in_memory_layer.receive(worker2) == {
+        "type": "mcp.close",
+        "sessions": [records[2].pk],
+        "reason": CloseReason.REVOKED,
+    }
+    for channel in (worker1, worker2):
+        with pytest.raises(TimeoutError):
+            with anyio.fail_after(0.2):
+                await in_memory_layer.receive(channel)
+
+
+def test_an_unreachable_worker_never_fails_the_revocation(
+    alice: Any, in_memory_layer: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from channels.exceptions import ChannelFull
+
+    failures = iter([ChannelFull(), ConnectionError("redis is down")])
+
+    async def failing_send(channel: str, message: dict[str, Any]) -> None:
+        raise next(failures)
+
+    monkeypatch.setattr(in_memory_layer, "send", failing_send)
+    full, down = open_record(alice, "worker.1!"), open_record(alice, "worker.2!")
+    with caplog.at_level("ERROR", logger="mcp_gateway"):
+        assert McpSession.objects.filter(pk=full.pk).revoke() == 1
+        assert not caplog.records, "a full channel is no error: the worker's next sweep closes the session"
+        assert McpSession.objects.filter(pk=down.pk).revoke() == 1
+    [record] = caplog.records
+    assert record.name == "mcp_gateway" and "next sweep" in record.getMessage() and record.exc_info is not None
+    assert not McpSession.objects.open().exists()
+
+
+def test_revoking_tokens_ends_their_sessions_only(alice: Any) -> None:
+    token, _ = AccessToken.objects.issue(alice, "agent")
+    kept, _ = AccessToken.objects.issue(alice, "other")
+    with_token, with_other, with_cookie = (open_record(alice, f"worker.{n}!") for n in range(3))
+    McpSession.objects.filter(pk=with_token.pk).update(token=token)
+    McpSession.objects.filter(pk=with_other.pk).update(token=kept)
+    assert AccessToken.objects.filter(pk=token.pk).revoke() == (1, 1)
+    assert AccessToken.objects.filter(pk=token.pk).revoke() == (0, 0), "a revoked token is not revoked again"
+    assert set(McpSession.objects.open().values_list("pk", flat=True)) == {with_other.pk, with_cookie.pk}
+    assert AccessToken.objects.get(pk=token.pk).state == "revoked"

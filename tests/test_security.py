@@ -265,6 +265,6 @@ async def test_foreign_session_is_logged_as_security_event_without_the_id(
     assert response.status_code == 404
     # Recorded after the answer (so that it answers as fast as an unknown session): wait for the line.
     with anyio.fail_after(5):
-        while "WARNING mcp_gateway.security: foreign_session user=" not in (log := daphne.log()):
+        while "WARNING mcp_gateway.security.SessionNotFound: foreign_session user=" not in (log := daphne.log()):
             await anyio.sleep(0.02)
     assert stream.session_id not in log

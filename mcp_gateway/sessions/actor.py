@@ -34,15 +34,13 @@ from mcp_types import (
     RequestId,
 )
 
+from mcp_gateway.exceptions import TOO_MANY_REQUESTS
 from mcp_sessions.models import McpSession
 from mcp_sessions.text import clean_field
 
 from ..context import GatewayRequestContext
 
 Sink = Callable[[SessionMessage], Awaitable[None]]
-
-# JSON-RPC "server error" range: the session has too many requests in progress.
-TOO_MANY_REQUESTS = -32001
 
 
 @dataclasses.dataclass

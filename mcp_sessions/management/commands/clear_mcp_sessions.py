@@ -1,10 +1,8 @@
 """Delete closed session records past their retention, like Django's ``clearsessions``."""
 
-from datetime import timedelta
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
-from django.utils import timezone
 
 from mcp_gateway.conf import gateway_settings
 from mcp_sessions.models import AuditEvent, McpSession, StreamTicket
@@ -21,12 +19,10 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         days = options["days"] if options["days"] is not None else gateway_settings.SESSION_RETENTION_DAYS
-        cutoff = timezone.now() - timedelta(days=days)
-        deleted, _ = McpSession.objects.closed().filter(closed_at__lt=cutoff).delete()
+        deleted = McpSession.objects.clear_expired(days)
         self.stdout.write(f"Deleted {deleted} closed MCP session record(s) older than {days:g} days.")
         audit_days = gateway_settings.AUDIT_RETENTION_DAYS
-        audit_cutoff = timezone.now() - timedelta(days=audit_days)
-        events, _ = AuditEvent.objects.filter(created_at__lt=audit_cutoff).delete()
+        events = AuditEvent.objects.clear_expired(audit_days)
         self.stdout.write(f"Deleted {events} audit event(s) older than {audit_days:g} days.")
-        tickets, _ = StreamTicket.objects.filter(expires_at__lt=timezone.now()).delete()
+        tickets = StreamTicket.objects.clear_expired()
         self.stdout.write(f"Deleted {tickets} expired stream ticket(s).")
