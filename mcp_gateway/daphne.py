@@ -295,7 +295,7 @@ class GatewayChannel(http.HTTPChannel):
                 "size": size,
             },
         )
-        audit = sys.modules.get("mcp_gateway.audit")
+        audit = sys.modules.get("mcp_sessions.audit")
         if audit is not None:
             path = unquote(uri.split("?", 1)[0])
             audit.record_refusal(refusal, RefusedRequest(path, client[0] if client else None))
@@ -407,10 +407,10 @@ class GatewayServer(Server):
         return queue
 
     def kill_all_applications(self) -> defer.Deferred[Any]:
-        runtime = sys.modules.get("mcp_gateway.worker")
-        if runtime is None:  # not a gateway application (or it never loaded one): no sessions to close
+        gateway_worker = sys.modules.get("mcp_gateway.worker")
+        if gateway_worker is None:  # not a gateway application (or it never loaded one): no sessions to close
             return self.cancel_applications()
-        closing = defer.Deferred.fromFuture(asyncio.ensure_future(runtime.close_all()))
+        closing = defer.Deferred.fromFuture(asyncio.ensure_future(gateway_worker.close_all()))
         closing.addErrback(lambda failure: logger.error("Closing sessions at shutdown failed: %s", failure))
         return defer.gatherResults([closing, self.cancel_applications()])
 

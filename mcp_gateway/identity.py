@@ -37,9 +37,9 @@ from typing import Any
 
 from django.db import DatabaseError
 
+from mcp_sessions import audit
 from mcp_sessions.ids import hash_session_id
 
-from . import audit
 from .auth import Credential, authenticate, presented_credential
 from .binding import BoundSession, bind
 from .csrf import check_csrf

@@ -37,10 +37,10 @@ from typing import Any
 from channels.db import database_sync_to_async
 from django.utils import timezone
 
+from mcp_sessions import audit
 from mcp_sessions.models import AuditKind, CloseReason, McpSession, Worker
 from mcp_sessions.revocation import revoke
 
-from . import audit
 from .conf import gateway_settings
 
 logger = logging.getLogger("mcp_gateway")

@@ -19,10 +19,10 @@ from channels.layers import BaseChannelLayer
 from django.db import IntegrityError
 from django.utils import timezone
 
+from mcp_sessions import audit
 from mcp_sessions.ids import hash_session_id, new_session_id
 from mcp_sessions.models import AuditKind, CloseReason, McpSession, SessionLimitReached, Transport, error_summary
 
-from . import audit
 from .auth import Credential
 from .conf import gateway_settings
 from .exceptions import TooManySessions

@@ -31,9 +31,9 @@ from django.utils import timezone
 from mcp_types import JSONRPCRequest, jsonrpc_message_adapter
 from pydantic import ValidationError
 
+from mcp_sessions import audit
 from mcp_sessions.models import AuditKind, CloseReason, McpSession, error_summary
 
-from .. import audit
 from ..auth import Credential
 from ..conf import gateway_settings
 from ..context import GatewayRequestContext

@@ -20,7 +20,8 @@ from django.db import DatabaseError
 from mcp_types import JSONRPCMessage, jsonrpc_message_adapter
 from pydantic import ValidationError
 
-from .. import audit
+from mcp_sessions import audit
+
 from ..conf import gateway_settings
 from ..exceptions import (
     GatewayError,
@@ -181,7 +182,7 @@ async def refuse(
 
     The one place a refusal becomes a response, for the guards and the
     consumers alike. The record comes after the answer, never on its path
-    (see :func:`~mcp_gateway.audit.record_refusal_after_answer`).
+    (see :func:`~mcp_sessions.audit.record_refusal_after_answer`).
     """
     try:
         if answer:
