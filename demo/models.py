@@ -1,9 +1,11 @@
+from typing import Any
+
 from django.conf import settings
 from django.db import models
 
 
 class NoteQuerySet(models.QuerySet["Note"]):
-    def for_user(self, user: object) -> "NoteQuerySet":
+    def for_user(self, user: Any) -> "NoteQuerySet":
         return self.filter(owner=user)
 
 

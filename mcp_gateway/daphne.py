@@ -39,7 +39,7 @@ import gc
 import logging
 import sys
 from functools import partial
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol, cast
 from urllib.parse import unquote
 
 from daphne.access import AccessLogGenerator
@@ -49,7 +49,10 @@ from daphne.server import Server
 from daphne.utils import parse_x_forwarded_for
 from django.core.exceptions import ImproperlyConfigured
 from twisted.internet import defer
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.base import DelayedCall
+from twisted.internet.interfaces import IAddress
+from twisted.internet.protocol import connectionDone
+from twisted.python.failure import Failure
 from twisted.web import http
 
 # The wrapper HTTPFactory puts each connection's HTTPChannel in (to switch to HTTP/2 after ALPN); Twisted has no
@@ -64,7 +67,7 @@ from .redaction import redact
 logger = logging.getLogger("mcp_gateway")
 
 
-class RedactingAccessLog(AccessLogGenerator):
+class RedactingAccessLog(AccessLogGenerator):  # type: ignore[misc]  # daphne publishes no type information
     def write_entry(
         self,
         host: Any,
@@ -149,7 +152,7 @@ def refusal_response(refusal: GatewayError, server_name: str = "") -> bytes:
     headers = [
         *response_headers(body, headers=refusal.headers),
         (b"connection", b"close"),
-        (b"date", http.datetimeToString()),
+        (b"date", http.datetimeToString()),  # type: ignore[no-untyped-call]  # Twisted leaves it unannotated
     ]
     if server_name:
         headers.append((b"server", server_name.encode()))
@@ -162,6 +165,28 @@ class RefusedRequest(NamedTuple):
 
     path: str
     client_ip: str | None
+
+
+class _Transport(Protocol):
+    """What :class:`GatewayChannel` uses of its transport's ``ITransport``.
+
+    Twisted declares ``ITransport`` as a zope interface, whose methods (declared without ``self``) mypy cannot call;
+    the transport itself is whichever class the reactor or TLS layer provides.
+    """
+
+    def write(self, data: bytes) -> None: ...
+
+    def loseConnection(self) -> None: ...
+
+    def getPeer(self) -> IAddress: ...
+
+
+class _TCPTransport(_Transport, Protocol):
+    """What :class:`GatewayChannel` uses of a TCP transport's ``ITCPTransport``, to half-close it."""
+
+    def loseWriteConnection(self) -> None: ...
+
+    def abortConnection(self) -> None: ...
 
 
 class GatewayChannel(http.HTTPChannel):
@@ -190,16 +215,18 @@ class GatewayChannel(http.HTTPChannel):
     _received = 0
     _refusal: GatewayError | None = None  # once set, the connection only drains until it closes
     _answered = False
-    _deadline: IDelayedCall | None = None
-    _linger: IDelayedCall | None = None
+    # What every reactor's callLater (and task.Clock's) returns; IDelayedCall's methods, declared the zope way
+    # (without self), are not callable for mypy.
+    _deadline: DelayedCall | None = None
+    _linger: DelayedCall | None = None
 
     def dataReceived(self, data: bytes) -> None:
         if self._refusal is None:
-            super().dataReceived(data)
+            super().dataReceived(data)  # type: ignore[no-untyped-call]  # Twisted leaves HTTPChannel unannotated
 
     def lineReceived(self, line: bytes) -> None:
         requests = len(self.requests)
-        super().lineReceived(line)
+        super().lineReceived(line)  # type: ignore[no-untyped-call]  # Twisted leaves HTTPChannel unannotated
         if len(self.requests) > requests and self._for_gateway(self.factory.server.root_path):
             self._start_deadline()  # a request line for the gateway: the request must arrive within the bound
 
@@ -208,7 +235,7 @@ class GatewayChannel(http.HTTPChannel):
         if not self._for_gateway(self._root_path(request)):
             self._limit = None
             self._cancel_deadline()
-            super().allHeadersReceived()
+            super().allHeadersReceived()  # type: ignore[no-untyped-call]  # Twisted leaves HTTPChannel unannotated
             return
         self._limit = body_limit(self._command.decode("latin-1"), _setting("MAX_BODY_SIZE"))
         self._received = 0
@@ -216,7 +243,7 @@ class GatewayChannel(http.HTTPChannel):
             self.refuse(body_refusal(self._limit))  # before reading it, and before any "100 Continue"
             return
         self._start_deadline()
-        super().allHeadersReceived()
+        super().allHeadersReceived()  # type: ignore[no-untyped-call]  # Twisted leaves HTTPChannel unannotated
 
     def count_content(self, size: int) -> bool:
         """Count ``size`` bytes of the arriving body; whether they may be kept (else the body is refused)."""
@@ -234,14 +261,14 @@ class GatewayChannel(http.HTTPChannel):
         if self._refusal is not None:
             return
         super().rawDataReceived(data)
-        if self._refusal is not None:
+        if self._refused():  # count_content may have refused the body while Twisted handed it over
             self._answer()
 
     def allContentReceived(self) -> None:
         if self._refusal is not None:
             return  # refused with its last chunk: never handed to the application
         self._cancel_deadline()
-        super().allContentReceived()
+        super().allContentReceived()  # type: ignore[no-untyped-call]  # Twisted leaves HTTPChannel unannotated
 
     def refuse(self, refusal: GatewayError) -> None:
         """Answer ``refusal`` and end the connection; what the client still sends is dropped."""
@@ -249,16 +276,24 @@ class GatewayChannel(http.HTTPChannel):
             self._refusal = refusal
         self._answer()
 
-    def connectionLost(self, reason: Any) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._cancel_deadline()
         if self._linger is not None and self._linger.active():
             self._linger.cancel()
-        super().connectionLost(reason)
+        super().connectionLost(reason)  # type: ignore[no-untyped-call]  # Twisted leaves HTTPChannel unannotated
 
     # Internals
 
+    def _refused(self) -> bool:
+        """Whether the connection refused its request (a call, so mypy does not keep an earlier narrowing)."""
+        return self._refusal is not None
+
+    def _transport(self) -> _Transport | None:
+        """The connection's transport, as the :class:`_Transport` it provides."""
+        return cast("_Transport | None", self.transport)
+
     def _answer(self) -> None:
-        transport = self.transport
+        transport = self._transport()
         if self._answered or transport is None or getattr(transport, "disconnecting", False):
             return  # answered already, or Twisted refused the request itself (a malformed chunk) and is closing
         if self._handlingRequest:
@@ -272,8 +307,9 @@ class GatewayChannel(http.HTTPChannel):
         self._record(self._refusal, len(response))
         # The answer, then a half-close: the client reads it and closes, or is cut off after LINGER.
         if hasattr(transport, "loseWriteConnection"):
-            transport.loseWriteConnection()
-            self._linger = self.callLater(LINGER, transport.abortConnection)
+            tcp = cast("_TCPTransport", transport)  # a TCP transport (ITCPTransport): it half-closes, and aborts
+            tcp.loseWriteConnection()
+            self._linger = self.callLater(LINGER, tcp.abortConnection)  # type: ignore[no-untyped-call]  # Twisted leaves TimeoutMixin.callLater unannotated
         else:
             transport.loseConnection()
 
@@ -302,8 +338,11 @@ class GatewayChannel(http.HTTPChannel):
 
     def _client_address(self) -> list[Any] | None:
         """The client's address as daphne would give it to the application (``--proxy-headers`` included)."""
-        peer = self.transport.getPeer() if self.transport is not None else None
-        address = [str(peer.host), peer.port] if hasattr(peer, "host") and hasattr(peer, "port") else None
+        transport = self._transport()
+        peer = transport.getPeer() if transport is not None else None
+        address: list[Any] | None = None
+        if peer is not None and hasattr(peer, "host") and hasattr(peer, "port"):
+            address = [str(peer.host), peer.port]
         server = self.factory.server
         if server.proxy_forwarded_address_header and self.requests:
             address, _ = parse_x_forwarded_for(
@@ -340,7 +379,7 @@ class GatewayChannel(http.HTTPChannel):
     def _start_deadline(self) -> None:
         timeout = _setting("BODY_TIMEOUT")
         if self._deadline is None and timeout is not None:
-            self._deadline = self.callLater(timeout, lambda: self.refuse(RequestTimeout()))
+            self._deadline = self.callLater(timeout, lambda: self.refuse(RequestTimeout()))  # type: ignore[no-untyped-call]  # Twisted leaves TimeoutMixin.callLater unannotated
 
     def _cancel_deadline(self) -> None:
         if self._deadline is not None:
@@ -349,7 +388,7 @@ class GatewayChannel(http.HTTPChannel):
             self._deadline = None
 
 
-class GatewayWebRequest(WebRequest):
+class GatewayWebRequest(WebRequest):  # type: ignore[misc]  # daphne publishes no type information
     """daphne's request, whose body its connection counts before it is kept (:class:`GatewayChannel`)."""
 
     def handleContentChunk(self, data: bytes) -> None:
@@ -358,20 +397,20 @@ class GatewayWebRequest(WebRequest):
             super().handleContentChunk(data)
 
 
-class GatewayHTTPFactory(HTTPFactory):
+class GatewayHTTPFactory(HTTPFactory):  # type: ignore[misc]  # daphne publishes no type information
     """daphne's HTTP factory, building :class:`GatewayChannel` connections of :class:`GatewayWebRequest` requests."""
 
     def protocol(self) -> _GenericHTTPChannelProtocol:  # what Factory.buildProtocol calls to make a connection
-        return _GenericHTTPChannelProtocol(GatewayChannel())
+        return _GenericHTTPChannelProtocol(GatewayChannel())  # type: ignore[no-untyped-call]  # Twisted leaves HTTPChannel unannotated
 
     def buildProtocol(self, addr: Any) -> _GenericHTTPChannelProtocol | None:
-        protocol = super().buildProtocol(addr)
+        protocol: _GenericHTTPChannelProtocol | None = super().buildProtocol(addr)
         if protocol is not None:
             protocol.requestFactory = GatewayWebRequest
         return protocol
 
 
-class GatewayServer(Server):
+class GatewayServer(Server):  # type: ignore[misc]  # daphne publishes no type information
     def __init__(self, *args: Any, action_logger: Any = None, freeze_gc: bool = True, **kwargs: Any) -> None:
         if type(action_logger) is AccessLogGenerator:
             action_logger = RedactingAccessLog(action_logger.stream)
@@ -433,7 +472,7 @@ class GatewayServer(Server):
         return ended
 
 
-class CommandLineInterface(DaphneCommandLineInterface):
+class CommandLineInterface(DaphneCommandLineInterface):  # type: ignore[misc]  # daphne publishes no type information
     server_class: Any = GatewayServer
 
     def __init__(self) -> None:

@@ -20,6 +20,7 @@ request on untouched. :func:`guard` stacks them in their default order
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
+from typing import TypeGuard
 
 from asgiref.sync import markcoroutinefunction
 from django.core.exceptions import DisallowedHost
@@ -219,8 +220,13 @@ def guard(app: ASGIApp, guards: Iterable[Callable[[ASGIApp], ASGIApp]] = DEFAULT
         return wrapped
 
     for wrapper in reversed(tuple(guards)):
-        if isinstance(wrapper, type) and issubclass(wrapper, Guard):
+        if _check_only(wrapper):
             pending.append(wrapper)
         else:
             app = wrapper(flush(app))
     return flush(app)
+
+
+def _check_only(wrapper: Callable[[ASGIApp], ASGIApp]) -> TypeGuard[type[Guard]]:
+    """Whether ``wrapper`` is a :class:`Guard` class: it only checks, and may share one middleware with others."""
+    return isinstance(wrapper, type) and issubclass(wrapper, Guard)

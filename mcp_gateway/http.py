@@ -80,6 +80,9 @@ class GatewayRequest:
         self.scope = scope
         self.method: str = scope["method"]
         self.path: str = scope["path"]
+        # Who is calling, once the identity pipeline (or a stream's credential) has said: a refusal after that,
+        # by the rate limit or CSRF check for example, is recorded as theirs.
+        self.user: Any = None
 
     @classmethod
     def from_scope(cls, scope: Scope) -> GatewayRequest:

@@ -69,6 +69,7 @@ async def identify_caller(
 ) -> Caller:
     """Authenticate (or use the pin for ``session_id``), rate-limit and CSRF-check one request; refusals raise."""
     caller = await _authenticate(request, session_id, server=server, transport=transport)
+    request.user = caller.user
     await check_rate(caller.user)
     check_csrf(request, caller.credential)
     return caller

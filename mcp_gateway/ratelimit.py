@@ -104,7 +104,8 @@ def thread_cache(alias: str) -> BaseCache:
     held = _thread_caches.__dict__
     if alias not in held:
         held[alias] = caches.create_connection(alias)
-    return held[alias]
+    cache: BaseCache = held[alias]
+    return cache
 
 
 def _count(alias: str, key: str, timeout: int) -> int:

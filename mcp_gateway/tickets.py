@@ -33,13 +33,14 @@ CHALLENGE = [(b"www-authenticate", b'Ticket realm="mcp", error="invalid_ticket"'
 
 
 async def issue_ticket(request: GatewayRequest, credential: Credential) -> str:
-    return await database_sync_to_async(StreamTicket.objects.issue)(
+    secret: str = await database_sync_to_async(StreamTicket.objects.issue)(
         credential.user,
         origin=request.origin or "",
         lifetime=gateway_settings.TICKET_LIFETIME,
         token_id=credential.token_id,
         login_session_hash=credential.login_session_hash,
     )
+    return secret
 
 
 async def stream_credential(request: GatewayRequest) -> Credential:

@@ -6,8 +6,7 @@ is editable. The ID hash is never shown: only its short public reference.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from django import forms
 from django.contrib import admin
@@ -24,8 +23,20 @@ from django.utils.translation import gettext_lazy as _
 
 from .models import AccessToken, AccessTokenQuerySet, AuditEvent, McpSession, McpSessionQuerySet, TokenState
 
+if TYPE_CHECKING:
+    from django.contrib.admin.options import _FieldsetSpec
+    from django.utils.functional import _StrOrPromise
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+    # Generic in the type stubs only: Django's classes take no parameters at run time.
+    RecordAdmin = admin.ModelAdmin[Any]
+    TokenAdminBase = admin.ModelAdmin[AccessToken]
+    TokenForm = forms.ModelForm[AccessToken]
+else:
+    RecordAdmin = TokenAdminBase = admin.ModelAdmin
+    TokenForm = forms.ModelForm
+
+
+class ReadOnlyAdmin(RecordAdmin):
     """Records the gateway writes: viewable, never added, edited or deleted by hand.
 
     (Deleting a live session's record would orphan its stream; old records age out with clear_mcp_sessions.)
@@ -45,7 +56,7 @@ class StateFilter(admin.SimpleListFilter):
     title = _("state")
     parameter_name = "state"
 
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, _StrOrPromise]]:
         return [("open", _("Open")), ("closed", _("Closed"))]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
@@ -189,7 +200,7 @@ def token_refusal(creator: Any, target: Any) -> str | None:
     return None
 
 
-class AccessTokenAddForm(forms.ModelForm):
+class AccessTokenAddForm(TokenForm):
     """The add form; its user field, when shown, only offers users the creator may create tokens for."""
 
     creator: Any = None  # the admin user adding the token; set per request by AccessTokenAdmin.get_form
@@ -203,7 +214,7 @@ class AccessTokenAddForm(forms.ModelForm):
 
 
 @admin.register(AccessToken)
-class AccessTokenAdmin(admin.ModelAdmin):
+class AccessTokenAdmin(TokenAdminBase):
     """Tokens are created here (the secret is shown once) and revoked, never edited.
 
     Without ``issue_token_for_others`` the add form has no user field: the
@@ -231,26 +242,28 @@ class AccessTokenAdmin(admin.ModelAdmin):
     )
     raw_id_fields = ("user",)
 
-    def get_fields(self, request: HttpRequest, obj: AccessToken | None = None) -> Sequence[str]:
+    def get_fields(self, request: HttpRequest, obj: AccessToken | None = None) -> tuple[str, ...]:
         if obj is not None:
             return self.change_fields
         return self.add_fields if request.user.has_perm(ISSUE_FOR_OTHERS) else self.own_add_fields
 
-    def get_fieldsets(self, request: HttpRequest, obj: AccessToken | None = None) -> list[tuple[Any, dict[str, Any]]]:
+    def get_fieldsets(self, request: HttpRequest, obj: AccessToken | None = None) -> _FieldsetSpec:
         fieldsets = super().get_fieldsets(request, obj)
         if obj is None and "user" not in self.get_fields(request, obj):
             description = _("The token will be yours (%(user)s): whoever holds it acts as you.") % {
                 "user": request.user
             }
-            fieldsets = [(None, {**fieldsets[0][1], "description": description})]
+            return [(None, {**fieldsets[0][1], "description": description})]
         return fieldsets
 
-    def get_form(self, request: HttpRequest, obj: AccessToken | None = None, **kwargs: Any) -> Any:
+    def get_form(
+        self, request: HttpRequest, obj: AccessToken | None = None, change: bool = False, **kwargs: Any
+    ) -> type[forms.ModelForm[AccessToken]]:
         """The form, knowing who adds (its user field's limits depend on them)."""
-        form = super().get_form(request, obj, **kwargs)
+        form = super().get_form(request, obj, change, **kwargs)
         return type(form.__name__, (form,), {"creator": request.user})
 
-    def get_readonly_fields(self, request: HttpRequest, obj: AccessToken | None = None) -> Sequence[str]:
+    def get_readonly_fields(self, request: HttpRequest, obj: AccessToken | None = None) -> tuple[str, ...]:
         return self.change_fields if obj else ()
 
     @admin.display(description=_("prefix"))

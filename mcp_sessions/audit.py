@@ -35,7 +35,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from channels.db import database_sync_to_async
 from django.apps import apps
@@ -82,7 +82,7 @@ REFUSAL_DELAY = 0.05
 
 def _model() -> type[AuditEvent]:
     """The AuditEvent model, looked up when needed: the models import this module."""
-    return cast("type[AuditEvent]", apps.get_model("mcp_sessions", "AuditEvent"))
+    return apps.get_model("mcp_sessions", "AuditEvent")
 
 
 class AuditTrail:

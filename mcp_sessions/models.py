@@ -14,7 +14,7 @@ import hmac
 import logging
 from collections.abc import Collection
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -54,7 +54,10 @@ def error_summary(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first_line}" if first_line else type(exc).__name__
 
 
-class OwnedQuerySet(models.QuerySet[Any]):
+_M = TypeVar("_M", bound=models.Model)
+
+
+class OwnedQuerySet(models.QuerySet[_M]):
     def for_user(self, user: Any) -> Any:
         """Rows owned by ``user``; nobody else's ever leaves this queryset."""
         if not getattr(user, "is_authenticated", False):
@@ -80,7 +83,7 @@ def _active_token_q(now: datetime) -> models.Q:
     return models.Q(revoked_at__isnull=True) & (models.Q(expires_at__isnull=True) | models.Q(expires_at__gt=now))
 
 
-class AccessTokenQuerySet(OwnedQuerySet):
+class AccessTokenQuerySet(OwnedQuerySet["AccessToken"]):
     def active(self) -> AccessTokenQuerySet:
         """Neither revoked nor expired (:attr:`AccessToken.is_active`); whoever owns them."""
         return self.filter(_active_token_q(timezone.now()))
@@ -114,7 +117,10 @@ class AccessTokenQuerySet(OwnedQuerySet):
         return len(pks), McpSession.objects.filter(token__in=pks).revoke()
 
 
-class AccessTokenManager(models.Manager.from_queryset(AccessTokenQuerySet)):  # type: ignore[misc]
+_AccessTokenBaseManager = models.Manager.from_queryset(AccessTokenQuerySet)
+
+
+class AccessTokenManager(_AccessTokenBaseManager["AccessToken"]):
     def issue(
         self, user: Any, name: str, expires_in: timedelta | None = None, *, expires_at: datetime | None = None
     ) -> tuple[AccessToken, str]:
@@ -239,7 +245,7 @@ class CloseReason(models.TextChoices):
     BUSY = "busy", _("Session already has a stream")
 
 
-class McpSessionQuerySet(OwnedQuerySet):
+class McpSessionQuerySet(OwnedQuerySet["McpSession"]):
     def open(self) -> McpSessionQuerySet:
         return self.filter(closed_at__isnull=True)
 
@@ -305,7 +311,10 @@ class SessionLimitReached(Exception):
     """The user already has as many open sessions as allowed."""
 
 
-class McpSessionManager(models.Manager.from_queryset(McpSessionQuerySet)):  # type: ignore[misc]
+_McpSessionBaseManager = models.Manager.from_queryset(McpSessionQuerySet)
+
+
+class McpSessionManager(_McpSessionBaseManager["McpSession"]):
     """Every write of a session record cleans its values first (:mod:`mcp_sessions.text`): many are the client's."""
 
     def open_for(self, user: Any, *, limit: int | None, lease: float, **fields: Any) -> McpSession:
@@ -359,7 +368,7 @@ class McpSessionManager(models.Manager.from_queryset(McpSessionQuerySet)):  # ty
                 still_open.discard(pk)  # closed since the query above
         return still_open, written
 
-    def _isolated(self) -> contextlib.AbstractContextManager[Any]:
+    def _isolated(self) -> contextlib.AbstractContextManager[object]:
         """A savepoint when called inside a transaction, which one failed statement would otherwise abort.
 
         In autocommit, each statement is a transaction of its own already:

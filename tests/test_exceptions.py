@@ -14,6 +14,7 @@ from mcp_gateway.exceptions import TOO_MANY_REQUESTS, GatewayError
 ANSWERS = {
     "BadRequest": (400, "bad_request", -32600),
     "ParseError": (400, "parse_error", -32700),
+    "BodyNotAllowed": (400, "body_not_allowed", -32600),
     "InvalidMessage": (400, "invalid_message", -32600),
     "MissingSessionId": (400, "missing_session_id", -32600),
     "MalformedSessionId": (400, "malformed_session_id", -32600),
@@ -32,6 +33,7 @@ ANSWERS = {
     "NotFound": (404, "not_found", -32600),
     "MethodNotAllowed": (405, "method_not_allowed", -32600),
     "NotAcceptable": (406, "not_acceptable", -32600),
+    "RequestTimeout": (408, "request_timeout", -32600),
     "StreamConflict": (409, "stream_conflict", -32600),
     "PayloadTooLarge": (413, "payload_too_large", -32600),
     "UnsupportedMediaType": (415, "unsupported_media_type", -32600),

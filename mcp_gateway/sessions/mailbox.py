@@ -8,10 +8,10 @@ session and every idle stream holds one of these, so their size counts.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-Source = Callable[[], Awaitable[dict[str, Any]]]
+Source = Callable[[], Awaitable[MutableMapping[str, Any]]]
 
 
 class Mailbox:
@@ -64,7 +64,7 @@ class SourcedMailbox(Mailbox):
 
     def __init__(self) -> None:
         super().__init__()
-        self._sources: dict[asyncio.Task[dict[str, Any]], Source] = {}
+        self._sources: dict[asyncio.Task[MutableMapping[str, Any]], Source] = {}
         self._closed = False
         self._reader: asyncio.Task[Any] | None = None
         self._interrupted = False
@@ -84,18 +84,18 @@ class SourcedMailbox(Mailbox):
         self._sources[task] = source
         task.add_done_callback(self._arrived)
 
-    def _arrived(self, task: asyncio.Task[dict[str, Any]]) -> None:
+    def _arrived(self, task: asyncio.Task[MutableMapping[str, Any]]) -> None:
         if not self._closed:
             self.put_nowait(task)  # failed or cancelled too: the reader finds out
 
-    async def next(self) -> tuple[dict[str, Any], Source | None]:
+    async def next(self) -> tuple[MutableMapping[str, Any], Source | None]:
         """The next message, with the source to read again once it is handled (None for a posted message)."""
         item = await self.get()
         if isinstance(item, asyncio.Task):
             return item.result(), self._sources.pop(item)  # a failed source raises here, in the reader
         return item, None
 
-    async def next_or(self, source: Source) -> dict[str, Any]:
+    async def next_or(self, source: Source) -> MutableMapping[str, Any]:
         """The next posted message, else the next message of ``source``, read in the calling task.
 
         A message posted while ``source`` is being read interrupts the read,
@@ -122,7 +122,7 @@ class SourcedMailbox(Mailbox):
                 if self._interrupted:  # the source swallowed the interruption and returned a message
                     self._interrupted = False
                     task.uncancel()
-        posted: dict[str, Any] = self._items.pop(0)
+        posted: MutableMapping[str, Any] = self._items.pop(0)
         return posted
 
     def close(self) -> None:

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("mcp_gateway")
 
 
-class GatewayConsumer(AsyncConsumer):
+class GatewayConsumer(AsyncConsumer):  # type: ignore[misc]  # Channels publishes no types
     """Base consumer: one mount, one request, refusals answered in one place.
 
     Subclasses return, from :meth:`start`, the extra message sources they
@@ -48,7 +48,10 @@ class GatewayConsumer(AsyncConsumer):
     server cancels it at shutdown.
     """
 
-    user: Any = None
+    @property
+    def user(self) -> Any:
+        """The caller, once known (see :attr:`GatewayRequest.user <mcp_gateway.http.GatewayRequest.user>`)."""
+        return self.request.user
     cancelled = False
     # Whether the consumer posts messages to itself (``_internal``), besides the request and :meth:`start`'s sources.
     internal_messages = False
@@ -99,10 +102,10 @@ class GatewayConsumer(AsyncConsumer):
             for source in sources:
                 mailbox.listen(source)
             while True:
-                message, source = await mailbox.next()
+                message, came_from = await mailbox.next()
                 await self.dispatch(message)
-                if source is not None:
-                    mailbox.listen(source)
+                if came_from is not None:
+                    mailbox.listen(came_from)
         finally:
             mailbox.close()
 
@@ -131,7 +134,6 @@ class GatewayConsumer(AsyncConsumer):
         caller = await identify_caller(
             self.request, session_id=session_id, server=self.mount.prefix, transport=transport
         )
-        self.user = caller.user
         return caller
 
     async def send(self, message: Message) -> None:

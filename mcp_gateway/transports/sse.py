@@ -63,7 +63,11 @@ class MessagesConsumer(GatewayConsumer):
         session = caller.session or await bind(
             self.request, caller.credential, session_id, server=self.mount.prefix, transport=Transport.SSE
         )
-        event = {"type": "mcp.inbound", "body": body, "headers": self.request.forwardable_headers()}
+        event: wire.InboundMessage = {
+            "type": "mcp.inbound",
+            "body": body,
+            "headers": self.request.forwardable_headers(),
+        }
         try:
             await worker.send_to_session(self.channel_layer, session.channel_name, session.pk, event, parsed=parsed)
         except ChannelFull:
@@ -88,7 +92,7 @@ class SSEConsumer(StreamConsumer):
 
     async def start(self) -> list[Callable[[], Awaitable[Message]]]:
         credential = await stream_credential(self.request)
-        self.user = credential.user
+        self.request.user = credential.user
         resume_after = last_event_id(self.request)
         if resume_after is not None:
             session = await bind_ref(

@@ -200,7 +200,7 @@ class StreamConsumer(GatewayConsumer):
     # Internals
 
     async def _leave(self, reason: str) -> None:
-        if not self._ended and self.host_channel is not None:
+        if not self._ended and self.host_channel is not None and self.session_pk is not None:
             self._ended = True
             await worker.detach(self.channel_layer, self.host_channel, self.session_pk, self.channel_name, reason)
 
@@ -265,4 +265,4 @@ class StreamConsumer(GatewayConsumer):
 
 
 def _session_lives(pk: int | None) -> bool:
-    return McpSession.objects.open().leased(gateway_settings.LEASE_TIMEOUT).filter(pk=pk).exists()
+    return pk is not None and McpSession.objects.open().leased(gateway_settings.LEASE_TIMEOUT).filter(pk=pk).exists()

@@ -149,12 +149,12 @@ class StreamableHTTPConsumer(StreamConsumer):
         message = parse_message(body)
         is_request = isinstance(message, JSONRPCRequest)
         if session_id_from_header(self.request) is None:
-            if not (is_request and message.method == "initialize"):
+            if not (isinstance(message, JSONRPCRequest) and message.method == "initialize"):
                 raise InitializeRequired()
             await self._initialize(credential, body, message)
             return False
         session = await self._session(credential)
-        inbound: dict[str, Any] = {
+        inbound: wire.InboundMessage = {
             "type": "mcp.inbound",
             "body": body,
             "headers": self.request.forwardable_headers(),
