@@ -1,6 +1,6 @@
 # The two commands of the README:
 #   make demo   set up a virtualenv, migrate, create the demo user, run daphne on 127.0.0.1:8000
-#   make test   set up a virtualenv and run the whole test suite (ruff, import contracts, migrations check, pytest)
+#   make test   set up a virtualenv and run the whole test suite (ruff, import contracts, mypy, migrations check, pytest)
 # PYTHON picks the interpreter (python3.11 → Django 5.2, python3.12+ → Django 6.1).
 
 PYTHON ?= python3
@@ -26,5 +26,6 @@ test: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
+	$(BIN)/python -m mypy
 	$(BIN)/python manage.py makemigrations --check --dry-run
 	$(BIN)/python -m pytest

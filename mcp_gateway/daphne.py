@@ -63,6 +63,7 @@ from .conf import DEFAULTS, gateway_settings
 from .exceptions import GatewayError, RequestTimeout
 from .http import body_limit, body_refusal, error_body, json_bytes, response_headers
 from .redaction import redact
+from .sessions.mailbox import Mailbox
 
 logger = logging.getLogger("mcp_gateway")
 
@@ -81,56 +82,19 @@ class RedactingAccessLog(AccessLogGenerator):  # type: ignore[misc]  # daphne pu
         super().write_entry(host, date, redact(request), status, length, ident, user)
 
 
-class ApplicationQueue:
-    """An unbounded FIFO that daphne feeds an application's ``receive`` from.
+class ApplicationQueue(Mailbox):
+    """The FIFO daphne feeds an application's ``receive`` from: a :class:`~mcp_gateway.sessions.mailbox.Mailbox`.
 
     What daphne needs of ``asyncio.Queue`` (``put_nowait``, and ``get`` for
-    any number of readers, a cancelled reader losing nothing), without
-    its preallocated deques: a connection holds an empty list, and a list of
+    any number of readers, a cancelled reader losing nothing), without its
+    preallocated deques: a connection holds an empty list, and a list of
     waiting readers only while one waits.
     """
 
-    __slots__ = ("_getters", "_items")
+    __slots__ = ()
 
-    def __init__(self) -> None:
-        self._items: list[Any] = []
-        self._getters: list[asyncio.Future[None]] | None = None
-
-    def put_nowait(self, item: Any) -> None:
-        self._items.append(item)
-        self._wake_next()
-
-    def _wake_next(self) -> None:
-        while self._getters:
-            getter = self._getters.pop(0)
-            if not getter.done():
-                getter.set_result(None)
-                return
-
-    async def get(self) -> Any:
-        while not self._items:
-            getter = asyncio.get_running_loop().create_future()
-            if self._getters is None:
-                self._getters = []
-            self._getters.append(getter)
-            try:
-                await getter
-            except BaseException:
-                getter.cancel()
-                with contextlib.suppress(ValueError):
-                    self._getters.remove(getter)
-                if self._items and not getter.cancelled():
-                    self._wake_next()  # woken, then cancelled: the item is for the next reader
-                raise
-            if not self._getters:
-                self._getters = None
-        return self._items.pop(0)
-
-    def empty(self) -> bool:
-        return not self._items
-
-    def qsize(self) -> int:
-        return len(self._items)
+    def __bool__(self) -> bool:
+        return True  # daphne asks ``if application_queue:`` whether the application exists, empty or not
 
 
 # Seconds a connection is still read after its refusal was sent, what arrives dropped: a client still sending its

@@ -31,7 +31,7 @@ from mcp_sessions.models import CloseReason
 logger = logging.getLogger("mcp_gateway")
 
 # How a stream ends when its request was refused because the session's inbox was full (the client gets 503).
-BUSY = "busy"
+BUSY = CloseReason.BUSY
 
 
 class Attach(enum.StrEnum):

@@ -27,11 +27,9 @@ from .audit import DETAIL_LENGTH, USERNAME_LENGTH
 from .audit import AuditKind as AuditKind  # part of the models' API: the kind column's choices
 from .ids import (
     TOKEN_PREFIX_LENGTH,
-    hash_session_id,
     hash_token,
     is_ticket_shaped,
     is_token_shaped,
-    is_well_formed,
     new_ticket,
     new_token,
     public_ref,
@@ -291,11 +289,6 @@ class McpSessionQuerySet(OwnedQuerySet["McpSession"]):
         deleted, _ = self.closed().filter(closed_at__lt=timezone.now() - timedelta(days=days)).delete()
         return deleted
 
-    def with_session_id(self, session_id: str) -> McpSessionQuerySet:
-        """Match by the secret ID (hashed here); a malformed ID matches nothing."""
-        if not is_well_formed(session_id):
-            return self.none()
-        return self.filter(id_hash=hash_session_id(session_id))
 
 
 def _announce_revoked(by_worker: dict[str, list[int]], reason: str) -> None:

@@ -33,7 +33,7 @@ async def test_items_come_out_in_order_and_a_reader_waits_for_one() -> None:
     assert not reader.done()
     queue.put_nowait(3)
     assert await asyncio.wait_for(reader, 1) == 3
-    assert queue.empty() and queue.qsize() == 0
+    assert len(queue) == 0
 
 
 async def test_waiting_readers_each_get_one_item() -> None:

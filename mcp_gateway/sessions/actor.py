@@ -129,10 +129,6 @@ class SessionActor:
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             pass  # the session is ending; its stream is closing too
 
-    def close_input(self) -> None:
-        """No more client messages: the server loop ends once it has answered."""
-        self._in_send.close()
-
     def pending_activity(self) -> dict[str, Any] | None:
         """Fields changed since the record last saved them; None if nothing did.
 

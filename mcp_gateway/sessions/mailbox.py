@@ -1,4 +1,4 @@
-"""A FIFO for one reader, and one also fed from message sources: what sessions and connections wait on.
+"""The FIFOs sessions, connections and daphne's connections wait on, one also fed from message sources.
 
 ``asyncio.Queue`` preallocates four deques and Channels' ``await_many_dispatch``
 waits with a task per source plus ``asyncio.wait`` machinery; every open
@@ -8,6 +8,7 @@ session and every idle stream holds one of these, so their size counts.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -15,13 +16,18 @@ Source = Callable[[], Awaitable[MutableMapping[str, Any]]]
 
 
 class Mailbox:
-    """An unbounded FIFO for one reader."""
+    """An unbounded FIFO: ``put_nowait`` never waits, ``get`` waits for an item; a reader cancelled loses nothing.
 
-    __slots__ = ("_items", "_waiter")
+    Hand-written because ``asyncio.Queue`` preallocates its deques and an
+    event: a mailbox holds an empty list, and a list of waiting readers only
+    while one waits. Any number of readers may wait; each item goes to one.
+    """
+
+    __slots__ = ("_getters", "_items")
 
     def __init__(self) -> None:
         self._items: list[Any] = []
-        self._waiter: asyncio.Future[None] | None = None
+        self._getters: list[asyncio.Future[None]] | None = None
 
     def __len__(self) -> int:
         return len(self._items)
@@ -31,16 +37,32 @@ class Mailbox:
 
     def put_nowait(self, item: Any) -> None:
         self._items.append(item)
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
+        self._wake_next()
+
+    def _wake_next(self) -> None:
+        while self._getters:
+            getter = self._getters.pop(0)
+            if not getter.done():
+                getter.set_result(None)
+                return
 
     async def get(self) -> Any:
         while not self._items:
-            self._waiter = asyncio.get_running_loop().create_future()
+            getter = asyncio.get_running_loop().create_future()
+            if self._getters is None:
+                self._getters = []
+            self._getters.append(getter)
             try:
-                await self._waiter
-            finally:
-                self._waiter = None
+                await getter
+            except BaseException:
+                getter.cancel()
+                with contextlib.suppress(ValueError):
+                    self._getters.remove(getter)
+                if self._items and not getter.cancelled():
+                    self._wake_next()  # woken, then cancelled: the item is for the next reader
+                raise
+            if not self._getters:
+                self._getters = None
         return self._items.pop(0)
 
     def take_all(self) -> list[Any]:

@@ -96,7 +96,7 @@ class SessionStreams:
                 return status
             previous = self._outlets.get(stream)
             if previous is not None and previous[0] != channel:
-                await previous[1].end("replaced")
+                await previous[1].end(CloseReason.REPLACED)
             self._outlets[stream] = (channel, outlet)
             if stream == MAIN_STREAM and self._orphan_timer is not None:
                 self._orphan_timer.cancel()

@@ -52,6 +52,7 @@ class GatewayConsumer(AsyncConsumer):  # type: ignore[misc]  # Channels publishe
     def user(self) -> Any:
         """The caller, once known (see :attr:`GatewayRequest.user <mcp_gateway.http.GatewayRequest.user>`)."""
         return self.request.user
+
     cancelled = False
     # Whether the consumer posts messages to itself (``_internal``), besides the request and :meth:`start`'s sources.
     internal_messages = False

@@ -141,7 +141,7 @@ class StreamConsumer(GatewayConsumer):
         if self._mode is None and self.json_allowed and event.final:
             self._mode = "done"
             await send_response(self.send, HTTPStatus.OK, event.data.encode(), headers=self.stream_headers())
-            self.end_soon("complete")
+            self.end_soon(CloseReason.COMPLETE)
             return
         await self.start_stream()
         try:
@@ -152,7 +152,7 @@ class StreamConsumer(GatewayConsumer):
             raise
         if event.final:
             self._mode = "done"
-            self.end_soon("complete")
+            self.end_soon(CloseReason.COMPLETE)
 
     async def end(self, reason: str) -> None:
         self._ended = True
