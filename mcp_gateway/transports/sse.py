@@ -21,7 +21,7 @@ from channels.exceptions import ChannelFull, StopConsumer
 
 from mcp_sessions.models import Transport
 
-from .. import opening, wire
+from .. import wire
 from ..binding import bind, bind_ref, last_event_id, session_id_from_query
 from ..exceptions import (
     GatewayError,
@@ -112,14 +112,7 @@ class SSEConsumer(StreamConsumer):
         return [wire.receiver(self.channel_layer, self.channel_name)]
 
     async def _open(self, credential: Any) -> None:
-        host, session_id = await opening.open_session(
-            layer=self.channel_layer,
-            mount=self.mount,
-            request=self.request,
-            credential=credential,
-            transport=Transport.SSE,
-        )
-        self.host_channel, self.session_pk = host.inbox, host.pk
+        host, session_id = await self.open_session(credential, Transport.SSE)
         try:
             await host.streams.attach(MAIN_STREAM, self.channel_name, self, after=None, replace=False)
             await self.start_stream()

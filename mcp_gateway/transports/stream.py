@@ -20,7 +20,8 @@ from django.db import DatabaseError
 
 from mcp_sessions.models import CloseReason, McpSession
 
-from .. import sse, wire
+from .. import opening, sse, wire
+from ..auth import Credential
 from ..binding import BoundSession
 from ..conf import gateway_settings
 from ..exceptions import (
@@ -32,6 +33,7 @@ from ..exceptions import (
 from ..flow import FlowControl, flow_control_for
 from ..http import SECURITY_HEADERS, Message, json_bytes, send_error, send_response
 from ..sessions.events import Event, EventId
+from ..sessions.host import SessionHost
 from ..worker import worker
 from .base import GatewayConsumer
 
@@ -68,6 +70,17 @@ class StreamConsumer(GatewayConsumer):
     def host_is_local(self) -> bool:
         """Whether the session this connection serves runs in this worker (and calls it directly)."""
         return worker.local_host(self.session_pk) is not None
+
+    async def open_session(self, credential: Credential, transport: str) -> tuple[SessionHost, str]:
+        """Open a session bound to the caller in this worker, to be carried by this connection; it and its ID.
+
+        The host is not started: the caller attaches this connection first, then starts it.
+        """
+        host, session_id = await opening.open_session(
+            layer=self.channel_layer, mount=self.mount, request=self.request, credential=credential, transport=transport
+        )
+        self.host_channel, self.session_pk = host.inbox, host.pk
+        return host, session_id
 
     async def open_inbox(self) -> None:
         self.channel_name = await self.channel_layer.new_channel()

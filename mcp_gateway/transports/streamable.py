@@ -40,7 +40,7 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from mcp_sessions.models import CloseReason, McpSession, Transport
 from mcp_sessions.revocation import revoke
 
-from .. import opening, wire
+from .. import wire
 from ..auth import Credential
 from ..binding import BoundSession, bind, last_event_id, session_id_from_header
 from ..exceptions import (
@@ -175,15 +175,8 @@ class StreamableHTTPConsumer(StreamConsumer):
         return False
 
     async def _initialize(self, credential: Credential, body: bytes, message: JSONRPCMessage) -> None:
-        host, session_id = await opening.open_session(
-            layer=self.channel_layer,
-            mount=self.mount,
-            request=self.request,
-            credential=credential,
-            transport=Transport.STREAMABLE_HTTP,
-        )
+        host, session_id = await self.open_session(credential, Transport.STREAMABLE_HTTP)
         self.session_id_header = session_id
-        self.host_channel, self.session_pk = host.inbox, host.pk
         self.json_allowed = True
         try:
             await self.open_inbox()
