@@ -36,6 +36,9 @@ from mcp_types import INTERNAL_ERROR, INVALID_REQUEST, PARSE_ERROR
 # the implementation-defined part of JSON-RPC's server-error range (-32000..-32019 by the MCP spec's allocation)
 # that the SDK leaves free: it uses -32000 (CONNECTION_CLOSED) and -32001 (REQUEST_TIMEOUT), and -32002 is retired.
 TOO_MANY_REQUESTS = -32010
+# A resuming stream's missed events are no longer buffered (the session closes): the gateway's own code too. It was
+# -32002, which the 2026-07-28 specification retired, never to be reused.
+EVENTS_LOST = -32011
 
 
 class GatewayError(Exception):

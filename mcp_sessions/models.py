@@ -290,7 +290,6 @@ class McpSessionQuerySet(OwnedQuerySet["McpSession"]):
         return deleted
 
 
-
 def _announce_revoked(by_worker: dict[str, list[int]], reason: str) -> None:
     """Send :data:`~mcp_sessions.signals.sessions_revoked`, robustly: a receiver that fails is logged, not raised.
 

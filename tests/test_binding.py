@@ -27,7 +27,7 @@ from mcp_gateway.http import GatewayRequest
 from mcp_gateway.identity import pinned_session
 from mcp_gateway.mounts import Mount
 from mcp_gateway.opening import open_session
-from mcp_sessions.ids import is_well_formed, new_session_id
+from mcp_sessions.ids import hash_session_id, is_well_formed, new_session_id
 from mcp_sessions.models import AccessToken, CloseReason, McpSession, Transport
 
 from .asgi_helpers import http_scope
@@ -47,7 +47,7 @@ async def test_session_id_is_the_records_key_and_stored_only_hashed(
         session_id = stream.session_id
         record = await McpSession.objects.aget(user=alice)
         assert record.id_hash == hashlib.sha256(session_id.encode()).hexdigest()
-        assert await McpSession.objects.with_session_id(session_id).acount() == 1
+        assert await McpSession.objects.filter(id_hash=hash_session_id(session_id)).acount() == 1
 
         def stored_anywhere() -> bool:
             with connection.cursor() as cursor:

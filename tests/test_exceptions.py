@@ -8,7 +8,7 @@ from django.core.exceptions import BadRequest, DisallowedHost, PermissionDenied,
 from django.http import Http404
 
 from mcp_gateway import exceptions
-from mcp_gateway.exceptions import TOO_MANY_REQUESTS, GatewayError
+from mcp_gateway.exceptions import EVENTS_LOST, TOO_MANY_REQUESTS, GatewayError
 
 # Every refusal's (status, reason, JSON-RPC code) as they were before the classes gained Django's bases.
 ANSWERS = {
@@ -86,3 +86,12 @@ def test_too_many_requests_has_a_code_of_its_own() -> None:
     assert mcp_types.REQUEST_TIMEOUT in sdk_codes
     assert -32019 <= TOO_MANY_REQUESTS <= -32000
     assert TOO_MANY_REQUESTS not in sdk_codes | {-32002}  # -32002: retired by the spec, never reused
+
+
+def test_events_lost_has_a_code_of_its_own() -> None:
+    """Not -32002, which the 2026-07-28 specification retired, nor any code the SDK defines, nor TOO_MANY_REQUESTS."""
+    sdk_codes = {
+        v for k, v in vars(mcp_types).items() if k.isupper() and isinstance(v, int) and not isinstance(v, bool)
+    }
+    assert -32019 <= EVENTS_LOST <= -32000
+    assert EVENTS_LOST not in sdk_codes | {-32002, TOO_MANY_REQUESTS}

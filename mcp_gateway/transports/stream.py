@@ -25,6 +25,7 @@ from ..auth import Credential
 from ..binding import BoundSession
 from ..conf import gateway_settings
 from ..exceptions import (
+    EVENTS_LOST,
     InvalidEventId,
     ServiceUnavailable,
     SessionNotFound,
@@ -38,9 +39,6 @@ from ..worker import worker
 from .base import GatewayConsumer
 
 logger = logging.getLogger("mcp_gateway")
-
-# JSON-RPC server error: events a resuming client missed can no longer be replayed.
-EVENTS_LOST = -32002
 
 
 class StreamConsumer(GatewayConsumer):
