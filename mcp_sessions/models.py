@@ -8,155 +8,32 @@ is never stored: only its SHA-256 (:mod:`mcp_sessions.ids`).
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import hmac
 import logging
-from collections.abc import Collection
-from datetime import datetime, timedelta
-from typing import Any, TypeVar
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
-from django.db import OperationalError, models, transaction
+from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from . import audit
 from .audit import DETAIL_LENGTH, USERNAME_LENGTH
 from .audit import AuditKind as AuditKind  # part of the models' API: the kind column's choices
-from .ids import (
-    TOKEN_PREFIX_LENGTH,
-    hash_token,
-    is_ticket_shaped,
-    is_token_shaped,
-    new_ticket,
-    new_token,
-    public_ref,
+from .choices import CloseReason as CloseReason
+from .choices import TokenState as TokenState
+from .choices import Transport as Transport
+from .ids import TOKEN_PREFIX_LENGTH, public_ref
+from .managers import (
+    AccessTokenManager,
+    AuditEventManager,
+    McpSessionManager,
+    StreamTicketManager,
+    _token_is_active,
 )
-from .signals import sessions_revoked
-from .text import clean_fields
+from .managers import AccessTokenQuerySet as AccessTokenQuerySet
+from .managers import McpSessionQuerySet as McpSessionQuerySet
+from .managers import SessionLimitReached as SessionLimitReached
+from .managers import error_summary as error_summary
 
 logger = logging.getLogger("mcp_gateway")
-
-LAST_USED_RESOLUTION = timedelta(minutes=1)
-
-
-def error_summary(exc: BaseException) -> str:
-    """A database error's class and first line, for logs.
-
-    Not the rest: PostgreSQL details a refused row with all its values
-    (``Failing row contains (...)``), hashes of credentials among them.
-    """
-    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {first_line}" if first_line else type(exc).__name__
-
-
-_M = TypeVar("_M", bound=models.Model)
-
-
-class OwnedQuerySet(models.QuerySet[_M]):
-    def for_user(self, user: Any) -> Any:
-        """Rows owned by ``user``; nobody else's ever leaves this queryset."""
-        if not getattr(user, "is_authenticated", False):
-            return self.none()
-        return self.filter(user=user)
-
-
-class TokenState(models.TextChoices):
-    """What an access token is now: :attr:`AccessToken.state`, and the admin's filter."""
-
-    ACTIVE = "active", _("Active")
-    EXPIRED = "expired", _("Expired")
-    REVOKED = "revoked", _("Revoked")
-
-
-def _token_is_active(revoked_at: datetime | None, expires_at: datetime | None, now: datetime) -> bool:
-    """The one rule of an active token, for a row in memory; :func:`_active_token_q` says it to the database."""
-    return revoked_at is None and (expires_at is None or expires_at > now)
-
-
-def _active_token_q(now: datetime) -> models.Q:
-    """:func:`_token_is_active` as a filter: not revoked, and no expiry or one still ahead."""
-    return models.Q(revoked_at__isnull=True) & (models.Q(expires_at__isnull=True) | models.Q(expires_at__gt=now))
-
-
-class AccessTokenQuerySet(OwnedQuerySet["AccessToken"]):
-    def active(self) -> AccessTokenQuerySet:
-        """Neither revoked nor expired (:attr:`AccessToken.is_active`); whoever owns them."""
-        return self.filter(_active_token_q(timezone.now()))
-
-    def expired(self) -> AccessTokenQuerySet:
-        """Not revoked, but past their expiry."""
-        return self.filter(revoked_at__isnull=True, expires_at__lte=timezone.now())
-
-    def revoked(self) -> AccessTokenQuerySet:
-        return self.filter(revoked_at__isnull=False)
-
-    def in_state(self, state: str) -> AccessTokenQuerySet:
-        """The tokens in ``state`` (a :class:`TokenState`)."""
-        by_state = {TokenState.ACTIVE: self.active, TokenState.EXPIRED: self.expired, TokenState.REVOKED: self.revoked}
-        return by_state[TokenState(state)]()
-
-    def usable(self) -> AccessTokenQuerySet:
-        """Active, and owned by an active user: the tokens that authenticate."""
-        return self.active().filter(user__is_active=True)
-
-    def revoke(self) -> tuple[int, int]:
-        """Revoke those not revoked yet and end the sessions opened with them: how many of each.
-
-        A bulk update sends no ``post_save``, so the sessions are ended here
-        (:meth:`McpSessionQuerySet.revoke`), not by the token receiver.
-        """
-        pks = list(self.filter(revoked_at__isnull=True).values_list("pk", flat=True))
-        if not pks:
-            return 0, 0
-        self.model._default_manager.filter(pk__in=pks).update(revoked_at=timezone.now())
-        return len(pks), McpSession.objects.filter(token__in=pks).revoke()
-
-
-_AccessTokenBaseManager = models.Manager.from_queryset(AccessTokenQuerySet)
-
-
-class AccessTokenManager(_AccessTokenBaseManager["AccessToken"]):
-    def issue(
-        self, user: Any, name: str, expires_in: timedelta | None = None, *, expires_at: datetime | None = None
-    ) -> tuple[AccessToken, str]:
-        """Create a token, expiring after ``expires_in`` or at ``expires_at`` (or never); the secret is returned once.
-
-        Only its prefix and hash are stored. Who may create a token for whom is
-        the caller's to decide (the admin: :func:`mcp_sessions.admin.token_refusal`).
-        """
-        if expires_in is not None and expires_at is not None:
-            raise ValueError("Give expires_in or expires_at, not both")
-        secret = new_token()
-        token = self.create(
-            user=user,
-            name=name,
-            prefix=secret[:TOKEN_PREFIX_LENGTH],
-            token_hash=hash_token(secret),
-            expires_at=timezone.now() + expires_in if expires_in else expires_at,
-        )
-        return token, secret
-
-    def find_usable(self, secret: str) -> AccessToken | None:
-        """The usable token with this secret, found by its hash and compared in constant time."""
-        if not is_token_shaped(secret):
-            return None
-        digest = hash_token(secret)
-        token = self.usable().select_related("user").filter(token_hash=digest).first()
-        if token is None or not hmac.compare_digest(token.token_hash, digest):
-            return None
-        return token
-
-    def authenticate(self, secret: str) -> AccessToken | None:
-        """:meth:`find_usable`, noting the use at most once a minute (not a write per request)."""
-        token = self.find_usable(secret)
-        now = timezone.now()
-        if token is not None and (token.last_used_at is None or now - token.last_used_at > LAST_USED_RESOLUTION):
-            self.filter(pk=token.pk).update(last_used_at=now)
-            token.last_used_at = now
-        return token
 
 
 class AccessToken(models.Model):
@@ -211,194 +88,6 @@ class Worker(models.Model):
 
     def __str__(self) -> str:
         return f"{self.hostname}:{self.pid}"
-
-
-class Transport(models.TextChoices):
-    SSE = "sse", _("HTTP+SSE")
-    STREAMABLE_HTTP = "streamable_http", _("Streamable HTTP")
-
-
-class CloseReason(models.TextChoices):
-    """Why a session ended (``McpSession.close_reason``), or why one of its streams did (the last three).
-
-    ``COMPLETE``, ``REPLACED`` and ``BUSY`` end a stream, not its session: its
-    answers are all sent, another stream took its place, or the session already
-    has one. They are the reasons the gateway gives its stream outlets, and are
-    members here so that every reason is spelled once.
-    """
-
-    CLIENT_DISCONNECT = "client_disconnect", _("Client disconnected")
-    SERVER_SHUTDOWN = "server_shutdown", _("Server shut down")
-    SERVER_ENDED = "server_ended", _("MCP server ended the session")
-    SERVER_ERROR = "server_error", _("MCP server failed")
-    STALLED = "stalled", _("Client stopped reading")
-    REVOKED = "revoked", _("Revoked")
-    EXPIRED = "expired", _("Expired")
-    WORKER_LOST = "worker_lost", _("Worker stopped answering")
-    TERMINATED = "terminated", _("Ended by the client")
-    EVENTS_LOST = "events_lost", _("Missed events could not be replayed")
-    HOST_LOST = "host_lost", _("No live session in its worker")
-    COMPLETE = "complete", _("Stream complete")
-    REPLACED = "replaced", _("Stream replaced by another")
-    BUSY = "busy", _("Session already has a stream")
-
-
-class McpSessionQuerySet(OwnedQuerySet["McpSession"]):
-    def open(self) -> McpSessionQuerySet:
-        return self.filter(closed_at__isnull=True)
-
-    def closed(self) -> McpSessionQuerySet:
-        return self.filter(closed_at__isnull=False)
-
-    def leased(self, lease: float) -> McpSessionQuerySet:
-        """Sessions whose worker has sent a heartbeat within ``lease`` seconds (or that have no worker)."""
-        fresh = timezone.now() - timedelta(seconds=lease)
-        return self.filter(models.Q(worker__isnull=True) | models.Q(worker__heartbeat_at__gte=fresh))
-
-    def orphaned(self, lease: float) -> McpSessionQuerySet:
-        """Open sessions whose worker has missed its lease: it crashed or hangs."""
-        stale = timezone.now() - timedelta(seconds=lease)
-        return self.open().filter(models.Q(worker__heartbeat_at__lt=stale))
-
-    def revoke(self, reason: str = CloseReason.REVOKED) -> int:
-        """Close the open ones among these sessions now, and have their live sessions ended; returns how many.
-
-        The records are marked closed, which already makes every later POST
-        to them 404, and each is recorded in the audit trail; once that has
-        committed, :data:`~mcp_sessions.signals.sessions_revoked` says which
-        pks closed, by the channel-layer address of the worker running them
-        (the gateway ends them there). A worker that is not told finds its
-        records closed at its next sweep.
-        """
-        targets = list(self.open().values_list("pk", "id_hash", "channel_name", "user_id"))
-        if not targets:
-            return 0
-        self.model._default_manager.filter(pk__in=[t[0] for t in targets], closed_at__isnull=True).update(
-            closed_at=timezone.now(), close_reason=reason
-        )
-        by_worker: dict[str, list[int]] = {}
-        for pk, _id_hash, channel, _user_id in targets:
-            by_worker.setdefault(channel, []).append(pk)
-        transaction.on_commit(lambda: _announce_revoked(by_worker, reason))
-        for _pk, id_hash, _channel, user_id in targets:
-            audit.record(AuditKind.SESSION_REVOKED, user_id=user_id, session_ref=public_ref(id_hash), detail=reason)
-        return len(targets)
-
-    def clear_expired(self, days: float) -> int:
-        """Delete the records closed more than ``days`` ago (open ones never); how many."""
-        deleted, _ = self.closed().filter(closed_at__lt=timezone.now() - timedelta(days=days)).delete()
-        return deleted
-
-
-def _announce_revoked(by_worker: dict[str, list[int]], reason: str) -> None:
-    """Send :data:`~mcp_sessions.signals.sessions_revoked`, robustly: a receiver that fails is logged, not raised.
-
-    The records are closed already; a worker that is not told finds them
-    closed at its next sweep.
-    """
-    sessions_revoked.send_robust(McpSession, by_worker=by_worker, reason=reason)
-
-
-class SessionLimitReached(Exception):
-    """The user already has as many open sessions as allowed."""
-
-
-_McpSessionBaseManager = models.Manager.from_queryset(McpSessionQuerySet)
-
-
-class McpSessionManager(_McpSessionBaseManager["McpSession"]):
-    """Every write of a session record cleans its values first (:mod:`mcp_sessions.text`): many are the client's."""
-
-    def open_for(self, user: Any, *, limit: int | None, lease: float, **fields: Any) -> McpSession:
-        """Record a new session for ``user``, unless they already have ``limit`` open ones.
-
-        Counting and inserting happen in one transaction with the user's row
-        locked, so concurrent opens on several workers cannot overshoot.
-        """
-        fields = clean_fields(self.model, fields)
-        with transaction.atomic():
-            if limit is not None:
-                get_user_model()._default_manager.select_for_update().filter(pk=user.pk).exists()
-                if self.filter(user=user).open().leased(lease).count() >= limit:
-                    raise SessionLimitReached()
-            return self.create(user=user, **fields)
-
-    def record_activity(self, changes: dict[int, dict[str, Any] | None]) -> tuple[set[int], set[int]]:
-        """Save live sessions' new activity (by pk): which of them are still open, and whose changes were written.
-
-        Each session's write stands alone. One that fails (a value its row
-        refuses) is logged with the session's reference and left out of the
-        written ones, so that it is tried again at the next sweep, while the
-        others are saved and the session still counts as open. A lost
-        connection is no one row's fault: it is raised, and the next sweep
-        tries them all again.
-        """
-        pks = list(changes)
-        refs: dict[int, str] = {}
-        for start in range(0, len(pks), 500):  # within every database's limit on query parameters
-            chunk = pks[start : start + 500]
-            refs.update(self.filter(pk__in=chunk, closed_at__isnull=True).values_list("pk", "id_hash"))
-        still_open, written = set(refs), set()
-        for pk, fields in changes.items():
-            if not fields or pk not in still_open:
-                continue
-            try:
-                with self._isolated():
-                    updated = self.filter(pk=pk, closed_at__isnull=True).update(**clean_fields(self.model, fields))
-            except OperationalError:
-                raise
-            except Exception as exc:
-                logger.error(
-                    "Could not save the activity of MCP session %s (%s); retrying at the next sweep",
-                    public_ref(refs[pk]),
-                    error_summary(exc),
-                )
-                continue
-            if updated:
-                written.add(pk)
-            else:
-                still_open.discard(pk)  # closed since the query above
-        return still_open, written
-
-    def _isolated(self) -> contextlib.AbstractContextManager[object]:
-        """A savepoint when called inside a transaction, which one failed statement would otherwise abort.
-
-        In autocommit, each statement is a transaction of its own already:
-        no extra round trips per row for the sweep.
-        """
-        if transaction.get_connection(self.db).in_atomic_block:
-            return transaction.atomic(using=self.db)
-        return contextlib.nullcontext()
-
-    def close(self, pk: int, reason: str, changes: dict[str, Any] | None) -> str:
-        """Close the record for ``reason`` unless already closed; the reason it ends up with."""
-        changes = clean_fields(self.model, changes or {})
-        if self.filter(pk=pk, closed_at__isnull=True).update(closed_at=timezone.now(), close_reason=reason, **changes):
-            return reason
-        if changes:
-            self.filter(pk=pk).update(**changes)
-        return self.filter(pk=pk).values_list("close_reason", flat=True).first() or reason
-
-    def close_hostless(self, worker_id: str, live: Collection[int], created_before: datetime) -> list[McpSession]:
-        """Close (``host_lost``) the records open on ``worker_id`` created before ``created_before``, but ``live``.
-
-        ``live`` are the pks of the sessions the worker runs. A record open on
-        it with no live session will never be closed by it otherwise: its
-        session was lost between the insert and its host, or after the host.
-        Returns the records closed, as they were (for the audit).
-        """
-        open_here = self.open().filter(worker_id=worker_id, created_at__lt=created_before)
-        lost = [pk for pk in open_here.values_list("pk", flat=True) if pk not in live]
-        closed: list[McpSession] = []
-        now = timezone.now()
-        for start in range(0, len(lost), 500):  # within every database's limit on query parameters
-            for record in self.filter(pk__in=lost[start : start + 500]).only("pk", "id_hash", "user_id", "remote_addr"):
-                # One row at a time: only what this call closed is returned, not a record revoked meanwhile.
-                if self.filter(pk=record.pk, closed_at__isnull=True).update(
-                    closed_at=now, close_reason=CloseReason.HOST_LOST
-                ):
-                    closed.append(record)
-        return closed
 
 
 class McpSession(models.Model):
@@ -483,13 +172,6 @@ class McpSession(models.Model):
         return self.closed_at is None
 
 
-class AuditEventManager(models.Manager["AuditEvent"]):
-    def clear_expired(self, days: float) -> int:
-        """Delete the events older than ``days``; how many."""
-        deleted, _ = self.filter(created_at__lt=timezone.now() - timedelta(days=days)).delete()
-        return deleted
-
-
 class AuditEvent(models.Model):
     """A security-relevant event: a refusal, or a session opened, closed or revoked.
 
@@ -524,85 +206,6 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} at {self.created_at:%Y-%m-%d %H:%M:%S}"
-
-
-def _session_auth_digests(user: Any) -> list[str]:
-    """SHA-256 digests of the session auth hashes ``user`` has now: with ``SECRET_KEY`` first, then its fallbacks.
-
-    A ticket stores a digest, not the hash: the hash is what a login session
-    keeps to prove it predates no password change. Empty for a user model
-    without session auth hashes (Django then verifies none either).
-    """
-    if not hasattr(user, "get_session_auth_hash"):
-        return []
-    hashes = [user.get_session_auth_hash()]
-    if hasattr(user, "get_session_auth_fallback_hash"):
-        hashes.extend(user.get_session_auth_fallback_hash())
-    return [hashlib.sha256(value.encode()).hexdigest() for value in hashes]
-
-
-class StreamTicketManager(models.Manager["StreamTicket"]):
-    def clear_expired(self) -> int:
-        """Delete the tickets past their expiry, used or not (a used one can never be used again anyway); how many."""
-        deleted, _ = self.filter(expires_at__lt=timezone.now()).delete()
-        return deleted
-
-    def issue(self, user: Any, *, origin: str, lifetime: float, token_id: int | None, login_session_hash: str) -> str:
-        """A new ticket for ``user``, bound to ``origin`` (possibly empty); returned once, stored hashed.
-
-        It remembers the credential that asked for it, so that logging out or
-        revoking that token also ends the stream the ticket opens; asked for
-        with a login, also the user's session auth hash, so that a password
-        change since voids it (as it logs out the user's other logins).
-        """
-        secret = new_ticket()
-        auth_digests = _session_auth_digests(user) if login_session_hash else []
-        self.create(
-            user=user,
-            ticket_hash=hash_token(secret),
-            origin=origin,
-            expires_at=timezone.now() + timedelta(seconds=lifetime),
-            token_id=token_id,
-            login_session_hash=login_session_hash,
-            session_auth_hash=auth_digests[0] if auth_digests else "",
-        )
-        return secret
-
-    def redeem(self, secret: str, origin: str) -> StreamTicket | None:
-        """A valid, unused, unexpired ticket, now used up; else None.
-
-        A ticket asked for from an origin is refused when presented with another
-        ``Origin``. One presented with none is accepted: browsers send no Origin on
-        a same-origin ``EventSource``, while cross-origin ones always carry it.
-        One asked for with a token is refused once the token is not active; with a
-        login, once the user's session auth hash changed (a password change, even
-        one saved without signals). Logging out deletes the login's tickets.
-        """
-        if not is_ticket_shaped(secret):
-            return None
-        now = timezone.now()
-        usable = self.filter(ticket_hash=hash_token(secret), used_at__isnull=True, expires_at__gt=now)
-        ticket = usable.select_related("user", "token").first()
-        if ticket is None or not ticket.user.is_active:
-            return None
-        if ticket.origin and origin and not hmac.compare_digest(ticket.origin, origin):
-            return None
-        if ticket.token is not None and not ticket.token.is_active:
-            return None
-        if ticket.login_session_hash and not _login_still_holds(ticket):
-            return None
-        # The conditional update is what makes a ticket single-use under concurrency.
-        if not usable.filter(pk=ticket.pk).update(used_at=now):
-            return None
-        return ticket
-
-
-def _login_still_holds(ticket: StreamTicket) -> bool:
-    """Whether the user's session auth hash is still the one the ticket was issued under (no password change)."""
-    current = _session_auth_digests(ticket.user)
-    if not current:
-        return not ticket.session_auth_hash
-    return any(hmac.compare_digest(ticket.session_auth_hash, digest) for digest in current)
 
 
 class StreamTicket(models.Model):

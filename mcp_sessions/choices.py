@@ -1,0 +1,44 @@
+"""The choices of the model app's fields, shared by the models and their managers."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+
+class TokenState(models.TextChoices):
+    """What an access token is now: :attr:`AccessToken.state`, and the admin's filter."""
+
+    ACTIVE = "active", _("Active")
+    EXPIRED = "expired", _("Expired")
+    REVOKED = "revoked", _("Revoked")
+
+
+class Transport(models.TextChoices):
+    SSE = "sse", _("HTTP+SSE")
+    STREAMABLE_HTTP = "streamable_http", _("Streamable HTTP")
+
+
+class CloseReason(models.TextChoices):
+    """Why a session ended (``McpSession.close_reason``), or why one of its streams did (the last three).
+
+    ``COMPLETE``, ``REPLACED`` and ``BUSY`` end a stream, not its session: its
+    answers are all sent, another stream took its place, or the session already
+    has one. They are the reasons the gateway gives its stream outlets, and are
+    members here so that every reason is spelled once.
+    """
+
+    CLIENT_DISCONNECT = "client_disconnect", _("Client disconnected")
+    SERVER_SHUTDOWN = "server_shutdown", _("Server shut down")
+    SERVER_ENDED = "server_ended", _("MCP server ended the session")
+    SERVER_ERROR = "server_error", _("MCP server failed")
+    STALLED = "stalled", _("Client stopped reading")
+    REVOKED = "revoked", _("Revoked")
+    EXPIRED = "expired", _("Expired")
+    WORKER_LOST = "worker_lost", _("Worker stopped answering")
+    TERMINATED = "terminated", _("Ended by the client")
+    EVENTS_LOST = "events_lost", _("Missed events could not be replayed")
+    HOST_LOST = "host_lost", _("No live session in its worker")
+    COMPLETE = "complete", _("Stream complete")
+    REPLACED = "replaced", _("Stream replaced by another")
+    BUSY = "busy", _("Session already has a stream")
