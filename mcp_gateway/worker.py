@@ -238,7 +238,8 @@ class WorkerInbox:
         loop = asyncio.get_running_loop()
         if self._loop is not loop or self._layer is not layer or self._channel is None:
             if self._task is not None and self._loop is loop:
-                self._task.cancel()  # another layer on this loop (tests): its address is not this worker's any more
+                # The settings name another layer now: the old address is not this worker's any more.
+                self._task.cancel()
             self._loop, self._layer = loop, layer
             self._channel = loop.create_future()
             self._task = self._worker.start(self._name_and_receive(layer, self._channel))
@@ -373,7 +374,8 @@ class Keepalive:
     def add(self, stream: Pinged) -> None:
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
-            self._streams, self._loop = set(), loop  # streams of an earlier loop (tests) are over
+            # A new event loop (asyncio.run again): the old loop's streams are over.
+            self._streams, self._loop = set(), loop
         if self._task is None or self._task.done() or self._task.get_loop() is not loop:
             self._task = self._worker.start(self._run())
         self._streams.add(stream)
