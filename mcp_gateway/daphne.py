@@ -288,7 +288,7 @@ class GatewayChannel(http.HTTPChannel):
             "complete",
             {
                 "path": uri,
-                "status": refusal.status,
+                "status": int(refusal.status),
                 "method": getattr(self, "_command", b"-").decode("latin-1"),
                 "client": f"{client[0]}:{client[1]}" if client else None,
                 "time_taken": 0,

@@ -25,6 +25,7 @@ JSON-RPC codes are the SDK's (:mod:`mcp_types`), but for
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from http import HTTPStatus
 from typing import Self
 
 from django.core.exceptions import BadRequest as DjangoBadRequest
@@ -44,7 +45,7 @@ EVENTS_LOST = -32011
 class GatewayError(Exception):
     """Base class: a request the gateway refuses with an HTTP status."""
 
-    status: int = 400
+    status: HTTPStatus = HTTPStatus.BAD_REQUEST
     reason: str = "bad_request"
     message: str = "Bad request"
     jsonrpc_code: int = INVALID_REQUEST
@@ -122,7 +123,7 @@ class BodyNotAllowed(BadRequest):
 
 
 class AuthenticationRequired(GatewayError):
-    status = 401
+    status = HTTPStatus.UNAUTHORIZED
     reason = "authentication_required"
     message = "Authentication required"
 
@@ -149,7 +150,7 @@ class TicketRequired(AuthenticationRequired):
 
 
 class Forbidden(GatewayError, PermissionDenied):
-    status = 403
+    status = HTTPStatus.FORBIDDEN
     reason = "forbidden"
     message = "Forbidden"
 
@@ -169,19 +170,19 @@ class CsrfFailed(Forbidden):
 class SessionNotFound(GatewayError, Http404):
     """Unknown, closed and foreign sessions alike: the bodies must not differ."""
 
-    status = 404
+    status = HTTPStatus.NOT_FOUND
     reason = "session_not_found"
     message = "Session not found"
 
 
 class NotFound(GatewayError, Http404):
-    status = 404
+    status = HTTPStatus.NOT_FOUND
     reason = "not_found"
     message = "Not found"
 
 
 class MethodNotAllowed(GatewayError):
-    status = 405
+    status = HTTPStatus.METHOD_NOT_ALLOWED
     reason = "method_not_allowed"
     message = "Method not allowed"
 
@@ -190,13 +191,13 @@ class MethodNotAllowed(GatewayError):
 
 
 class NotAcceptable(GatewayError):
-    status = 406
+    status = HTTPStatus.NOT_ACCEPTABLE
     reason = "not_acceptable"
     message = "Accept must include application/json and text/event-stream"
 
 
 class StreamConflict(GatewayError):
-    status = 409
+    status = HTTPStatus.CONFLICT
     reason = "stream_conflict"
     message = "This session already has a GET stream"
 
@@ -204,20 +205,20 @@ class StreamConflict(GatewayError):
 class RequestTimeout(GatewayError):
     """A request (headers and body) that did not arrive whole within ``MCP_GATEWAY_BODY_TIMEOUT``."""
 
-    status = 408
+    status = HTTPStatus.REQUEST_TIMEOUT
     reason = "request_timeout"
     message = "The request did not arrive in time"
 
 
 class PayloadTooLarge(GatewayError, RequestDataTooBig):
     audit_kind = "payload_too_large"
-    status = 413
+    status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
     reason = "payload_too_large"
     message = "Request body too large"
 
 
 class UnsupportedMediaType(GatewayError):
-    status = 415
+    status = HTTPStatus.UNSUPPORTED_MEDIA_TYPE
     reason = "unsupported_media_type"
     message = "Content-Type must be application/json"
 
@@ -226,14 +227,14 @@ class MisdirectedRequest(GatewayError, DisallowedHost):
     """The ``Host`` is not in ``ALLOWED_HOSTS``: Django's DisallowedHost, answered 421 as the MCP SDK does."""
 
     audit_kind = "host_refused"
-    status = 421
+    status = HTTPStatus.MISDIRECTED_REQUEST
     reason = "host_not_allowed"
     message = "Host not allowed"
 
 
 class TooManyRequests(GatewayError):
     audit_kind = "rate_limited"
-    status = 429
+    status = HTTPStatus.TOO_MANY_REQUESTS
     reason = "rate_limited"
     message = "Too many requests, retry later"
 
@@ -249,7 +250,7 @@ class TooManySessions(TooManyRequests):
 
 
 class ServiceUnavailable(GatewayError):
-    status = 503
+    status = HTTPStatus.SERVICE_UNAVAILABLE
     reason = "unavailable"
     message = "Session is busy, retry later"
     jsonrpc_code = INTERNAL_ERROR
