@@ -38,7 +38,12 @@ from .signals import sessions_revoked
 from .text import clean_fields
 
 if TYPE_CHECKING:
-    from .models import AccessToken, AuditEvent, McpSession, StreamTicket
+    from .models import (
+        AccessToken,
+        AuditEvent,  # noqa: F401  (named in a string: ``models.Manager["AuditEvent"]``)
+        McpSession,
+        StreamTicket,
+    )
 
 logger = logging.getLogger("mcp_gateway")
 
