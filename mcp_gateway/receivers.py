@@ -15,6 +15,7 @@ from channels.exceptions import ChannelFull
 from channels.layers import get_channel_layer
 
 from .conf import gateway_settings
+from .wire import CloseMessage
 
 logger = logging.getLogger("mcp_gateway")
 
@@ -29,8 +30,9 @@ def close_revoked_sessions(sender: Any, *, by_worker: dict[str, list[int]], reas
     if layer is None:
         return
     for channel, pks in by_worker.items():
+        message: CloseMessage = {"type": "mcp.close", "sessions": pks, "reason": reason}
         try:
-            async_to_sync(layer.send)(channel, {"type": "mcp.close", "sessions": pks, "reason": reason})
+            async_to_sync(layer.send)(channel, message)
         except ChannelFull:
             pass  # the worker finds the records closed at its next sweep
         except Exception:
