@@ -1,0 +1,85 @@
+"""The wheel an integrator installs holds everything the apps need at run time, not only their modules.
+
+An editable install (``pip install -e .``, as the demo uses) serves files from
+the checkout, so a file missing from the wheel shows only on a real site: the
+admin's token-created page answered 500 (``TemplateDoesNotExist``) after the
+token was saved. So the wheel is built here, from a copy of the tracked files,
+and its contents compared with what the packages hold.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("mcp_gateway", "mcp_sessions")
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> zipfile.ZipFile:
+    """The project's wheel, built without network (``--no-isolation``) from the files git tracks."""
+    source = tmp_path_factory.mktemp("source")
+    tracked = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=ROOT, check=True, capture_output=True, text=True
+    ).stdout.split("\0")
+    for name in filter(None, tracked):
+        if (ROOT / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, source / name)
+    out = tmp_path_factory.mktemp("dist")
+    subprocess.run(
+        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(out), str(source)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    [built] = out.glob("*.whl")
+    return zipfile.ZipFile(built)
+
+
+def package_files() -> list[str]:
+    """Every file of the two packages that git tracks, as a path inside the wheel."""
+    tracked = subprocess.run(
+        ["git", "ls-files", *PACKAGES], cwd=ROOT, check=True, capture_output=True, text=True
+    ).stdout.split()
+    return sorted(tracked)
+
+
+def test_the_wheel_holds_every_file_of_both_packages(wheel: zipfile.ZipFile) -> None:
+    in_wheel = set(wheel.namelist())
+    missing = [name for name in package_files() if name not in in_wheel]
+    assert not missing, f"not in the wheel: {missing}"
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "mcp_sessions/templates/admin/mcp_sessions/accesstoken/created.html",
+        "mcp_sessions/templates/admin/mcp_sessions/mcpsession/revoke_confirmation.html",
+        "mcp_gateway/py.typed",
+        "mcp_sessions/py.typed",
+    ],
+    ids=["token-created-page", "revoke-confirmation-page", "gateway-typed", "sessions-typed"],
+)
+def test_the_wheel_holds_what_the_admin_and_type_checkers_read(wheel: zipfile.ZipFile, name: str) -> None:
+    assert name in wheel.namelist()
+
+
+def test_the_wheel_carries_the_license_and_says_which_versions_it_supports(wheel: zipfile.ZipFile) -> None:
+    [metadata] = [name for name in wheel.namelist() if name.endswith(".dist-info/METADATA")]
+    text = wheel.read(metadata).decode()
+    assert any(name.endswith("/LICENSE") for name in wheel.namelist())
+    assert "License-Expression: BSD-3-Clause" in text
+    for classifier in ("Framework :: Django :: 5.2", "Framework :: Django :: 6.1", "Typing :: Typed"):
+        assert f"Classifier: {classifier}" in text
+
+
+def test_the_wheel_holds_no_tests_demo_or_bench(wheel: zipfile.ZipFile) -> None:
+    tops = {name.split("/", 1)[0] for name in wheel.namelist()}
+    assert {"tests", "demo", "bench"}.isdisjoint(tops), tops
