@@ -1,10 +1,14 @@
 # The two commands of the README:
-#   make demo   set up a virtualenv, migrate, create the demo user, run daphne on 127.0.0.1:8000
+#   make demo   set up a virtualenv, migrate, create the demo user, run daphne on HOST:PORT (127.0.0.1:8000)
 #   make test   set up a virtualenv and run the whole test suite (ruff, import contracts, mypy, migrations check, pytest)
 # PYTHON picks the interpreter (python3.11 → Django 5.2, python3.12+ → Django 6.1).
 
 PYTHON ?= python3
 VENV ?= .venv
+# Where make demo serves the site (a host other than 127.0.0.1, localhost or [::1] must also be in
+# DJANGO_ALLOWED_HOSTS, comma-separated).
+HOST ?= 127.0.0.1
+PORT ?= 8000
 BIN := $(VENV)/bin
 
 .PHONY: demo test setup
@@ -19,8 +23,8 @@ setup: $(BIN)/.installed
 
 demo: setup
 	$(BIN)/python manage.py migrate --noinput
-	$(BIN)/python manage.py demo_setup
-	$(BIN)/python -m mcp_gateway.daphne -b 127.0.0.1 -p 8000 demo.asgi:application
+	$(BIN)/python manage.py demo_setup --url http://$(HOST):$(PORT)
+	$(BIN)/python -m mcp_gateway.daphne -b $(HOST) -p $(PORT) demo.asgi:application
 
 test: setup
 	$(BIN)/ruff check .

@@ -1,6 +1,7 @@
 """Settings for the demo site: SQLite and the in-memory channel layer unless told otherwise.
 
-Environment variables: ``DJANGO_SECRET_KEY``, ``DJANGO_DEBUG=1``, ``REDIS_URL``
+Environment variables: ``DJANGO_SECRET_KEY``, ``DJANGO_DEBUG=1``, ``DJANGO_ALLOWED_HOSTS`` (comma-separated,
+besides loopback), ``REDIS_URL``
 (use channels-redis), ``DATABASE_ENGINE=postgresql`` with ``POSTGRES_DB``,
 ``POSTGRES_HOST``, ``POSTGRES_PORT``, ``POSTGRES_USER``.
 """
@@ -12,7 +13,12 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "demo-only-secret-key-change-me-0123456789-abcdefghijklmnop")
 DEBUG = os.environ.get("DJANGO_DEBUG") == "1"
-ALLOWED_HOSTS = ["127.0.0.1", "localhost", "[::1]"]
+ALLOWED_HOSTS = [
+    "127.0.0.1",
+    "localhost",
+    "[::1]",
+    *filter(None, os.environ.get("DJANGO_ALLOWED_HOSTS", "").split(",")),
+]
 
 INSTALLED_APPS = [
     "daphne",

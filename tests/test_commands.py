@@ -63,3 +63,18 @@ def test_demo_headers_authenticate_as_that_user(make_user: Any) -> None:
     assert Session.objects.get(pk=session_key).get_decoded()["_auth_user_id"] == str(user.pk)
     csrf_cookie = headers["Cookie"].split("csrftoken=")[1]
     assert csrf_cookie == headers["X-CSRFToken"] and len(csrf_cookie) == 32
+
+
+@pytest.mark.parametrize(
+    ("url", "site"),
+    [("http://127.0.0.1:8000", "http://127.0.0.1:8000"), ("http://localhost:8123/", "http://localhost:8123")],
+    ids=["default", "other-port"],
+)
+def test_demo_setup_prints_the_login_and_both_mcp_endpoints(url: str, site: str) -> None:
+    out = StringIO()
+    call_command("demo_setup", "--url", url, stdout=out)
+    printed = out.getvalue()
+    assert f"Demo site: {site}/" in printed
+    assert f"MCP (Streamable HTTP): {site}/mcp/\n" in printed
+    assert f"MCP (HTTP+SSE):        {site}/mcp/sse\n" in printed
+    assert "Log in as:  demo / " in printed

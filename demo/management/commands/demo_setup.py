@@ -3,8 +3,9 @@
 import secrets
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandParser
 
 from demo.models import Note
 
@@ -17,6 +18,11 @@ USERS = {
 class Command(BaseCommand):
     help = "Create the demo users with fresh random passwords and a few notes each; print the demo login."
 
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--url", default="http://127.0.0.1:8000", help="Where the demo site will be served (printed, not checked)."
+        )
+
     def handle(self, *args: Any, **options: Any) -> None:
         User = get_user_model()
         password = secrets.token_urlsafe(12)
@@ -27,10 +33,13 @@ class Command(BaseCommand):
             user.save()
             if created:
                 Note.objects.bulk_create(Note(owner=user, title=title) for title in titles)
+        site = options["url"].rstrip("/")
+        prefix = getattr(settings, "MCP_GATEWAY_PREFIX", "/mcp/")
         self.stdout.write(
-            "\nDemo site: http://127.0.0.1:8000/  (admin at /admin/)\n"
+            f"\nDemo site: {site}/  (admin at /admin/)\n"
             f"Log in as:  demo / {password}\n"
-            "MCP (HTTP+SSE): http://127.0.0.1:8000/mcp/sse\n"
+            f"MCP (Streamable HTTP): {site}{prefix}\n"
+            f"MCP (HTTP+SSE):        {site}{prefix}sse\n"
             "A bearer token for MCP clients:        .venv/bin/python manage.py create_mcp_token demo\n"
             "Or cookie headers for MCP clients:     .venv/bin/python manage.py demo_headers demo\n"
         )
