@@ -58,13 +58,26 @@ class WorkerLease:
         start: Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]],
         live_sessions: Callable[[], Collection[int]] | None,
     ) -> None:
-        self.worker_id = uuid.uuid4().hex
+        self._id = uuid.uuid4().hex
+        self._pid = os.getpid()
         self._start = start
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         # The pks of the sessions this process runs (the worker's registry); None: not known, so no record is
         # taken for lost.
         self.live_sessions = live_sessions
+
+    @property
+    def worker_id(self) -> str:
+        """This process's id: a new one in a process forked from the one that imported the gateway.
+
+        Siblings forked from one parent must not share an id: each worker's heartbeat closes the records of its
+        own id that it runs no session for, which would be its siblings' live sessions.
+        """
+        if os.getpid() != self._pid:
+            self._id, self._pid = uuid.uuid4().hex, os.getpid()
+            self._task = None  # the parent's heartbeat task does not run here
+        return self._id
 
     async def ensure(self) -> str:
         """This process's worker id, registering it and starting its heartbeat the first time."""

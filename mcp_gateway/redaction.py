@@ -19,7 +19,7 @@ from django.conf import settings
 from django.core.signals import setting_changed
 
 SECRET_PARAMETERS = ("session_id", "ticket", "token", "access_token", "code")
-CREDENTIAL_HEADERS = ("authorization", "proxy-authorization", "cookie", "set-cookie", "x-csrftoken")
+CREDENTIAL_HEADERS = ("authorization", "proxy-authorization", "cookie", "set-cookie", "x-csrftoken", "mcp-session-id")
 REDACTED = "[redacted]"
 
 

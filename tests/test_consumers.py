@@ -267,3 +267,34 @@ async def test_one_keepalive_task_pings_every_stream_until_it_leaves(settings: A
     assert first.pings == pinged
     keepalive.discard(second)  # type: ignore[arg-type]
     await asyncio.wait_for(task, 5)  # no streams left: the task ends
+
+
+@pytest.mark.parametrize("failure", [ConnectionError("Redis went away"), TimeoutError()], ids=["connection", "timeout"])
+async def test_a_message_the_channel_layer_fails_to_take_is_refused_503_on_both_transports(
+    monkeypatch: pytest.MonkeyPatch, failure: Exception
+) -> None:
+    """Either transport's POST says "retry later" (503), never 500, when the layer cannot take the message."""
+    from channels.layers import get_channel_layer
+    from mcp_types import JSONRPCNotification
+
+    from mcp_gateway.binding import BoundSession
+    from mcp_gateway.exceptions import ServiceUnavailable
+    from mcp_gateway.http import GatewayRequest
+    from mcp_gateway.mounts import Mount
+    from mcp_gateway.transports.sse import MessagesConsumer
+    from mcp_gateway.transports.streamable import StreamableHTTPConsumer
+    from mcp_gateway.worker import worker
+
+    from .asgi_helpers import http_scope
+
+    async def failing(*args: Any, **kwargs: Any) -> None:
+        raise failure
+
+    monkeypatch.setattr(worker, "send_to_session", failing)
+    message = JSONRPCNotification(jsonrpc="2.0", method="notifications/initialized")
+    for consumer_class in (MessagesConsumer, StreamableHTTPConsumer):
+        consumer = consumer_class(Mount("/mcp/", "tests.servers.lowlevel"))
+        consumer.request = GatewayRequest(http_scope(method="POST", path="/mcp/"))
+        consumer.channel_layer = get_channel_layer()
+        with pytest.raises(ServiceUnavailable):
+            await consumer.send_to_session(BoundSession(pk=1, ref="0" * 12, channel_name="c"), b"{}", message)

@@ -69,3 +69,17 @@ def test_leased_and_orphaned_querysets(alice: Any) -> None:
     on_alive, on_dead, unowned = session(alive), session(dead), session(None)
     assert set(McpSession.objects.leased(45)) == {on_alive, unowned}
     assert list(McpSession.objects.orphaned(45)) == [on_dead]
+
+
+def test_a_forked_process_takes_a_worker_id_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Siblings forked from one parent must not share an id: each one's heartbeat would close the others' sessions."""
+    from mcp_gateway import lease as lease_module
+
+    lease = lease_module.WorkerLease(start=lambda coro: pytest.fail("nothing starts here"), live_sessions=set)
+    parent = lease.worker_id
+    assert lease.worker_id == parent  # the same process keeps it
+    real_pid = lease_module.os.getpid()
+    monkeypatch.setattr(lease_module.os, "getpid", lambda: real_pid + 1)
+    child = lease.worker_id
+    assert child != parent
+    assert lease.worker_id == child

@@ -21,6 +21,7 @@ REDACT_CASES = [
     ("bare-bearer", "sent Bearer abc.def.ghi upstream", "abc.def.ghi"),
     ("session-cookie-pair", "sessionid=s3cr3t", "s3cr3t"),
     ("csrf-header", "X-CSRFToken: c5rfc5rf", "c5rfc5rf"),
+    ("session-id-header", "{'mcp-session-id': 'abcDEF123_-x', 'accept': '*/*'}", "abcDEF123_-x"),
     # Names the query parser decodes (parse_qs: unquote_plus) are secret names too.
     ("encoded-session-id-name", "POST /mcp/messages/?session%5Fid=abcDEF123_-x HTTP/1.1", "abcDEF123_-x"),
     ("encoded-ticket-name", "GET /mcp/sse?x=1&tick%65t=T0p-Secret HTTP/1.1", "T0p-Secret"),

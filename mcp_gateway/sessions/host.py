@@ -335,6 +335,10 @@ class SessionHost:
                 logger.exception("Could not end the streams of MCP session %s", self.ref)
             await self._write_close(reason)
         finally:
+            if self._unwritten is None and self._site.runs(self):
+                # Cancelled before the record's close was tried: the sweep writes it, as it does a failed one.
+                self._unwritten = reason
+                self._site.sweep_soon()
             if self.actor is not None:
                 # The actor's sink is the streams' router: without it, the session's objects (its buffered
                 # events first) are freed now by reference counting, not at the next full collection.

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from channels.consumer import AsyncConsumer, get_handler_name
-from channels.exceptions import StopConsumer
+from channels.exceptions import ChannelFull, StopConsumer
 from channels.layers import get_channel_layer
 from django.db import DatabaseError
 from mcp_types import JSONRPCMessage, jsonrpc_message_adapter
@@ -22,6 +22,8 @@ from pydantic import ValidationError
 
 from mcp_sessions import audit
 
+from .. import wire
+from ..binding import BoundSession
 from ..conf import gateway_settings
 from ..exceptions import (
     GatewayError,
@@ -33,6 +35,7 @@ from ..exceptions import (
 from ..http import GatewayRequest, Message, Receive, Send, send_error
 from ..identity import Caller, identify_caller
 from ..sessions.mailbox import SourcedMailbox
+from ..worker import worker
 
 if TYPE_CHECKING:
     from ..mounts import Mount
@@ -136,6 +139,31 @@ class GatewayConsumer(AsyncConsumer):  # type: ignore[misc]  # Channels publishe
             self.request, session_id=session_id, server=self.mount.prefix, transport=transport
         )
         return caller
+
+    async def send_to_session(
+        self, session: BoundSession, body: bytes, parsed: JSONRPCMessage, *, reply_to: str | None = None
+    ) -> None:
+        """Hand one client message to its session, in whichever worker runs it; a refusal if it is not accepted.
+
+        With ``reply_to``, a request whose own stream goes to the connection at that channel. A full inbox is
+        503 (busy); a channel layer that fails (Redis restarting) is 503 too: the message was not accepted.
+        """
+        inbound: wire.InboundMessage = {
+            "type": "mcp.inbound",
+            "body": body,
+            "headers": self.request.forwardable_headers(),
+        }
+        if reply_to is not None:
+            inbound["reply_to"] = reply_to
+        try:
+            await worker.send_to_session(self.channel_layer, session.channel_name, session.pk, inbound, parsed=parsed)
+        except ChannelFull:
+            raise ServiceUnavailable() from None
+        except GatewayError:
+            raise
+        except Exception:
+            logger.warning("Channel layer unavailable; message refused with 503", exc_info=True)
+            raise ServiceUnavailable("Channel layer unavailable, retry later") from None
 
     async def send(self, message: Message) -> None:
         if message["type"] == "http.response.start":

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import Any
 
-from channels.exceptions import ChannelFull, StopConsumer
+from channels.exceptions import StopConsumer
 
 from mcp_sessions.models import Transport
 
@@ -26,12 +26,10 @@ from ..binding import bind, bind_ref, last_event_id, session_id_from_query
 from ..exceptions import (
     GatewayError,
     InvalidEventId,
-    ServiceUnavailable,
 )
 from ..http import GatewayRequest, Message, send_response
 from ..sessions.events import MAIN_STREAM
 from ..tickets import stream_credential
-from ..worker import worker
 from .base import GatewayConsumer, parse_message
 from .stream import StreamConsumer
 
@@ -63,21 +61,7 @@ class MessagesConsumer(GatewayConsumer):
         session = caller.session or await bind(
             self.request, caller.credential, session_id, server=self.mount.prefix, transport=Transport.SSE
         )
-        event: wire.InboundMessage = {
-            "type": "mcp.inbound",
-            "body": body,
-            "headers": self.request.forwardable_headers(),
-        }
-        try:
-            await worker.send_to_session(self.channel_layer, session.channel_name, session.pk, event, parsed=parsed)
-        except ChannelFull:
-            raise ServiceUnavailable() from None
-        except GatewayError:
-            raise
-        except Exception:
-            # The channel layer is down (e.g. Redis restarting): the message was not accepted, say so (503).
-            logger.warning("Channel layer unavailable; message refused with 503", exc_info=True)
-            raise ServiceUnavailable("Channel layer unavailable, retry later") from None
+        await self.send_to_session(session, body, parsed)
         await send_response(self.send, HTTPStatus.ACCEPTED, b"", content_type=None)
 
 

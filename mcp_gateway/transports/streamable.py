@@ -31,7 +31,7 @@ from http import HTTPStatus
 from typing import Any
 
 from channels.db import database_sync_to_async
-from channels.exceptions import ChannelFull, StopConsumer
+from channels.exceptions import StopConsumer
 from mcp.server.streamable_http import MCP_SESSION_ID_HEADER
 from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
 from mcp_types import JSONRPCMessage, JSONRPCRequest
@@ -51,7 +51,6 @@ from ..exceptions import (
     InvalidEventId,
     MissingSessionId,
     NotAcceptable,
-    ServiceUnavailable,
     UnsupportedProtocolVersion,
 )
 from ..http import Message, send_response
@@ -154,20 +153,13 @@ class StreamableHTTPConsumer(StreamConsumer):
             await self._initialize(credential, body, message)
             return False
         session = await self._session(credential)
-        inbound: wire.InboundMessage = {
-            "type": "mcp.inbound",
-            "body": body,
-            "headers": self.request.forwardable_headers(),
-        }
+        reply_to = None
         if is_request:
             self.host_channel, self.session_pk = session.channel_name, session.pk
             await self.open_inbox()
             self.json_allowed = True
-            inbound["reply_to"] = self.channel_name
-        try:
-            await worker.send_to_session(self.channel_layer, session.channel_name, session.pk, inbound, parsed=message)
-        except ChannelFull:
-            raise ServiceUnavailable() from None
+            reply_to = self.channel_name
+        await self.send_to_session(session, body, message, reply_to=reply_to)
         if not is_request:
             await send_response(self.send, HTTPStatus.ACCEPTED, b"", content_type=None)
             return True
