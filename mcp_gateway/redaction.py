@@ -23,19 +23,27 @@ CREDENTIAL_HEADERS = ("authorization", "proxy-authorization", "cookie", "set-coo
 REDACTED = "[redacted]"
 
 
-# Any ``name=value`` pair, the name possibly percent-encoded: the query parser decodes names (``session%5Fid`` is
-# ``session_id`` to it), so names are decoded the same way before they are compared.
-_PAIR = re.compile(r"(?<![\w%.~+-])((?:[\w.~+-]|%[0-9A-Fa-f]{2})+)=[^&;\s\"',]+")
+# A ``name=value`` pair whose name is percent-encoded: the query parser decodes names (``session%5Fid`` is
+# ``session_id`` to it), so such names are decoded the same way before they are compared.
+_ENCODED_PAIR = re.compile(
+    r"(?<![\w%.~+-])((?:[\w.~+-]|%[0-9A-Fa-f]{2})*%[0-9A-Fa-f]{2}(?:[\w.~+-]|%[0-9A-Fa-f]{2})*)=([^&;\s\"',]+)"
+)
 
 
 @functools.lru_cache(maxsize=1)
-def _patterns() -> tuple[frozenset[str], re.Pattern[str], re.Pattern[str]]:
-    """The secret parameter names (the site's cookie names among them) and the header and bearer patterns."""
+def _patterns() -> tuple[frozenset[str], re.Pattern[str], re.Pattern[str], re.Pattern[str]]:
+    """The secret parameter names (the site's cookie names among them), and the parameter, header and bearer patterns.
+
+    The parameter pattern finds a secret name anywhere it stands before ``=``, inside another pair's value too
+    (``next=/mcp/sse?ticket=…``), and wherever a name character other than ``-`` or a word character precedes it
+    (``a.token=…``): in a log, blanking too much is the safe mistake.
+    """
     cookie_names = (settings.SESSION_COOKIE_NAME, settings.CSRF_COOKIE_NAME)
     names = frozenset(n.lower() for n in (*SECRET_PARAMETERS, *cookie_names))
+    parameter = re.compile(rf"(?i)(?<![\w-])({'|'.join(re.escape(n) for n in sorted(names))})=[^&;\s\"',]+")
     header = re.compile(rf"(?i)(?<![\w-])({'|'.join(CREDENTIAL_HEADERS)})([\"']?\s*[:=]\s*[\"']?)[^\"'\n]+")
     bearer = re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=-]+")
-    return names, header, bearer
+    return names, parameter, header, bearer
 
 
 def _forget_patterns(**kwargs: Any) -> None:
@@ -45,20 +53,19 @@ def _forget_patterns(**kwargs: Any) -> None:
 setting_changed.connect(_forget_patterns, dispatch_uid="mcp_gateway.redaction.forget_patterns")
 
 
-def parameter_name(raw: str) -> str:
-    """A query parameter's name as :func:`urllib.parse.parse_qs` (the gateway's parser) reads it."""
-    return unquote_plus(raw)
-
-
 def redact(text: str) -> str:
     """``text`` with secret query values, credential headers and bearer tokens blanked."""
-    names, header, bearer = _patterns()
+    names, parameter, header, bearer = _patterns()
 
-    def pair(match: re.Match[str]) -> str:
-        name = match.group(1)
-        return f"{name}={REDACTED}" if parameter_name(name).lower() in names else match.group(0)
+    def encoded(match: re.Match[str]) -> str:
+        name, value = match.group(1), match.group(2)
+        if unquote_plus(name).lower() in names:  # the name as parse_qs, the gateway's parser, reads it
+            return f"{name}={REDACTED}"
+        return f"{name}={_ENCODED_PAIR.sub(encoded, value)}"  # a secret may stand inside the value
 
-    text = _PAIR.sub(pair, text)
+    text = parameter.sub(rf"\1={REDACTED}", text)
+    if "%" in text:
+        text = _ENCODED_PAIR.sub(encoded, text)
     text = header.sub(rf"\1\2{REDACTED}", text)
     return bearer.sub(rf"\1 {REDACTED}", text)
 

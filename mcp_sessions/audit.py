@@ -46,7 +46,7 @@ from django.utils.translation import gettext_lazy as _
 
 from mcp_gateway.conf import gateway_settings
 
-from .text import escape
+from .text import clean_address, escape
 
 if TYPE_CHECKING:
     from .models import AuditEvent
@@ -109,6 +109,9 @@ class AuditTrail:
             user_id = user.pk
         username = user.get_username()[:USERNAME_LENGTH] if user is not None else ""
         detail = escape(detail)
+        # A client's address may be anything it put in X-Forwarded-For (behind --proxy-headers): stored as the
+        # other records store it, else one bad row would lose its whole batch, and each value would count apart.
+        remote_addr = clean_address(remote_addr)
         admitted = self._admit(kind, remote_addr)
         level = logging.INFO if kind in LIFECYCLE else logging.WARNING
         logger.log(

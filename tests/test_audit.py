@@ -423,3 +423,16 @@ def test_deleting_a_user_while_their_audit_rows_are_written_never_fails(make_use
         assert AuditEvent.objects.filter(kind=AuditKind.SESSION_CLOSED, username=user.username).count() == 40
         # Rows stored before the deletion were named by the writer; none names a user without a username.
         assert not AuditEvent.objects.filter(username="").exclude(user_id=None).exists()
+
+
+@pytest.mark.parametrize(
+    ("address", "stored"),
+    [("203.0.113.7", "203.0.113.7"), ("evil, 203.0.113.7", None), ("fe80::1%eth0", None), ("x\x00y", None)],
+    ids=["an-address", "a-forwarded-list", "a-zoned-address", "garbage-with-nul"],
+)
+def test_a_clients_address_is_stored_as_the_records_store_it(address: str, stored: str | None) -> None:
+    """Whatever ``X-Forwarded-For`` said: an invalid value would fail its whole batch on PostgreSQL."""
+    from mcp_sessions import audit
+
+    audit.record(AuditKind.CSRF_FAILED, remote_addr=address, detail="/mcp/")  # no loop running: written now
+    assert AuditEvent.objects.get(kind=AuditKind.CSRF_FAILED).remote_addr == stored

@@ -27,6 +27,11 @@ REDACT_CASES = [
     ("encoded-ticket-name", "GET /mcp/sse?x=1&tick%65t=T0p-Secret HTTP/1.1", "T0p-Secret"),
     ("all-encoded-name", "GET /mcp/sse?%74%6F%6B%65%6E=T0k3n HTTP/1.1", "T0k3n"),
     ("encoded-cookie-name", "GET /?session%69d=s3cr3t", "s3cr3t"),
+    # A secret pair inside another pair's value, or after a name character the parser would join to it.
+    ("inside-a-value", "uri=/mcp/messages/?session_id=abcDEF123_-x", "abcDEF123_-x"),
+    ("inside-a-next-url", "next=/mcp/sse?ticket=T0p-Secret x", "T0p-Secret"),
+    ("after-a-dot", "a.token=T0k3n", "T0k3n"),
+    ("encoded-inside-an-encoded-value", "x%41=/mcp/sse?tick%65t=T0p-Secret", "T0p-Secret"),
 ]
 
 
