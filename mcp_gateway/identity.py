@@ -15,7 +15,7 @@
    request (another worker, another credential, a check older than the
    interval) takes the full path: :func:`~mcp_gateway.auth.authenticate`, and
    the transport then binds the session (:func:`~mcp_gateway.binding.bind`);
-2. the caller's **rate limit** (:func:`~mcp_gateway.ratelimit.check_rate`);
+2. the caller's **rate limit** (:func:`~mcp_gateway.ratelimit.check_rate`), for a POST;
 3. **CSRF** for a credential the browser sent on its own
    (:func:`~mcp_gateway.csrf.check_csrf`). Whether the request's credential is
    ambient is decided by what *this* request presents, not by what opened the
@@ -70,7 +70,8 @@ async def identify_caller(
     """Authenticate (or use the pin for ``session_id``), rate-limit and CSRF-check one request; refusals raise."""
     caller = await _authenticate(request, session_id, server=server, transport=transport)
     request.user = caller.user
-    await check_rate(caller.user)
+    if request.method == "POST":  # the limit counts POSTs: a stream (GET) or an ending (DELETE) sends no message
+        await check_rate(caller.user)
     check_csrf(request, caller.credential)
     return caller
 

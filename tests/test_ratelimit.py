@@ -11,7 +11,7 @@ import pytest
 
 from mcp_sessions.models import McpSession
 
-from .clients import BOUND, handshake, jsonrpc, raw_stream
+from .clients import BOUND, INITIALIZE, INITIALIZED, handshake, jsonrpc, raw_stream
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -85,6 +85,25 @@ async def test_posts_per_user_are_rate_limited_across_workers(
         assert 1 <= int(refusal.headers["retry-after"]) <= 60
         async with raw_stream(http, f"{second.url}/mcp/sse", bob_headers) as bobs:
             await handshake(http, second.url, bobs, bob_headers)  # bob has his own budget
+
+
+async def test_only_posts_count_against_the_rate_limit(
+    start_daphne: Any, http: httpx2.AsyncClient, alice_headers: dict[str, str]
+) -> None:
+    server = start_daphne(overrides={"MCP_GATEWAY_RATE_LIMIT": [4, 60]})
+    url = f"{server.url}/mcp/"
+    accept = {**alice_headers, "Accept": "application/json, text/event-stream"}
+    opened = await http.post(url, json=INITIALIZE, headers=accept)
+    session = {**accept, "Mcp-Session-Id": opened.headers["mcp-session-id"]}
+    assert (await http.post(url, json=INITIALIZED, headers=session)).status_code == 202
+    for _ in range(5):  # streams opened and dropped: none is a POST
+        async with http.stream("GET", url, headers=session) as stream:
+            assert stream.status_code == 200
+    assert (await http.post(url, json=jsonrpc("ping", id=1), headers=session)).status_code == 200
+    assert (await http.delete(url, headers=session)).status_code == 204
+    second = await http.post(url, json=INITIALIZE, headers=accept)
+    assert second.status_code == 200, second.text  # the fourth POST
+    assert (await http.post(url, json=INITIALIZE, headers=accept)).status_code == 429
 
 
 async def test_counting_on_a_cache_server_reuses_its_connections(redis_settings: dict[str, Any], alice: Any) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -379,3 +380,21 @@ async def test_a_session_is_served_by_every_worker_and_revoked_from_anywhere(
         assert pending["response"].status_code == 404
     assert (await elsewhere.post(whoami)).status_code == 404
     assert (await McpSession.objects.aget()).close_reason == CloseReason.REVOKED
+
+
+async def test_a_cancelled_request_ends_its_stream_and_frees_its_id(peers: Any, alice: Any) -> None:
+    alice_peer, _ = peers("/mcp-test/")
+    await alice_peer.open()
+    sleeping = asyncio.ensure_future(
+        alice_peer.post(jsonrpc("tools/call", {"name": "sleep", "arguments": {"seconds": 60}}, id=11))
+    )
+    # Cancelling a request the server has not seen yet is ignored: repeat until the call's stream ends.
+    async with asyncio.timeout(BOUND):
+        while not sleeping.done():
+            cancel = jsonrpc("notifications/cancelled", {"requestId": 11, "reason": "user"}, None)
+            assert (await alice_peer.post(cancel)).status_code == 202
+            await asyncio.wait({sleeping}, timeout=0.1)
+    answer = reply_of(sleeping.result())
+    assert answer["id"] == 11 and answer["error"]["code"] == -32800
+    again = await alice_peer.post(jsonrpc("tools/call", {"name": "whoami", "arguments": {}}, id=11))
+    assert reply_of(again)["result"]["content"][0]["text"] == "alice"

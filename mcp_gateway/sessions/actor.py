@@ -22,6 +22,7 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream
 from django.utils import timezone
 from mcp.server.lowlevel import Server
+from mcp.server.streamable_http import REQUEST_CANCELLED
 from mcp.shared.message import ServerMessageMetadata, SessionMessage
 from mcp_types import (
     CLIENT_INFO_META_KEY,
@@ -35,6 +36,7 @@ from mcp_types import (
 )
 
 from mcp_gateway.exceptions import TOO_MANY_REQUESTS
+from mcp_sessions.choices import Transport
 from mcp_sessions.models import McpSession
 from mcp_sessions.text import clean_field
 
@@ -123,7 +125,10 @@ class SessionActor:
                 self._refuse(message.id)
                 return
             self._in_flight[message.id] += 1
-            metadata.on_request_unanswered = functools.partial(_settled, self._in_flight, message.id)
+            if self.context.transport == Transport.STREAMABLE_HTTP:
+                metadata.on_request_unanswered = functools.partial(_cancelled, self._out_send, message.id)
+            else:
+                metadata.on_request_unanswered = functools.partial(_settled, self._in_flight, message.id)
         try:
             await self._in_send.send(SessionMessage(message, metadata=metadata))
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
@@ -218,8 +223,25 @@ def _release(in_flight: Counter[RequestId], request_id: RequestId) -> None:
 
 
 async def _settled(in_flight: Counter[RequestId], request_id: RequestId) -> None:
-    """The server finished a request without answering it (the SDK's hook; refers to the count, not the actor)."""
+    """The server finished a request without answering it (the SDK's hook; refers to the count, not the actor).
+
+    HTTP+SSE: the reply would have gone to the session's one stream, so nothing waits for it.
+    """
     _release(in_flight, request_id)
+
+
+async def _cancelled(out_send: Any, request_id: RequestId) -> None:
+    """A Streamable HTTP request settled unanswered (cancelled): end its stream with ``REQUEST_CANCELLED``.
+
+    That era's wire ends a request's stream only with a response for its id,
+    so the SDK's own transport answers here, where the dispatcher stays
+    silent. The answer goes out through the ordered outbound queue, behind
+    whatever the request already sent; the pump then frees the request's
+    stream and its place among those in flight, as for any response.
+    """
+    error = ErrorData(code=REQUEST_CANCELLED, message="Request cancelled")
+    with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
+        await out_send.send(SessionMessage(JSONRPCError(jsonrpc="2.0", id=request_id, error=error)))
 
 
 async def _discard(session_message: SessionMessage) -> None:
