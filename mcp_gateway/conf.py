@@ -116,7 +116,8 @@ class GatewaySettings:
     SESSION_RETENTION_DAYS = Setting[float](30)
     # Days audit events are kept before clear_mcp_sessions deletes them.
     AUDIT_RETENTION_DAYS = Setting[float](90)
-    # Audit rows stored per event kind and client address per minute in each worker; the rest are only logged.
+    # Refusal rows stored per kind and client address per minute in each worker; the rest are only logged.
+    # Session events (opened, closed, revoked) are always stored.
     AUDIT_ROWS_PER_MINUTE = Setting[int](30)
 
     def reload(self) -> None:

@@ -10,10 +10,14 @@ opens and closes. A refusal logs on a logger of its own exception class,
 ``django.security.<ClassName>``), so a site can route or silence one kind of
 refusal; every other event logs on ``mcp_gateway.security`` itself.
 
-Every event is logged. Database rows are capped so that an attacker cannot
-fill the table: at most ``MCP_GATEWAY_AUDIT_ROWS_PER_MINUTE`` rows per event
-kind and client address per minute in each worker; events over the cap are
-only logged (and counted in the log line). From the event loop, rows are
+Every event is logged. Refusals' rows are capped so that an attacker cannot
+fill the table: at most ``MCP_GATEWAY_AUDIT_ROWS_PER_MINUTE`` rows per refusal
+kind and client address per minute in each worker; refusals over the cap are
+only logged (and counted in the log line). Session events (opened, closed,
+revoked) are always stored: they are the sessions' own record, and they are
+bounded by what may be opened (the per-user session cap and rate limit). An
+admin revoking a hundred sessions at once, or the sweep closing a thousand
+idle ones, must leave a row for each. From the event loop, rows are
 queued (at most ``MAX_PENDING``) and written in batches by a short-lived task,
 one thread hop per batch, so refusals cost the request path no database work.
 Rows still queued when a worker is killed are lost; the log has them.
@@ -148,6 +152,8 @@ class AuditTrail:
             self._writer = asyncio.get_running_loop().create_task(self._drain())
 
     def _admit(self, kind: str, remote_addr: str | None) -> bool:
+        if kind in LIFECYCLE:
+            return True
         minute = int(time.monotonic() // 60)
         if minute != self._minute:
             self._minute, self._counts = minute, Counter()

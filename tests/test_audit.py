@@ -147,6 +147,19 @@ async def test_rows_are_capped_per_kind_and_address_but_everything_is_logged(
     assert server.log().count("WARNING mcp_gateway.security.OriginNotAllowed: origin_refused") == 40
 
 
+@override_settings(MCP_GATEWAY_AUDIT_ROWS_PER_MINUTE=2)
+def test_session_events_are_never_capped(alice: Any) -> None:
+    """An admin revoking many sessions at once keeps a row for each; a flood of refusals does not."""
+    from mcp_sessions import audit
+
+    for n in range(5):
+        audit.record(AuditKind.SESSION_REVOKED, user=alice, session_ref=f"ref{n}", detail="admin")
+        # An address of this test's own: the trail's per-minute counts outlive a test.
+        audit.record(AuditKind.CSRF_FAILED, user=alice, remote_addr="198.51.100.71", detail="/mcp/")
+    assert AuditEvent.objects.filter(kind=AuditKind.SESSION_REVOKED).count() == 5
+    assert AuditEvent.objects.filter(kind=AuditKind.CSRF_FAILED).count() == 2
+
+
 def test_admin_lists_and_filters_but_cannot_change(make_user: Any, alice: Any, bob: Any) -> None:
     AuditEvent.objects.create(kind=AuditKind.CSRF_FAILED, user=alice, remote_addr="127.0.0.1")
     AuditEvent.objects.create(kind=AuditKind.FOREIGN_SESSION, user=bob, session_ref="abc123abc123")
