@@ -18,7 +18,7 @@ from mcp_gateway import __version__  # noqa: E402
 
 project = "django-mcp-gateway"
 author = "The django-mcp-gateway authors"
-copyright = "the django-mcp-gateway authors"  # noqa: A001
+copyright = "the django-mcp-gateway authors"
 release = version = __version__
 
 extensions = ["myst_parser", "sphinx.ext.autodoc"]
