@@ -21,6 +21,7 @@ from django.utils.html import format_html
 from django.utils.timesince import timesince
 from django.utils.translation import gettext_lazy as _
 
+from .admin_revoke import RevokeButtonMixin
 from .models import AccessToken, AccessTokenQuerySet, AuditEvent, McpSession, McpSessionQuerySet, TokenState
 
 if TYPE_CHECKING:
@@ -83,7 +84,7 @@ class TokenStateFilter(admin.SimpleListFilter):
 
 
 @admin.register(McpSession)
-class McpSessionAdmin(ReadOnlyAdmin):
+class McpSessionAdmin(RevokeButtonMixin, ReadOnlyAdmin):
     list_display = (
         "ref",
         "user_link",
@@ -97,6 +98,7 @@ class McpSessionAdmin(ReadOnlyAdmin):
     )
     list_filter = (StateFilter, "transport", "close_reason", "server")
     actions = ("revoke_sessions",)
+    revoke_action = "revoke_sessions"
     list_select_related = ("user",)
     search_fields = ("user__username", "user__email")
     date_hierarchy = "created_at"
@@ -158,6 +160,12 @@ class McpSessionAdmin(ReadOnlyAdmin):
             count = queryset.revoke()
             self.message_user(request, _("Revoked %(count)d session(s); their streams are closing.") % {"count": count})
             return None
+        return self.revoke_confirmation(request, queryset)
+
+    def revocable(self, obj: McpSession) -> bool:
+        return obj.is_open
+
+    def revoke_confirmation(self, request: HttpRequest, queryset: QuerySet[Any]) -> TemplateResponse:
         context = {
             **self.admin_site.each_context(request),
             "opts": self.opts,
@@ -214,7 +222,7 @@ class AccessTokenAddForm(TokenForm):
 
 
 @admin.register(AccessToken)
-class AccessTokenAdmin(TokenAdminBase):
+class AccessTokenAdmin(RevokeButtonMixin, TokenAdminBase):
     """Tokens are created here (the secret is shown once) and revoked, never edited.
 
     Without ``issue_token_for_others`` the add form has no user field: the
@@ -227,6 +235,7 @@ class AccessTokenAdmin(TokenAdminBase):
     list_select_related = ("user",)
     search_fields = ("name", "prefix", "user__username", "user__email")
     actions = ("revoke",)
+    revoke_action = "revoke"
     form = AccessTokenAddForm
     add_fields = ("user", "name", "expires_at")
     own_add_fields = ("name", "expires_at")
@@ -311,6 +320,18 @@ class AccessTokenAdmin(TokenAdminBase):
             _("Revoked %(count)d token(s) and closed %(sessions)d session(s) opened with them.")
             % {"count": tokens, "sessions": sessions},
         )
+
+    def revocable(self, obj: AccessToken) -> bool:
+        return obj.revoked_at is None
+
+    def revoke_confirmation(self, request: HttpRequest, queryset: QuerySet[Any]) -> TemplateResponse:
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": _("Revoke MCP access tokens?"),
+            "tokens": queryset.select_related("user"),
+        }
+        return TemplateResponse(request, "admin/mcp_sessions/accesstoken/revoke_confirmation.html", context)
 
     def has_delete_permission(self, request: HttpRequest, obj: AccessToken | None = None) -> bool:
         # Revoke instead: the record stays as evidence of what the token could do.
