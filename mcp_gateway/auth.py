@@ -97,12 +97,7 @@ class Authenticator(Protocol):
 
 
 class SessionCookieAuthenticator:
-    """The site's own login: Django's session cookie, exactly as views see it.
-
-    The user is resolved with :func:`django.contrib.auth.get_user`, so session
-    hash verification (a password change logs the session out), inactive users
-    and custom backends behave as they do for the rest of the site.
-    """
+    """The site's own login: Django's session cookie, exactly as views see it (:func:`site_login`)."""
 
     scheme = "session"
     ambient = True
@@ -115,17 +110,10 @@ class SessionCookieAuthenticator:
         return login_fingerprint(login_session_hash(session_key)) if session_key else None
 
     async def authenticate(self, request: GatewayRequest) -> Credential | None:
-        session_key = request.cookies.get(settings.SESSION_COOKIE_NAME)
-        if not session_key:
+        user = await site_login(request)
+        if user is None:
             return None
-        django_request = request.django_request
-        engine = import_module(settings.SESSION_ENGINE)
-        django_request.session = engine.SessionStore(session_key)
-        user = await database_sync_to_async(get_user)(django_request)
-        if not user.is_authenticated:
-            return None
-        django_request.user = user
-        login_hash = login_session_hash(session_key)
+        login_hash = login_session_hash(request.cookies[settings.SESSION_COOKIE_NAME])
         return Credential(
             user=user,
             scheme=self.scheme,
@@ -133,6 +121,25 @@ class SessionCookieAuthenticator:
             login_session_hash=login_hash,
             fingerprint=login_fingerprint(login_hash),
         )
+
+
+async def site_login(request: GatewayRequest) -> Any | None:
+    """The user logged in to the site with the request's session cookie, exactly as views see them; None if nobody.
+
+    Resolved with :func:`django.contrib.auth.get_user`, so session hash verification (a password change logs the
+    session out), inactive users and custom backends behave as they do for the rest of the site.
+    """
+    session_key = request.cookies.get(settings.SESSION_COOKIE_NAME)
+    if not session_key:
+        return None
+    django_request = request.django_request
+    engine = import_module(settings.SESSION_ENGINE)
+    django_request.session = engine.SessionStore(session_key)
+    user = await database_sync_to_async(get_user)(django_request)
+    if not user.is_authenticated:
+        return None
+    django_request.user = user
+    return user
 
 
 class BearerTokenAuthenticator:

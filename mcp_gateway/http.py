@@ -131,6 +131,14 @@ class GatewayRequest:
         """
         return _accepts(self.headers.get("accept", ""), media_type)
 
+    def prefers(self, media_type: str, *, over: str) -> bool:
+        """Whether ``Accept`` admits ``media_type`` and ranks it strictly above ``over``.
+
+        Ranked by quality, then by how specifically the header names each (Django's order of
+        ``HttpRequest.accepted_types``); a tie, as under ``*/*``, is no preference.
+        """
+        return _prefers(self.headers.get("accept", ""), media_type, over)
+
     @property
     def origin(self) -> str | None:
         return self.headers.get("origin")
@@ -225,3 +233,15 @@ def _accepts(accept: str, media_type: str) -> bool:
     request = HttpRequest()
     request.META["HTTP_ACCEPT"] = accept
     return request.accepts(media_type)
+
+
+@functools.lru_cache(maxsize=256)
+def _prefers(accept: str, media_type: str, over: str) -> bool:
+    # Django's own parsing and matching again: the entry of Accept that each type falls under, compared by
+    # the key Django sorts those entries with.
+    request = HttpRequest()
+    request.META["HTTP_ACCEPT"] = accept
+    wanted, other = request.accepted_type(media_type), request.accepted_type(over)
+    if wanted is None:
+        return False
+    return other is None or (wanted.quality, wanted.specificity) > (other.quality, other.specificity)

@@ -39,10 +39,14 @@ class Mount:
     def server(self) -> Server[Any]:
         return resolve_server(self._target)
 
+    def url_path(self, scope: Scope, path: str) -> str:
+        """The site-relative URL of ``path`` (one of the paths above) under this mount, below the root path."""
+        root_path: str = scope.get("root_path", "").rstrip("/")
+        return quote(root_path + self.prefix + path)
+
     def messages_url(self, scope: Scope, session_id: str) -> str:
         """Where the client POSTs: relative to the site, so it stays same-origin."""
-        root_path: str = scope.get("root_path", "").rstrip("/")
-        return f"{quote(root_path + self.prefix + MESSAGES_PATH)}?session_id={session_id}"
+        return f"{self.url_path(scope, MESSAGES_PATH)}?session_id={session_id}"
 
 
 def resolve_server(target: str | Any) -> Server[Any]:

@@ -9,7 +9,8 @@ In ``asgi.py``::
     application = mcp_application(django_asgi_app)
 
 HTTP requests under a mount's prefix (``MCP_GATEWAY_PREFIX``, ``/mcp/`` by
-default) go through the transport guards to the gateway's consumers;
+default) go through the transport guards to the gateway's consumers (a
+browser opening an endpoint gets a page about it, :mod:`mcp_gateway.page`);
 everything else, WebSocket and lifespan included, goes to the wrapped app.
 """
 
@@ -24,8 +25,9 @@ from asgiref.sync import markcoroutinefunction
 from .conf import gateway_settings
 from .exceptions import MethodNotAllowed, NotFound
 from .guards import DEFAULT_GUARDS, guard
-from .http import ASGIApp, Receive, Scope, Send, send_error
+from .http import ASGIApp, GatewayRequest, Receive, Scope, Send, send_error
 from .mounts import MESSAGES_PATH, SSE_PATH, STREAMABLE_HTTP_PATH, TICKETS_PATH, Mount
+from .page import PAGE_PATHS, EndpointPage, wants_page
 from .transports.base import GatewayConsumer
 from .transports.sse import MessagesConsumer, SSEConsumer
 from .transports.streamable import StreamableHTTPConsumer
@@ -59,7 +61,7 @@ def gateway_path(path: str, root_path: str = "") -> bool:
 
 
 class MountApplication:
-    """Dispatch a mount's paths to its consumers, by path then method.
+    """Dispatch a mount's paths to its consumers, by path then method; a browser's GET gets the endpoint's page.
 
     Called by the guards in front of it, never as a site's top-level
     application: it returns the consumer's coroutine rather than awaiting it,
@@ -78,12 +80,15 @@ class MountApplication:
     @markcoroutinefunction  # an ASGI 3 app to whoever inspects it, though it returns the coroutine
     def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         path = _route_path(scope)
-        route = self.routes.get(path[len(self.mount.prefix) :] if path != self.mount.prefix[:-1] else "")
+        below = path[len(self.mount.prefix) :] if path != self.mount.prefix[:-1] else ""
+        route = self.routes.get(below)
         if route is None:
             return send_error(send, NotFound())
         methods, consumer_class = route
         if scope["method"] not in methods:
             return send_error(send, MethodNotAllowed(methods))
+        if below in PAGE_PATHS and wants_page(GatewayRequest.from_scope(scope)):
+            return EndpointPage(self.mount, below)(scope, receive, send)
         return consumer_class(self.mount)(scope, receive, send)
 
 

@@ -18,9 +18,11 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
+from django.utils.text import Truncator
 from django.utils.timesince import timesince
 from django.utils.translation import gettext_lazy as _
 
+from .admin_revoke import RevokeButtonMixin
 from .models import AccessToken, AccessTokenQuerySet, AuditEvent, McpSession, McpSessionQuerySet, TokenState
 
 if TYPE_CHECKING:
@@ -36,11 +38,25 @@ else:
     TokenForm = forms.ModelForm
 
 
+# Lets long client text wrap anywhere in lists and records (admin.css says why).
+ADMIN_CSS = {"all": ("mcp_sessions/admin.css",)}
+# How much of a client's text a list shows; the record's page shows all of it.
+LIST_TEXT_LENGTH = 40
+
+
+def shortened(value: object) -> str:
+    """``value`` as a list cell shows it: its first :data:`LIST_TEXT_LENGTH` characters."""
+    return Truncator(str(value)).chars(LIST_TEXT_LENGTH)
+
+
 class ReadOnlyAdmin(RecordAdmin):
     """Records the gateway writes: viewable, never added, edited or deleted by hand.
 
     (Deleting a live session's record would orphan its stream; old records age out with clear_mcp_sessions.)
     """
+
+    class Media:
+        css = ADMIN_CSS
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -83,7 +99,7 @@ class TokenStateFilter(admin.SimpleListFilter):
 
 
 @admin.register(McpSession)
-class McpSessionAdmin(ReadOnlyAdmin):
+class McpSessionAdmin(RevokeButtonMixin, ReadOnlyAdmin):
     list_display = (
         "ref",
         "user_link",
@@ -92,11 +108,10 @@ class McpSessionAdmin(ReadOnlyAdmin):
         "state",
         "created_at",
         "last_seen_at",
-        "duration",
-        "messages",
     )
     list_filter = (StateFilter, "transport", "close_reason", "server")
     actions = ("revoke_sessions",)
+    revoke_action = "revoke_sessions"
     list_select_related = ("user",)
     search_fields = ("user__username", "user__email")
     date_hierarchy = "created_at"
@@ -116,6 +131,7 @@ class McpSessionAdmin(ReadOnlyAdmin):
         "created_at",
         "last_seen_at",
         "closed_at",
+        "duration",
         "close_reason",
         "messages_in",
         "messages_out",
@@ -128,7 +144,7 @@ class McpSessionAdmin(ReadOnlyAdmin):
 
     @admin.display(description=_("client"))
     def client(self, obj: McpSession) -> str:
-        return " ".join(filter(None, (obj.client_name, obj.client_version))) or "—"
+        return shortened(" ".join(filter(None, (obj.client_name, obj.client_version)))) or "—"
 
     @admin.display(description=_("state"))
     def state(self, obj: McpSession) -> str:
@@ -138,15 +154,11 @@ class McpSessionAdmin(ReadOnlyAdmin):
     def user_link(self, obj: McpSession) -> str:
         meta = obj.user._meta
         url = reverse(f"admin:{meta.app_label}_{meta.model_name}_change", args=[obj.user_id])
-        return format_html('<a href="{}">{}</a>', url, obj.user)
+        return format_html('<a href="{}">{}</a>', url, shortened(obj.user))
 
     @admin.display(description=_("duration"))
     def duration(self, obj: McpSession) -> str:
         return timesince(obj.created_at, obj.closed_at or timezone.now())
-
-    @admin.display(description=_("messages in / out"))
-    def messages(self, obj: McpSession) -> str:
-        return f"{obj.messages_in} / {obj.messages_out}"
 
     def has_revoke_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm(f"{self.opts.app_label}.revoke_mcpsession")
@@ -158,6 +170,12 @@ class McpSessionAdmin(ReadOnlyAdmin):
             count = queryset.revoke()
             self.message_user(request, _("Revoked %(count)d session(s); their streams are closing.") % {"count": count})
             return None
+        return self.revoke_confirmation(request, queryset)
+
+    def revocable(self, obj: McpSession) -> bool:
+        return obj.is_open
+
+    def revoke_confirmation(self, request: HttpRequest, queryset: QuerySet[Any]) -> TemplateResponse:
         context = {
             **self.admin_site.each_context(request),
             "opts": self.opts,
@@ -214,7 +232,7 @@ class AccessTokenAddForm(TokenForm):
 
 
 @admin.register(AccessToken)
-class AccessTokenAdmin(TokenAdminBase):
+class AccessTokenAdmin(RevokeButtonMixin, TokenAdminBase):
     """Tokens are created here (the secret is shown once) and revoked, never edited.
 
     Without ``issue_token_for_others`` the add form has no user field: the
@@ -222,11 +240,20 @@ class AccessTokenAdmin(TokenAdminBase):
     :func:`token_refusal`'s limits.
     """
 
-    list_display = ("name", "user", "prefix_display", "state", "created_at", "last_used_at", "expires_at")
+    list_display = (
+        "name_display",
+        "user_display",
+        "prefix_display",
+        "state",
+        "created_at",
+        "last_used_at",
+        "expires_at",
+    )
     list_filter = (TokenStateFilter,)
     list_select_related = ("user",)
     search_fields = ("name", "prefix", "user__username", "user__email")
     actions = ("revoke",)
+    revoke_action = "revoke"
     form = AccessTokenAddForm
     add_fields = ("user", "name", "expires_at")
     own_add_fields = ("name", "expires_at")
@@ -265,6 +292,17 @@ class AccessTokenAdmin(TokenAdminBase):
 
     def get_readonly_fields(self, request: HttpRequest, obj: AccessToken | None = None) -> tuple[str, ...]:
         return self.change_fields if obj else ()
+
+    class Media:
+        css = ADMIN_CSS
+
+    @admin.display(description=_("name"), ordering="name")
+    def name_display(self, obj: AccessToken) -> str:
+        return shortened(obj.name)
+
+    @admin.display(description=_("user"), ordering="user__username")
+    def user_display(self, obj: AccessToken) -> str:
+        return shortened(obj.user)
 
     @admin.display(description=_("prefix"))
     def prefix_display(self, obj: AccessToken) -> str:
@@ -312,6 +350,18 @@ class AccessTokenAdmin(TokenAdminBase):
             % {"count": tokens, "sessions": sessions},
         )
 
+    def revocable(self, obj: AccessToken) -> bool:
+        return obj.revoked_at is None
+
+    def revoke_confirmation(self, request: HttpRequest, queryset: QuerySet[Any]) -> TemplateResponse:
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": _("Revoke MCP access tokens?"),
+            "tokens": queryset.select_related("user"),
+        }
+        return TemplateResponse(request, "admin/mcp_sessions/accesstoken/revoke_confirmation.html", context)
+
     def has_delete_permission(self, request: HttpRequest, obj: AccessToken | None = None) -> bool:
         # Revoke instead: the record stays as evidence of what the token could do.
         return False
@@ -321,12 +371,16 @@ class AccessTokenAdmin(TokenAdminBase):
 class AuditEventAdmin(ReadOnlyAdmin):
     """The audit trail, read-only."""
 
-    list_display = ("created_at", "kind", "who", "remote_addr", "session_ref", "detail")
+    list_display = ("created_at", "kind", "who", "remote_addr", "session_ref", "detail_display")
     list_filter = ("kind", ("user", admin.RelatedOnlyFieldListFilter))
     list_select_related = ("user",)
     search_fields = ("username", "user__username", "user__email", "session_ref", "remote_addr")
     date_hierarchy = "created_at"
     readonly_fields = ("created_at", "kind", "who", "remote_addr", "session_ref", "detail")
+
+    @admin.display(description=_("detail"))
+    def detail_display(self, obj: AuditEvent) -> str:
+        return shortened(obj.detail)
 
     @admin.display(description=_("user"), ordering="username")
     def who(self, obj: AuditEvent) -> str:

@@ -1,13 +1,15 @@
-"""Fixtures: real daphne processes on loopback ports, users and their login headers."""
+"""Fixtures: real daphne processes on loopback ports, users and their login headers, a real browser."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx2
@@ -22,6 +24,19 @@ from django.utils.crypto import get_random_string
 from .support.launcher import Launcher
 
 IN_CI = os.environ.get("CI") == "true"
+
+# Headless Chromium from Debian, driven by Playwright with no browser download (the ``chromium`` fixture).
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 class Daphne(Launcher):
@@ -196,3 +211,33 @@ def redis_settings(settings: Any) -> dict[str, Any]:
 
     caches["default"].clear()
     return shared
+
+
+def off_loop(fn: Callable[..., Any], *args: Any) -> Any:
+    """Run ORM code outside the thread where Playwright's event loop runs (Django refuses it there).
+
+    The thread's database connection is closed before the thread ends (PostgreSQL's driver warns of one that is
+    left to the garbage collector).
+    """
+
+    def run() -> Any:
+        try:
+            return fn(*args)
+        finally:
+            connections.close_all()
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(run).result()
+
+
+@pytest.fixture
+def chromium() -> Iterator[Any]:
+    if not os.path.exists(CHROMIUM):
+        if IN_CI:
+            pytest.fail(f"CI needs Chromium at {CHROMIUM} (apt-get install chromium)")
+        pytest.skip(f"no Chromium at {CHROMIUM}")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield browser
+        browser.close()

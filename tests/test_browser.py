@@ -10,35 +10,19 @@ Headless Chromium from Debian, driven by Playwright with no browser download.
 from __future__ import annotations
 
 import http.server
-import os
-import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from django.db import connections
 
 from demo.models import Note
 from mcp_sessions.models import AuditEvent, AuditKind
 
-from .conftest import IN_CI
+from .conftest import off_loop
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 SITE_PAGE = """
 async () => {
@@ -95,40 +79,10 @@ async ({site, endpoint, stolen, replayed}) => {
 """
 
 
-def off_loop(fn: Callable[..., Any], *args: Any) -> Any:
-    """Run ORM code outside the thread where Playwright's event loop runs (Django refuses it there).
-
-    The thread's database connection is closed before the thread ends (PostgreSQL's driver warns of one that is
-    left to the garbage collector).
-    """
-
-    def run() -> Any:
-        try:
-            return fn(*args)
-        finally:
-            connections.close_all()
-
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(run).result()
-
-
 def make_victim(make_user: Callable[..., Any]) -> None:
     victim = make_user("victim")
     victim.set_password("correct horse battery")
     victim.save()
-
-
-@pytest.fixture
-def chromium() -> Iterator[Any]:
-    if not os.path.exists(CHROMIUM):
-        if IN_CI:
-            pytest.fail(f"CI needs Chromium at {CHROMIUM} (apt-get install chromium)")
-        pytest.skip(f"no Chromium at {CHROMIUM}")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture

@@ -62,12 +62,21 @@ def test_the_wheel_holds_every_file_of_both_packages(wheel: zipfile.ZipFile) -> 
     [
         "mcp_sessions/templates/admin/mcp_sessions/accesstoken/created.html",
         "mcp_sessions/templates/admin/mcp_sessions/mcpsession/revoke_confirmation.html",
+        "mcp_gateway/templates/mcp_gateway/endpoint.html",
+        "mcp_sessions/static/mcp_sessions/admin.css",
         "mcp_gateway/py.typed",
         "mcp_sessions/py.typed",
     ],
-    ids=["token-created-page", "revoke-confirmation-page", "gateway-typed", "sessions-typed"],
+    ids=[
+        "token-created-page",
+        "revoke-confirmation-page",
+        "endpoint-page",
+        "admin-css",
+        "gateway-typed",
+        "sessions-typed",
+    ],
 )
-def test_the_wheel_holds_what_the_admin_and_type_checkers_read(wheel: zipfile.ZipFile, name: str) -> None:
+def test_the_wheel_holds_the_pages_and_what_type_checkers_read(wheel: zipfile.ZipFile, name: str) -> None:
     assert name in wheel.namelist()
 
 
