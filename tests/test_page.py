@@ -92,7 +92,7 @@ async def test_a_browser_gets_a_page_naming_both_endpoints(path: str, opened: st
         assert f"<code>{url}</code>" in page
     assert f"<code>{opened}</code> <span" in page  # marked as the address opened
     assert f"claude mcp add --transport http demo-notes {URLS[0]}" in page
-    assert f"npx mcp-remote {URLS[0]}" in page
+    assert f"npx -y mcp-remote {URLS[0]}" in page
     assert "Bearer &lt;your token&gt;" in page
     assert "You are not logged in" in page
     headers = headers_of(response)
