@@ -6,9 +6,10 @@ class McpGatewayConfig(AppConfig):
     verbose_name = "MCP gateway"
 
     def ready(self) -> None:
-        from mcp_sessions.signals import sessions_revoked
+        from mcp_sessions.signals import credentials_revoked, sessions_revoked
 
         from . import checks  # noqa: F401  (registers the system checks)
-        from .receivers import close_revoked_sessions
+        from .receivers import close_revoked_sessions, forget_revoked_credentials
 
         sessions_revoked.connect(close_revoked_sessions, dispatch_uid="mcp_gateway.close_revoked_sessions")
+        credentials_revoked.connect(forget_revoked_credentials, dispatch_uid="mcp_gateway.forget_revoked_credentials")

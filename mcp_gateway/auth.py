@@ -22,7 +22,8 @@ the same credential to the worker running it can skip the database (see
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from datetime import datetime
 from importlib import import_module
 from typing import Any, Protocol
@@ -58,6 +59,9 @@ class Credential:
     # the login only as it was when the ticket was issued: the session it opens is pinned once a request presents
     # the login itself and passes the full check.
     verified: bool = True
+    # ``time.monotonic()`` when the database vouched for it (about when this was made, unless it comes from the
+    # cache of verified credentials, :mod:`mcp_gateway.credcache`): what the pin and the cache count their age from.
+    checked_at: float = field(default_factory=time.monotonic, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +98,10 @@ class Authenticator(Protocol):
     # authenticator without it disables the database-free path. With it, the
     # attribute ``ambient: bool`` says whether its credentials are sent by a
     # browser on its own (missing: ``True``, so the CSRF check runs).
+    #
+    # Optional: ``reuse(request, credential) -> None``, without I/O: set on the
+    # request what :meth:`authenticate` would have set, when a credential it
+    # gave earlier is reused for it (see :func:`reuse`).
 
 
 class SessionCookieAuthenticator:
@@ -108,6 +116,13 @@ class SessionCookieAuthenticator:
     def fingerprint(self, request: GatewayRequest) -> str | None:
         session_key = request.cookies.get(settings.SESSION_COOKIE_NAME)
         return login_fingerprint(login_session_hash(session_key)) if session_key else None
+
+    def reuse(self, request: GatewayRequest, credential: Credential) -> None:
+        """The login session, unloaded, and its user: the CSRF check may read the session (``CSRF_USE_SESSIONS``)."""
+        engine = import_module(settings.SESSION_ENGINE)
+        django_request = request.django_request
+        django_request.session = engine.SessionStore(request.cookies.get(settings.SESSION_COOKIE_NAME))
+        django_request.user = credential.user
 
     async def authenticate(self, request: GatewayRequest) -> Credential | None:
         user = await site_login(request)
@@ -207,6 +222,16 @@ def presented_credential(request: GatewayRequest) -> Presented | None:
         if value is not None:
             return Presented(value, getattr(authenticator, "ambient", True)) if value else None
     return None
+
+
+def reuse(request: GatewayRequest, credential: Credential) -> None:
+    """Attach ``credential``, verified for an earlier request presenting the same secret, to ``request``."""
+    for authenticator in get_authenticators():
+        if authenticator.scheme == credential.scheme:
+            adopt = getattr(authenticator, "reuse", None)
+            if adopt is not None:
+                adopt(request, credential)
+            return
 
 
 async def authenticate(request: GatewayRequest) -> Credential:

@@ -39,6 +39,7 @@ POSITIVE_NUMBERS = (
     "TICKET_LIFETIME",
     "EVENT_BUFFER_SIZE",
     "EVENT_BUFFER_BYTES",
+    "REQUEST_STATE_MAX_AGE",
 )
 # Zero is meaningful here: a dropped HTTP+SSE stream ends its session at once.
 NON_NEGATIVE_NUMBERS = ("RESUME_TIMEOUT", "RECHECK_INTERVAL")
@@ -60,6 +61,7 @@ def check_settings(app_configs: Iterable[Any] | None = None, **kwargs: Any) -> l
     errors += _check_origins()
     errors += _check_numbers()
     errors += _check_rate_limit()
+    errors += _check_credential_cache()
     if not apps.is_installed("mcp_sessions"):
         # The server and the authenticators import modules that import the models: not without their app.
         errors.append(
@@ -183,6 +185,41 @@ def _check_numbers() -> list[CheckMessage]:
                     id="mcp_gateway.E010",
                 )
             )
+    return messages
+
+
+def _check_credential_cache() -> list[CheckMessage]:
+    """The cache of verified credentials: a size ≥ 0, and a lifetime ≥ 0 that stays within RECHECK_INTERVAL."""
+    messages: list[CheckMessage] = []
+    size = gateway_settings.CREDENTIAL_CACHE_SIZE
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        messages.append(
+            Error(
+                f"MCP_GATEWAY_CREDENTIAL_CACHE_SIZE must be a whole number ≥ 0, not {size!r}.",
+                hint="How many verified credentials a worker keeps; 0 turns the cache off.",
+                id="mcp_gateway.E012",
+            )
+        )
+    ttl = gateway_settings.CREDENTIAL_CACHE_TTL
+    recheck = gateway_settings.RECHECK_INTERVAL
+    if ttl is None:
+        return messages
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or ttl < 0:
+        messages.append(
+            Error(
+                f"MCP_GATEWAY_CREDENTIAL_CACHE_TTL must be a number ≥ 0 or None, not {ttl!r}.",
+                hint="Seconds; 0 turns the cache off, None follows MCP_GATEWAY_RECHECK_INTERVAL.",
+                id="mcp_gateway.E013",
+            )
+        )
+    elif isinstance(recheck, int | float) and ttl > recheck:
+        messages.append(
+            Error(
+                f"MCP_GATEWAY_CREDENTIAL_CACHE_TTL ({ttl!r}) exceeds MCP_GATEWAY_RECHECK_INTERVAL ({recheck!r}).",
+                hint="RECHECK_INTERVAL is how stale any credential check may be; leave the TTL unset to follow it.",
+                id="mcp_gateway.E014",
+            )
+        )
     return messages
 
 

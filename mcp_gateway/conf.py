@@ -102,6 +102,16 @@ class GatewaySettings:
     # of its credential, when it presents the very credential that opened the session (revoking that credential
     # ends the session at once anyway); 0: check the database on every request.
     RECHECK_INTERVAL = Setting[float](5.0)
+    # Seconds a worker may reuse its last database check of a credential for a request that carries no session the
+    # pin vouches for (above all 2026-07-28's per-request POSTs): logout, a password change, deactivation, deletion
+    # and token revocation drop it from every worker's cache at once; a change that bypasses those signals (a bulk
+    # ``update()``) is seen within this many seconds. None: RECHECK_INTERVAL, which bounds it; 0: no cache.
+    CREDENTIAL_CACHE_TTL = Setting[float | None](None)
+    # Verified credentials a worker keeps at most, the least recently used dropped first; 0: no cache.
+    CREDENTIAL_CACHE_SIZE = Setting[int](1000)
+    # Seconds a multi-round-trip request's ``requestState`` (2026-07-28, SEP-2322) stays valid: the client must
+    # repeat the request with the inputs asked for within this time.
+    REQUEST_STATE_MAX_AGE = Setting[float](300.0)
     # POSTs a user may make: (count, seconds), e.g. 600 per 60 s; None: no limit.
     RATE_LIMIT = Setting[tuple[int, float] | None]((600, 60))
     # Cache alias counting POSTs; must be shared by all workers (Redis, Memcached, database).

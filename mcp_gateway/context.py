@@ -27,6 +27,9 @@ class GatewayRequestContext:
     transport: str
     server: str
     headers: Mapping[str, str] = field(default_factory=dict)
+    # The fingerprint of the credential the request presented (:class:`~mcp_gateway.auth.Credential`): a digest,
+    # never the secret. What a multi-round-trip request's state is bound to (:mod:`mcp_gateway.request_state`).
+    credential_fingerprint: str = field(default="", repr=False)
 
 
 def get_request_context(ctx: Any) -> GatewayRequestContext:

@@ -13,8 +13,12 @@
    background, started by a request that finds the last check in its last
    quarter, so the requests of an active client do not wait for it. Any other
    request (another worker, another credential, a check older than the
-   interval) takes the full path: :func:`~mcp_gateway.auth.authenticate`, and
-   the transport then binds the session (:func:`~mcp_gateway.binding.bind`);
+   interval) takes the full path: :func:`authenticate_cached`, the worker's
+   cache of credentials it verified in the last ``CREDENTIAL_CACHE_TTL``
+   seconds (:mod:`~mcp_gateway.credcache`; a 2026-07-28 per-request POST has
+   no session, so this is its usual path) or else
+   :func:`~mcp_gateway.auth.authenticate`, and the transport then binds the
+   session, if any (:func:`~mcp_gateway.binding.bind`);
 2. the caller's **rate limit** (:func:`~mcp_gateway.ratelimit.check_rate`), for a POST;
 3. **CSRF** for a credential the browser sent on its own
    (:func:`~mcp_gateway.csrf.check_csrf`). Whether the request's credential is
@@ -40,8 +44,9 @@ from django.db import DatabaseError
 from mcp_sessions import audit
 from mcp_sessions.ids import hash_session_id
 
-from .auth import Credential, authenticate, presented_credential
+from .auth import Credential, authenticate, presented_credential, reuse
 from .binding import BoundSession, bind
+from .credcache import credential_cache
 from .csrf import check_csrf
 from .exceptions import GatewayError, SessionNotFound
 from .http import GatewayRequest
@@ -80,7 +85,29 @@ async def _authenticate(request: GatewayRequest, session_id: str | None, *, serv
     pinned = pinned_session(request, session_id, server=server, transport=transport)
     if pinned is not None:
         return pinned
-    return Caller(await authenticate(request))
+    return Caller(await authenticate_cached(request))
+
+
+async def authenticate_cached(request: GatewayRequest) -> Credential:
+    """:func:`~mcp_gateway.auth.authenticate`, answered from this worker's cache of verified credentials when it can.
+
+    A miss is checked by the database and stored, if this worker hears of
+    revocations (:meth:`~mcp_gateway.credcache.RevocationFeed.joined`) and no
+    revocation arrived while it was checked.
+    """
+    presented = presented_credential(request)
+    if presented is None or not credential_cache.enabled():
+        return await authenticate(request)
+    cached = credential_cache.get(presented.fingerprint)
+    if cached is not None:
+        reuse(request, cached)
+        return cached if cached.ambient == presented.ambient else dataclasses.replace(cached, ambient=presented.ambient)
+    epoch, started = credential_cache.epoch, time.monotonic()
+    credential = await authenticate(request)
+    if credential.fingerprint == presented.fingerprint and await worker.revocations.joined():
+        credential = dataclasses.replace(credential, checked_at=started)
+        credential_cache.put(credential, epoch=epoch)
+    return credential
 
 
 def pinned_session(request: GatewayRequest, session_id: str | None, *, server: str, transport: str) -> Caller | None:

@@ -10,6 +10,10 @@ below; their ``type`` names the Channels handler that receives them
 - a connection's own channel, while it carries a stream of a session that
   another worker runs: :data:`ConnectionMessage`.
 
+Every worker's inbox is also in one group, :data:`CREDENTIALS_GROUP`, which
+hears of every revoked credential (:class:`ForgetCredentialsMessage`), whether
+or not a session of it is open anywhere.
+
 This module is the bottom of the session runtime: it imports no session and
 no worker, so both can use it. Which host is in this process (and so whether
 a message can skip the layer) is the :class:`~mcp_gateway.worker.Worker`'s
@@ -104,13 +108,34 @@ class CloseMessage(TypedDict):
     reason: str
 
 
+# The channel-layer group of every worker that caches verified credentials (mcp_gateway.credcache).
+CREDENTIALS_GROUP = "mcp_gateway.credentials"
+
+
+class ForgetCredentialsMessage(TypedDict):
+    """Credentials just revoked: every worker drops them from its cache of verified credentials (a group message).
+
+    ``fingerprints`` name credentials (:func:`~mcp_gateway.auth.token_fingerprint`,
+    :func:`~mcp_gateway.auth.login_fingerprint`); ``user`` (its pk, as a string)
+    names all of a user's, except those of a token with ``keep_tokens`` (a
+    password change ends logins, not tokens).
+    """
+
+    type: Literal["mcp.forget_credentials"]
+    fingerprints: list[str]
+    user: NotRequired[str]
+    keep_tokens: NotRequired[bool]
+
+
 class LayerLostMessage(TypedDict):
     """The channel layer failed under a receiver: what it was waiting for may be gone."""
 
     type: Literal["mcp.layer_lost"]
 
 
-InboxMessage = InboundMessage | AttachMessage | DetachMessage | CloseMessage | LayerLostMessage
+InboxMessage = (
+    InboundMessage | AttachMessage | DetachMessage | CloseMessage | ForgetCredentialsMessage | LayerLostMessage
+)
 
 
 # To a connection's channel

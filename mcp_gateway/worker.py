@@ -6,7 +6,8 @@ A session runs in one worker, the one that opened it, as a
 - the registries of what runs here: hosts by record pk and by session ID
   hash, and the connections able to carry streams, by channel;
 - its one address on the channel layer (:class:`WorkerInbox`), stored with
-  each record, through which other workers reach its sessions;
+  each record, through which other workers reach its sessions, and which
+  hears of every revoked credential (:mod:`~mcp_gateway.credcache`);
 - the sweep (:class:`Sweeper`), the keepalive of its streams
   (:class:`Keepalive`) and its lease (:class:`~mcp_gateway.lease.WorkerLease`);
   each is one task for the whole worker, started once on the running loop by
@@ -37,6 +38,7 @@ from django.utils import timezone
 from mcp_sessions.models import CloseReason, McpSession
 
 from .conf import gateway_settings
+from .credcache import RevocationFeed, credential_cache
 from .exceptions import ServiceUnavailable, SessionNotFound
 from .lease import WorkerLease
 from .sessions.events import EventId
@@ -66,6 +68,8 @@ class Worker:
         self.keepalive = Keepalive(self)
         # Its heartbeat closes the records open on this worker that no host here holds.
         self.lease = WorkerLease(start=self.start, live_sessions=self._hosts.keys)
+        # Joins the inbox to the group that hears of revoked credentials, before this worker caches one.
+        self.revocations = RevocationFeed(self.inbox.address)
 
     def start(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Run ``coro`` as a task of this worker on the running loop, in a fresh context."""
@@ -270,6 +274,7 @@ class WorkerInbox:
                 continue
             except Exception:
                 logger.warning("Channel layer receive failed: this worker's sessions close", exc_info=True)
+                self._worker.revocations.lost()  # and so may revocations sent meanwhile
                 for host in self._worker.hosts_on(asyncio.get_running_loop()):
                     host.post({"type": "mcp.layer_lost"}, force=True)
                 await asyncio.sleep(1.0)
@@ -280,7 +285,13 @@ class WorkerInbox:
                 logger.exception("Could not dispatch a message of type %r", message.get("type"))
 
     def dispatch(self, layer: BaseChannelLayer, message: dict[str, Any]) -> None:
-        """Hand ``message`` to its session's host; answer for a session that is not here (any more)."""
+        """Hand ``message`` to its session's host; answer for a session that is not here (any more).
+
+        Revoked credentials concern the whole worker: its cache forgets them.
+        """
+        if message.get("type") == "mcp.forget_credentials":
+            credential_cache.forget_received(message)
+            return
         pks = message.pop("sessions", None)
         if not isinstance(pks, list):
             pks = [message.pop("session", None)]

@@ -72,6 +72,7 @@ class AuditKind(models.TextChoices):
     RATE_LIMITED = "rate_limited", _("Rate limited")
     SESSION_LIMIT = "session_limit", _("Session limit reached")
     PAYLOAD_TOO_LARGE = "payload_too_large", _("Body too large")
+    REQUEST_STATE_REFUSED = "request_state_refused", _("Multi-round-trip request state refused")
 
 
 # The lengths of AuditEvent's columns that hold text of the caller's.

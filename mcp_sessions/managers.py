@@ -34,7 +34,7 @@ from .ids import (
     new_token,
     public_ref,
 )
-from .signals import sessions_revoked
+from .signals import credentials_revoked, sessions_revoked
 from .text import clean_fields
 
 if TYPE_CHECKING:
@@ -114,10 +114,12 @@ class AccessTokenQuerySet(OwnedQuerySet["AccessToken"]):
         A bulk update sends no ``post_save``, so the sessions are ended here
         (:meth:`McpSessionQuerySet.revoke`), not by the token receiver.
         """
-        pks = list(self.filter(revoked_at__isnull=True).values_list("pk", flat=True))
-        if not pks:
+        rows = list(self.filter(revoked_at__isnull=True).values_list("pk", "token_hash"))
+        if not rows:
             return 0, 0
+        pks = [pk for pk, _hash in rows]
         self.model._default_manager.filter(pk__in=pks).update(revoked_at=timezone.now())
+        announce_credentials_revoked(token_hashes=[token_hash for _pk, token_hash in rows])
         return len(pks), _model("McpSession").objects.filter(token__in=pks).revoke()
 
 
@@ -219,6 +221,26 @@ def _announce_revoked(by_worker: dict[str, list[int]], reason: str) -> None:
     closed at its next sweep.
     """
     sessions_revoked.send_robust(_model("McpSession"), by_worker=by_worker, reason=reason)
+
+
+def announce_credentials_revoked(
+    *,
+    token_hashes: Collection[str] = (),
+    login_hashes: Collection[str] = (),
+    user: Any = None,
+    keep_tokens: bool = False,
+) -> None:
+    """Send :data:`~mcp_sessions.signals.credentials_revoked` once the transaction commits (at once in autocommit).
+
+    Not before: a worker told too early could check the credential again, see the old rows and trust it anew.
+    """
+    user_pk = None if getattr(user, "pk", None) is None else str(user.pk)
+    tokens, logins = list(token_hashes), list(login_hashes)
+    transaction.on_commit(
+        lambda: credentials_revoked.send_robust(
+            _model("AccessToken"), token_hashes=tokens, login_hashes=logins, user_pk=user_pk, keep_tokens=keep_tokens
+        )
+    )
 
 
 class SessionLimitReached(Exception):

@@ -5,7 +5,9 @@
   logs out the user's other logins); token-opened ones keep their token;
 - stream tickets go with the credential that asked for them, the same way;
 - deactivating or deleting a user ends all of their sessions;
-- revoking a token ends the sessions opened with it.
+- revoking a token ends the sessions opened with it; deleting one is announced too.
+
+Each also announces the credential revoked (:data:`~mcp_sessions.signals.credentials_revoked`).
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.signals import user_logged_out
-from django.db.models.signals import post_save, pre_delete, pre_save
+from django.db.models.signals import post_delete, post_save, pre_delete, pre_save
 
+from .managers import announce_credentials_revoked
 from .models import AccessToken
 from .revocation import revoke, revoke_for_user, revoke_login
 
@@ -54,7 +57,12 @@ def end_sessions_of_deleted_user(sender: Any, instance: Any, **kwargs: Any) -> N
 
 def end_sessions_of_revoked_token(sender: Any, instance: AccessToken, raw: bool = False, **kwargs: Any) -> None:
     if not raw and instance.revoked_at is not None:
+        announce_credentials_revoked(token_hashes=[instance.token_hash])
         revoke(instance.sessions.all())
+
+
+def forget_deleted_token(sender: Any, instance: AccessToken, **kwargs: Any) -> None:
+    announce_credentials_revoked(token_hashes=[instance.token_hash])
 
 
 def connect() -> None:
@@ -64,3 +72,4 @@ def connect() -> None:
     post_save.connect(end_sessions_after_user_change, sender=user_model, dispatch_uid="mcp_sessions.user_post_save")
     pre_delete.connect(end_sessions_of_deleted_user, sender=user_model, dispatch_uid="mcp_sessions.user_pre_delete")
     post_save.connect(end_sessions_of_revoked_token, sender=AccessToken, dispatch_uid="mcp_sessions.token_post_save")
+    post_delete.connect(forget_deleted_token, sender=AccessToken, dispatch_uid="mcp_sessions.token_post_delete")

@@ -1,7 +1,10 @@
 """Ending live sessions from anywhere: admin actions, logouts, deactivated users, revoked tokens.
 
 What ends a user's sessions also voids their unused stream tickets that the
-same credential asked for, so that none opens a stream afterwards.
+same credential asked for, so that none opens a stream afterwards, and
+announces the credential revoked
+(:func:`~mcp_sessions.managers.announce_credentials_revoked`), so that workers
+that verified it a moment ago, for requests of no session, stop trusting it.
 
 :func:`revoke` (:meth:`~mcp_sessions.models.McpSessionQuerySet.revoke`) marks
 the records closed in the database, which already makes every later POST to
@@ -19,6 +22,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from .managers import announce_credentials_revoked
 from .models import CloseReason, McpSession, McpSessionQuerySet, StreamTicket
 
 
@@ -39,6 +43,7 @@ def revoke_for_user(user: Any, *, cookie_only: bool = False) -> int:
         sessions = sessions.filter(token__isnull=True)
         tickets = tickets.filter(token__isnull=True)
     tickets.delete()
+    announce_credentials_revoked(user=user, keep_tokens=cookie_only)
     return revoke(sessions)
 
 
@@ -49,4 +54,5 @@ def revoke_login(session_key: str, user: Any = None) -> int:
     if getattr(user, "pk", None) is not None:
         tickets = tickets.filter(user=user)  # the user's index narrows the search; the hash alone decides
     tickets.delete()
+    announce_credentials_revoked(login_hashes=[login_hash])
     return revoke(McpSession.objects.filter(login_session_hash=login_hash))

@@ -2,7 +2,10 @@
 
 ``sessions_revoked`` tells whatever runs the sessions that their records were
 just closed: the gateway receives it (``mcp_gateway.receivers``) and ends the
-live sessions in their workers. The model app knows nothing of how.
+live sessions in their workers. ``credentials_revoked`` tells it that
+credentials stopped holding, whether or not a session of theirs is open, so
+that no worker goes on trusting a check it made a moment ago. The model app
+knows nothing of how.
 """
 
 from __future__ import annotations
@@ -22,4 +25,21 @@ Sent by :func:`mcp_sessions.revocation.revoke`, with ``sender`` the
 A receiver must not raise: :func:`~django.dispatch.Signal.send_robust` is used
 and a failure is logged, and each worker still finds its records closed at its
 next sweep.
+"""
+
+credentials_revoked = Signal()
+"""Sent once a transaction that revoked credentials has committed (at once in autocommit).
+
+Sent by :func:`mcp_sessions.managers.announce_credentials_revoked`, with
+``sender`` the :class:`~mcp_sessions.models.AccessToken` class and the keyword
+arguments (each may be empty):
+
+- ``token_hashes``: ``list[str]``, the hashes of tokens revoked or deleted;
+- ``login_hashes``: ``list[str]``, the :func:`~mcp_sessions.revocation.login_session_hash`
+  of logins ended;
+- ``user_pk``: ``str | None``, a user all of whose credentials stopped
+  holding (deactivated, deleted), or with ``keep_tokens`` all but their tokens
+  (a password change ends their logins).
+
+A receiver must not raise (:func:`~django.dispatch.Signal.send_robust`).
 """

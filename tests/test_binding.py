@@ -23,6 +23,7 @@ from mcp_gateway import identity
 from mcp_gateway.auth import Credential, authenticate
 from mcp_gateway.binding import bind
 from mcp_gateway.conf import gateway_settings
+from mcp_gateway.credcache import credential_cache
 from mcp_gateway.http import GatewayRequest
 from mcp_gateway.identity import pinned_session
 from mcp_gateway.mounts import Mount
@@ -497,6 +498,7 @@ async def test_unknown_and_foreign_sessions_take_the_same_steps_until_answered(
 
     async def probe(session_id: str) -> tuple[list[tuple[str, str]], Recorder]:
         steps.clear()
+        credential_cache.clear()  # each probe authenticates in full, not from the first one's check
         headers = [("Authorization", f"Bearer {secret}"), ("Content-Type", "application/json")]
         scope = http_scope("POST", "/mcp/messages/", headers=headers, query=f"session_id={session_id}")
         recorder = Recorder([body])

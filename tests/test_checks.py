@@ -36,6 +36,16 @@ CASES = [
     ("string-lifetime", {"MCP_GATEWAY_MAX_LIFETIME": "1d"}, "mcp_gateway.E009"),
     ("negative-resume-timeout", {"MCP_GATEWAY_RESUME_TIMEOUT": -1}, "mcp_gateway.E010"),
     ("negative-recheck-interval", {"MCP_GATEWAY_RECHECK_INTERVAL": -0.5}, "mcp_gateway.E010"),
+    ("negative-credential-cache-size", {"MCP_GATEWAY_CREDENTIAL_CACHE_SIZE": -1}, "mcp_gateway.E012"),
+    ("fractional-credential-cache-size", {"MCP_GATEWAY_CREDENTIAL_CACHE_SIZE": 1.5}, "mcp_gateway.E012"),
+    ("negative-credential-cache-ttl", {"MCP_GATEWAY_CREDENTIAL_CACHE_TTL": -1}, "mcp_gateway.E013"),
+    ("string-credential-cache-ttl", {"MCP_GATEWAY_CREDENTIAL_CACHE_TTL": "2"}, "mcp_gateway.E013"),
+    (
+        "credential-cache-ttl-over-recheck-interval",
+        {"MCP_GATEWAY_CREDENTIAL_CACHE_TTL": 10, "MCP_GATEWAY_RECHECK_INTERVAL": 5},
+        "mcp_gateway.E014",
+    ),
+    ("zero-request-state-max-age", {"MCP_GATEWAY_REQUEST_STATE_MAX_AGE": 0}, "mcp_gateway.E006"),
     ("no-authenticators", {"MCP_GATEWAY_AUTHENTICATORS": []}, "mcp_gateway.E007"),
     ("bad-authenticator", {"MCP_GATEWAY_AUTHENTICATORS": ["nowhere.Auth"]}, "mcp_gateway.E011"),
 ]

@@ -444,7 +444,11 @@ class SessionHost:
     def _actor(self) -> SessionActor:
         if self.actor is None:
             context = GatewayRequestContext(
-                user=self.credential.user, session_ref=self.ref, transport=self.transport, server=self.mount_prefix
+                user=self.credential.user,
+                session_ref=self.ref,
+                transport=self.transport,
+                server=self.mount_prefix,
+                credential_fingerprint=self.credential.fingerprint,
             )
             self.actor = SessionActor(
                 self._server,

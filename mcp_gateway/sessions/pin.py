@@ -27,9 +27,10 @@ class CredentialPin:
 
     def __init__(self, credential: Credential) -> None:
         self.fingerprint = credential.fingerprint
-        # ``time.monotonic()`` of the last confirmation. Never, for a credential the database vouched for only in
-        # the past (a login ticket): no pin until confirmed.
-        self.checked_at = time.monotonic() if credential.verified else -math.inf
+        # ``time.monotonic()`` of the last confirmation (the credential's own, which the cache of verified
+        # credentials may have served). Never, for a credential the database vouched for only in the past (a login
+        # ticket): no pin until confirmed.
+        self.checked_at = credential.checked_at if credential.verified else -math.inf
         self.renewing = False  # a check of the pinned credential is under way off the requests' path
 
     def admits(self, fingerprint: str) -> bool:
@@ -42,14 +43,15 @@ class CredentialPin:
     def confirm(self, credential: Credential, *, checked_at: float | None = None) -> None:
         """The database authenticated ``credential`` as the session's owner: renew the pin if it is the one.
 
-        ``checked_at`` (``time.monotonic()``) is when that check began, if it was not just now.
+        ``checked_at`` (``time.monotonic()``) is when that check began, if earlier than the credential says (a
+        credential from the cache of verified credentials says when it was checked).
         """
         if not credential.verified:
             return  # e.g. a ticket resuming the stream: it says nothing about the login now
         pinned = self.fingerprint
         if pinned and credential.fingerprint and hmac.compare_digest(pinned, credential.fingerprint):
-            now = time.monotonic()
-            self.checked_at = now if checked_at is None else min(checked_at, now)
+            checked = min(credential.checked_at, time.monotonic(), math.inf if checked_at is None else checked_at)
+            self.checked_at = max(self.checked_at, checked)  # an older check than the last one renews nothing
 
     def renewal_due(self) -> bool:
         """Whether the pin is in the last quarter of its life with no renewal under way.
