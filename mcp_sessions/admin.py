@@ -115,6 +115,7 @@ class McpSessionAdmin(ReadOnlyAdmin):
         "token",
         "created_at",
         "last_seen_at",
+        "in_use",
         "closed_at",
         "close_reason",
         "messages_in",
