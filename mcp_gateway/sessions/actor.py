@@ -172,11 +172,13 @@ class SessionActor:
         async for session_message in self._out_recv:
             message = session_message.message
             self.activity.messages_out += 1
-            if isinstance(message, JSONRPCResponse | JSONRPCError) and message.id is not None:
-                self._in_flight.release(message.id)
-                if self._initialize_id is not None:
-                    self._observe_initialize_result(message)
+            answered = message.id if isinstance(message, JSONRPCResponse | JSONRPCError) else None
+            if answered is not None and self._initialize_id is not None:
+                self._observe_initialize_result(message)
             await self.sink(session_message)
+            if answered is not None:
+                # Once handed to its stream: a request counts as in progress until its answer is on its way.
+                self._in_flight.release(answered)
 
     def _refuse(self, request_id: RequestId) -> None:
         error = ErrorData(code=TOO_MANY_REQUESTS, message="Too many requests in progress in this session")
