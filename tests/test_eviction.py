@@ -357,3 +357,27 @@ async def test_a_session_evicted_in_the_middle_of_a_short_request_answers_it_fir
     record = await poll(evicted.record, lambda r: r.closed_at is not None)
     assert record.close_reason == CloseReason.EVICTED
     assert (await evicted.post(jsonrpc("ping", id=6))).status_code == 404
+
+
+@LIVE
+async def test_an_open_on_one_worker_evicts_a_session_on_the_other_and_sees_its_streams(
+    start_daphne: Any, http: httpx2.AsyncClient, redis_settings: dict[str, Any], alice_headers: dict[str, str]
+) -> None:
+    """No sticky routing: the record says what is in use, and the eviction reaches the session's own worker."""
+    overrides = {**redis_settings, "MCP_GATEWAY_MAX_SESSIONS_PER_USER": 1}
+    first, second = start_daphne(overrides=overrides), start_daphne(overrides=overrides)
+    on_first = await opened(http, f"{first.url}/mcp-test/", alice_headers)
+    # Its GET stream, taken by the other worker, is the session's all the same: the next open is refused.
+    watcher = Client(http, f"{second.url}/mcp-test/", alice_headers, on_first.session_id)
+    async with httpx2.AsyncClient(timeout=httpx2.Timeout(10, read=None)) as streaming:
+        async with streaming.stream("GET", watcher.url, headers=watcher.session_headers()) as stream:
+            assert stream.status_code == 200
+            await in_use_is(on_first, True)
+            assert refused_for_the_cap(await Client(http, f"{second.url}/mcp-test/", alice_headers).initialize())
+    await in_use_is(on_first, False)
+    on_second = await opened(http, f"{second.url}/mcp-test/", alice_headers)
+    record = await poll(on_first.record, lambda r: r.closed_at is not None)
+    assert record.close_reason == CloseReason.EVICTED
+    for client in (on_first, watcher):  # on the worker that ran it and on the other
+        assert (await client.post(jsonrpc("ping", id=1))).status_code == 404
+    assert (await on_second.post(jsonrpc("ping", id=2))).status_code == 200
