@@ -24,7 +24,7 @@ from mcp_sessions.models import McpSession, error_summary
 
 logger = logging.getLogger("mcp_gateway")
 
-Start = Callable[[Coroutine[Any, Any, None]], "asyncio.Task[None]"]
+Start = Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]]
 
 
 class UsageFlag:
