@@ -246,7 +246,7 @@ class TooManyRequests(GatewayError):
 class TooManySessions(TooManyRequests):
     audit_kind = "session_limit"
     reason = "session_limit"
-    message = "Too many open sessions; close one first"
+    message = "Too many open sessions, every one of them in use; close one first"
 
 
 class ServiceUnavailable(GatewayError):

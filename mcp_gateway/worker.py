@@ -312,7 +312,8 @@ class WorkerInbox:
 class Sweeper:
     """Housekeeping for all of a worker's sessions, in one task and one database hop per ``PING_INTERVAL``.
 
-    Saves the activity counts of each session, closes those whose record was
+    Saves the activity counts of each session and whether it is in use
+    (:mod:`~mcp_gateway.sessions.usage`), closes those whose record was
     closed elsewhere (a revocation whose message to the session was lost) and
     those idle longer than ``IDLE_TIMEOUT``. One query per interval for the
     whole worker, not one per session, and no task per session. A session
@@ -348,6 +349,7 @@ class Sweeper:
             return
         for host in hosts:
             host.schedule_deadline()
+            host.sync_use()  # a request in progress across a sweep counts as use; a short one costs nothing
         changes = {host.pk: host.pending_activity() for host in hosts}
         still_open, written = await database_sync_to_async(McpSession.objects.record_activity)(changes)
         for host in hosts:

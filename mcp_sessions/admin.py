@@ -130,6 +130,7 @@ class McpSessionAdmin(RevokeButtonMixin, ReadOnlyAdmin):
         "token",
         "created_at",
         "last_seen_at",
+        "in_use",
         "closed_at",
         "duration",
         "close_reason",

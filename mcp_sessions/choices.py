@@ -39,6 +39,7 @@ class CloseReason(models.TextChoices):
     TERMINATED = "terminated", _("Ended by the client")
     EVENTS_LOST = "events_lost", _("Missed events could not be replayed")
     HOST_LOST = "host_lost", _("No live session in its worker")
+    EVICTED = "evicted", _("Closed to make room for another session of its user")
     COMPLETE = "complete", _("Stream complete")
     REPLACED = "replaced", _("Stream replaced by another")
     BUSY = "busy", _("Session already has a stream")

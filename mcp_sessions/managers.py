@@ -25,6 +25,8 @@ from django.utils import timezone
 from . import audit
 from .audit import AuditKind as AuditKind  # part of the models' API: the kind column's choices
 from .choices import CloseReason, TokenState
+from .eviction import SessionLimitReached as SessionLimitReached  # raised by open_for, named by the models
+from .eviction import make_room
 from .ids import (
     TOKEN_PREFIX_LENGTH,
     hash_token,
@@ -243,10 +245,6 @@ def announce_credentials_revoked(
     )
 
 
-class SessionLimitReached(Exception):
-    """The user already has as many open sessions as allowed."""
-
-
 _McpSessionBaseManager = models.Manager.from_queryset(McpSessionQuerySet)
 
 
@@ -254,18 +252,24 @@ class McpSessionManager(_McpSessionBaseManager["McpSession"]):
     """Every write of a session record cleans its values first (:mod:`mcp_sessions.text`): many are the client's."""
 
     def open_for(self, user: Any, *, limit: int | None, lease: float, **fields: Any) -> McpSession:
-        """Record a new session for ``user``, unless they already have ``limit`` open ones.
+        """Record a new session for ``user``, closing one of theirs first if they already have ``limit`` open ones.
 
-        Counting and inserting happen in one transaction with the user's row
-        locked, so concurrent opens on several workers cannot overshoot.
+        The one closed (``evicted``) is the least recently active that is not
+        in use (:mod:`mcp_sessions.eviction`); :class:`SessionLimitReached` if
+        every one is. Counting, evicting and inserting happen in one
+        transaction with the user's row locked, so concurrent opens on several
+        workers cannot overshoot, nor evict one session twice.
         """
         fields = clean_fields(self.model, fields)
         with transaction.atomic():
             if limit is not None:
                 get_user_model()._default_manager.select_for_update().filter(pk=user.pk).exists()
-                if self.filter(user=user).open().leased(lease).count() >= limit:
-                    raise SessionLimitReached()
+                make_room(self.filter(user=user).open().leased(lease), limit)
             return self.create(user=user, **fields)
+
+    def mark_in_use(self, pk: int, in_use: bool) -> None:
+        """Note whether the open session ``pk`` is in use (:mod:`mcp_sessions.eviction`); a closed one is left as is."""
+        self.filter(pk=pk, closed_at__isnull=True).update(in_use=in_use)
 
     def record_activity(self, changes: dict[int, dict[str, Any] | None]) -> tuple[set[int], set[int]]:
         """Save live sessions' new activity (by pk): which of them are still open, and whose changes were written.

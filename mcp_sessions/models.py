@@ -149,6 +149,15 @@ class McpSession(models.Model):
     close_reason = models.CharField(_("close reason"), max_length=30, choices=CloseReason.choices, blank=True)
     messages_in = models.PositiveBigIntegerField(_("messages in"), default=0)
     messages_out = models.PositiveBigIntegerField(_("messages out"), default=0)
+    in_use = models.BooleanField(
+        _("in use"),
+        default=False,
+        editable=False,
+        help_text=_(
+            "Holds an open stream, or had a request in progress when its worker last looked: never closed to make "
+            "room for another session of its user."
+        ),
+    )
 
     objects = McpSessionManager()
 

@@ -24,8 +24,12 @@ TOOLS = [
     types.Tool(name="headers", description="The request headers it sees, as JSON.", input_schema={"type": "object"}),
     types.Tool(
         name="sleep",
-        description="Wait SECONDS, then answer.",
-        input_schema={"type": "object", "properties": {"seconds": {"type": "number"}}, "required": ["seconds"]},
+        description="Wait SECONDS (with NOTIFY, after a progress notification saying it began), then answer.",
+        input_schema={
+            "type": "object",
+            "properties": {"seconds": {"type": "number"}, "notify": {"type": "boolean"}},
+            "required": ["seconds"],
+        },
     ),
 ]
 
@@ -49,6 +53,10 @@ async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.Call
     elif params.name == "headers":
         text = json.dumps(dict(get_request_context(ctx).headers))
     elif params.name == "sleep":
+        if (params.arguments or {}).get("notify"):
+            await ctx.session.send_progress_notification(
+                "sleep", 0, 1, message="sleeping", related_request_id=ctx.request_id
+            )
         await anyio.sleep(float((params.arguments or {})["seconds"]))
         text = "slept"
     else:

@@ -14,7 +14,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from mcp import MCPError
 
-from mcp_sessions.models import AccessToken, McpSession, Transport
+from mcp_sessions.models import AccessToken, AuditEvent, AuditKind, CloseReason, McpSession, Transport
 
 from .clients import mcp_client
 from .conftest import IN_CI
@@ -90,6 +90,28 @@ async def test_conformance_suite_passes_through_an_authenticated_path(
     )
     assert result.ok, result.summary()
     assert len(result.passed) >= 30
+
+
+async def test_inspector_runs_in_a_row_never_lock_their_owner_out(
+    interop_tools: None, start_daphne: Any, alice: Any, bearer_headers: dict[str, str]
+) -> None:
+    """The issue's acceptance test: 25 Inspector CLI runs under the default cap (20), none ending its sessions.
+
+    Each run lists the tools and calls one, each in a session of its own that the Inspector leaves open
+    (no ``DELETE``): without eviction the 11th run got 429. Every run succeeds; the sessions that made room
+    were closed as ``evicted``, and audited so.
+    """
+    server = start_daphne()  # the default MAX_SESSIONS_PER_USER
+    for run_no in range(25):
+        run = await sync_to_async(harness.run_client, thread_sensitive=False)(
+            "inspector", f"{server.url}/mcp-test/", transport="http", headers=bearer_headers, tool="whoami", timeout=90
+        )
+        assert run.text == "alice" and not run.is_error, f"run {run_no}: {run}"
+    assert await McpSession.objects.open().filter(user=alice).acount() <= 20
+    evicted = [s.ref async for s in McpSession.objects.filter(user=alice, close_reason=CloseReason.EVICTED)]
+    assert len(evicted) >= 50 - 20  # two sessions a run
+    audited = AuditEvent.objects.filter(kind=AuditKind.SESSION_REVOKED, detail=CloseReason.EVICTED, user=alice)
+    assert sorted([row.session_ref async for row in audited]) == sorted(evicted)
 
 
 @pytest.mark.parametrize("transport", ["sse", "streamable_http"])

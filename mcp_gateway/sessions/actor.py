@@ -76,7 +76,7 @@ class SessionActor:
         self.last_seen = timezone.now()
         self._flushed = dataclasses.replace(self.activity)
         self.max_in_flight = max_in_flight
-        self._in_flight: Counter[RequestId] = Counter()
+        self._in_flight = InFlight()
         self._initialize_id: Any = None
         self._client_known = False
 
@@ -134,6 +134,15 @@ class SessionActor:
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             pass  # the session is ending; its stream is closing too
 
+    @property
+    def in_flight(self) -> int:
+        """How many client requests are in progress."""
+        return self._in_flight.total()
+
+    async def wait_settled(self) -> None:
+        """Return once every client request in progress has been answered (or settled unanswered)."""
+        await self._in_flight.wait_settled()
+
     def pending_activity(self) -> dict[str, Any] | None:
         """Fields changed since the record last saved them; None if nothing did.
 
@@ -168,11 +177,13 @@ class SessionActor:
         async for session_message in self._out_recv:
             message = session_message.message
             self.activity.messages_out += 1
-            if isinstance(message, JSONRPCResponse | JSONRPCError) and message.id is not None:
-                _release(self._in_flight, message.id)
-                if self._initialize_id is not None:
-                    self._observe_initialize_result(message)
+            answered = message.id if isinstance(message, JSONRPCResponse | JSONRPCError) else None
+            if answered is not None and self._initialize_id is not None:
+                self._observe_initialize_result(message)
             await self.sink(session_message)
+            if answered is not None:
+                # Once handed to its stream: a request counts as in progress until its answer is on its way.
+                self._in_flight.release(answered)
 
     def _refuse(self, request_id: RequestId) -> None:
         error = ErrorData(code=TOO_MANY_REQUESTS, message="Too many requests in progress in this session")
@@ -214,20 +225,37 @@ class SessionActor:
             self.activity.protocol_version = clean_field(McpSession, "protocol_version", protocol_version)
 
 
-def _release(in_flight: Counter[RequestId], request_id: RequestId) -> None:
-    """One request ``request_id`` is no longer in progress."""
-    if in_flight[request_id] > 0:
-        in_flight[request_id] -= 1
-        if not in_flight[request_id]:
-            del in_flight[request_id]
+class InFlight(Counter[RequestId]):
+    """The client requests in progress, by ID; what waits for none to be left is woken when none is."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._settled: anyio.Event | None = None
+
+    def release(self, request_id: RequestId) -> None:
+        """One request ``request_id`` is no longer in progress."""
+        if self[request_id] > 0:
+            self[request_id] -= 1
+            if not self[request_id]:
+                del self[request_id]
+        if not self and self._settled is not None:
+            self._settled.set()
+            self._settled = None
+
+    async def wait_settled(self) -> None:
+        """Return once no request is in progress."""
+        if self:
+            if self._settled is None:
+                self._settled = anyio.Event()
+            await self._settled.wait()
 
 
-async def _settled(in_flight: Counter[RequestId], request_id: RequestId) -> None:
+async def _settled(in_flight: InFlight, request_id: RequestId) -> None:
     """The server finished a request without answering it (the SDK's hook; refers to the count, not the actor).
 
     HTTP+SSE: the reply would have gone to the session's one stream, so nothing waits for it.
     """
-    _release(in_flight, request_id)
+    in_flight.release(request_id)
 
 
 async def _cancelled(out_send: Any, request_id: RequestId) -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -43,11 +43,16 @@ from .events import EventBuffer
 from .mailbox import Mailbox
 from .pin import CredentialPin
 from .streams import Outlet, SessionStreams
+from .usage import UsageFlag
 
 logger = logging.getLogger("mcp_gateway")
 
 # Waiting messages a session's inbox holds when the channel layer sets no capacity (as Channels' default).
 DEFAULT_INBOX_CAPACITY = 100
+
+# Seconds an evicted session still gives its requests in progress to be answered before it closes (see
+# mcp_sessions.eviction: the open that evicted it could not know of a request that began since the last sweep).
+EVICTION_GRACE = 10.0
 
 
 class Site(Protocol):
@@ -70,6 +75,9 @@ class Site(Protocol):
 
     def sweep_soon(self) -> None:
         """Have the worker's sweep running (it retries a close that could not be written)."""
+
+    def start(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Run ``coro`` as a background task of the worker."""
 
 
 class SessionClosing(Exception):
@@ -115,6 +123,7 @@ class SessionHost:
         "remote_addr",
         "streams",
         "transport",
+        "usage",
     )
     # Set with the server loop (by _actor), which it stops.
     _actor_scope: anyio.CancelScope
@@ -147,6 +156,7 @@ class SessionHost:
             self.ref, gateway_settings.EVENT_BUFFER_SIZE, max_bytes=gateway_settings.EVENT_BUFFER_BYTES
         )
         self.streams = SessionStreams(self, buffer, resume_timeout=resume_timeout)
+        self.usage = UsageFlag(self.pk, self.ref, written=record.in_use)
         self._server = server  # the MCP server (a mount's): Any, as the SDK's servers share no base class
         # The MCP server loop is created with the first client message: an idle stream holds no server state.
         self.actor: SessionActor | None = None
@@ -254,6 +264,23 @@ class SessionHost:
         if self._task is None:
             self._wake()
 
+    @property
+    def in_use(self) -> bool:
+        """Whether a connection carries one of its streams or a request is in progress: not to be evicted."""
+        return self.streams.carrying or (self.actor is not None and self.actor.in_flight > 0)
+
+    def main_stream_changed(self) -> None:
+        """Its main stream got a connection or lost it: tell the record at once (streams are long-lived)."""
+        self.sync_use()
+
+    def sync_use(self) -> None:
+        """Have the record say whether it is in use, if it says otherwise (the sweep calls this for requests).
+
+        Not once closing: the close writes the record.
+        """
+        if self.accepting:
+            self.usage.sync(lambda: self.in_use, self._site.start)
+
     def pending_activity(self) -> dict[str, Any] | None:
         return self.actor.pending_activity() if self.actor is not None else None
 
@@ -316,6 +343,11 @@ class SessionHost:
             self._loop = asyncio.get_running_loop()  # never started: the sweep of this loop retries a failed close
         actor_task = self._actor_task
         if actor_task is not None and not actor_task.done() and actor_task is not asyncio.current_task():
+            if reason == CloseReason.EVICTED and self.actor is not None:
+                # Evicted while busy after all: not refused (the record is closed and the new session counted),
+                # but what is in progress is answered first; nothing new is taken meanwhile (not accepting).
+                with anyio.move_on_after(EVICTION_GRACE):
+                    await self.actor.wait_settled()
             # An anyio cancel scope, not task.cancel(): it keeps cancelling until the server loop has
             # unwound, even if a handler catches one cancellation to answer its request.
             self._actor_scope.cancel()

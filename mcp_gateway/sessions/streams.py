@@ -47,6 +47,9 @@ class Owner(Protocol):
 
     def close_soon(self, reason: str) -> None: ...
 
+    def main_stream_changed(self) -> None:
+        """The main stream got a connection, or lost it (the session's use changed: see ``SessionHost.in_use``)."""
+
 
 class SessionStreams:
     """The streams of one session: their outlets, the request → stream map, the event buffer.
@@ -75,6 +78,16 @@ class SessionStreams:
         if owner is not None:
             owner.close_soon(reason)
 
+    def _main_stream_changed(self) -> None:
+        owner = self._owner()
+        if owner is not None:
+            owner.main_stream_changed()
+
+    @property
+    def carrying(self) -> bool:
+        """Whether some connection carries one of the streams (the main one, or a request's)."""
+        return bool(self._outlets)
+
     async def attach(
         self,
         stream: int,
@@ -98,9 +111,12 @@ class SessionStreams:
             if previous is not None and previous[0] != channel:
                 await previous[1].end(CloseReason.REPLACED)
             self._outlets[stream] = (channel, outlet)
-            if stream == MAIN_STREAM and self._orphan_timer is not None:
-                self._orphan_timer.cancel()
-                self._orphan_timer = None
+            if stream == MAIN_STREAM:
+                if self._orphan_timer is not None:
+                    self._orphan_timer.cancel()
+                    self._orphan_timer = None
+                if previous is None:
+                    self._main_stream_changed()
             for event in replay:
                 try:
                     await outlet.deliver(event)
@@ -153,6 +169,8 @@ class SessionStreams:
             if held_by != channel:
                 continue
             del self._outlets[stream]
+            if stream == MAIN_STREAM:
+                self._main_stream_changed()
             if stream == MAIN_STREAM and self.resume_timeout is not None:
                 # HTTP+SSE: without its stream the session cannot answer; wait a while for the client to resume.
                 if self._orphan_timer is not None:
