@@ -9,10 +9,9 @@ and its contents compared with what the packages hold.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
-import sys
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,25 +21,10 @@ PACKAGES = ("mcp_gateway", "mcp_sessions")
 
 
 @pytest.fixture(scope="module")
-def wheel(tmp_path_factory: pytest.TempPathFactory) -> zipfile.ZipFile:
-    """The project's wheel, built without network (``--no-isolation``) from the files git tracks."""
-    source = tmp_path_factory.mktemp("source")
-    tracked = subprocess.run(
-        ["git", "ls-files", "-z"], cwd=ROOT, check=True, capture_output=True, text=True
-    ).stdout.split("\0")
-    for name in filter(None, tracked):
-        if (ROOT / name).is_file():
-            (source / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, source / name)
-    out = tmp_path_factory.mktemp("dist")
-    subprocess.run(
-        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(out), str(source)],
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
-    [built] = out.glob("*.whl")
-    return zipfile.ZipFile(built)
+def wheel(built_wheel: Path) -> Iterator[zipfile.ZipFile]:
+    """The project's wheel (built once a session, see ``conftest.built_wheel``), opened."""
+    with zipfile.ZipFile(built_wheel) as archive:
+        yield archive
 
 
 def package_files() -> list[str]:
