@@ -67,3 +67,20 @@ def test_the_wheel_carries_the_license_and_says_which_versions_it_supports(wheel
 def test_the_wheel_holds_no_tests_demo_or_bench(wheel: zipfile.ZipFile) -> None:
     tops = {name.split("/", 1)[0] for name in wheel.namelist()}
     assert {"tests", "demo", "bench"}.isdisjoint(tops), tops
+
+
+def test_the_wheel_names_the_projects_urls(wheel: zipfile.ZipFile) -> None:
+    [metadata] = [name for name in wheel.namelist() if name.endswith(".dist-info/METADATA")]
+    urls = dict(
+        line.removeprefix("Project-URL: ").split(", ", 1)
+        for line in wheel.read(metadata).decode().splitlines()
+        if line.startswith("Project-URL: ")
+    )
+    repository = "https://github.com/django-mcp-gateway/django-mcp-gateway"
+    assert urls == {
+        "Homepage": repository,
+        "Documentation": "https://django-mcp-gateway.readthedocs.io/",
+        "Source": repository,
+        "Changelog": f"{repository}/blob/main/CHANGELOG.md",
+        "Issues": f"{repository}/issues",
+    }
