@@ -371,7 +371,9 @@ def check_admin_pages(browser: AdminBrowser, password: str) -> None:
     created = browser.post(
         add, {"user": user_id, "name": "from the admin", "expires_at_0": "", "expires_at_1": ""}, form=add
     )
-    assert created.status_code == 200 and re.search(r"mcp_\w{20,}", created.text), created.text[:2000]
+    shown = re.search(r"mcp_[\w-]{40,}", created.text)
+    assert created.status_code == 200 and shown, created.text[:2000]
+    assert asyncio.run(whoami(str(browser.http.base_url).rstrip("/"), shown[0], "streamable_http")) == USERNAME
 
     sessions = "/admin/mcp_sessions/mcpsession/"
     session_id = browser.first_link(sessions, rf'href="{sessions}(\d+)/change/')
