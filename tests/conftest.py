@@ -7,9 +7,12 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import httpx2
@@ -24,6 +27,7 @@ from django.utils.crypto import get_random_string
 from .support.launcher import Launcher
 
 IN_CI = os.environ.get("CI") == "true"
+ROOT = Path(__file__).resolve().parent.parent
 
 # Headless Chromium from Debian, driven by Playwright with no browser download (the ``chromium`` fixture).
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -98,6 +102,32 @@ def _close_async_orm_connections(django_db_setup: None) -> Iterator[None]:
     """Close what async tests opened in asgiref's sync thread, so the test database can be dropped."""
     yield
     asyncio.run(sync_to_async(connections.close_all)())
+
+
+@pytest.fixture(scope="session")
+def built_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The project's wheel, built once a session without network (``--no-isolation``) from the files git tracks.
+
+    A copy of the tracked files, so that nothing lying in the checkout (a build directory, a stray module) can
+    reach the wheel: what the packaging and integration tests see is what a release would hold.
+    """
+    source = tmp_path_factory.mktemp("source")
+    tracked = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=ROOT, check=True, capture_output=True, text=True
+    ).stdout.split("\0")
+    for name in filter(None, tracked):
+        if (ROOT / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, source / name)
+    out = tmp_path_factory.mktemp("dist")
+    subprocess.run(
+        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(out), str(source)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    [built] = out.glob("*.whl")
+    return built
 
 
 @pytest.fixture(scope="session")
@@ -195,15 +225,20 @@ def redis_settings_for(pid: int) -> dict[str, Any]:
     }
 
 
-@pytest.fixture
-def redis_settings(settings: Any) -> dict[str, Any]:
-    """Put this process on Redis (channel layer and cache); pass the result to servers that must share it."""
+def require_redis() -> None:
+    """Skip the test without Redis at 127.0.0.1:6379 (fail it in CI)."""
     try:
         socket.create_connection(("127.0.0.1", 6379), timeout=1).close()
     except OSError:
         if IN_CI:
             pytest.fail("CI needs Redis at 127.0.0.1:6379")
         pytest.skip("Redis is not reachable at 127.0.0.1:6379")
+
+
+@pytest.fixture
+def redis_settings(settings: Any) -> dict[str, Any]:
+    """Put this process on Redis (channel layer and cache); pass the result to servers that must share it."""
+    require_redis()
     shared = redis_settings_for(os.getpid())
     for name, value in shared.items():
         setattr(settings, name, value)

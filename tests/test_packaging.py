@@ -9,10 +9,9 @@ and its contents compared with what the packages hold.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
-import sys
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,25 +21,10 @@ PACKAGES = ("mcp_gateway", "mcp_sessions")
 
 
 @pytest.fixture(scope="module")
-def wheel(tmp_path_factory: pytest.TempPathFactory) -> zipfile.ZipFile:
-    """The project's wheel, built without network (``--no-isolation``) from the files git tracks."""
-    source = tmp_path_factory.mktemp("source")
-    tracked = subprocess.run(
-        ["git", "ls-files", "-z"], cwd=ROOT, check=True, capture_output=True, text=True
-    ).stdout.split("\0")
-    for name in filter(None, tracked):
-        if (ROOT / name).is_file():
-            (source / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, source / name)
-    out = tmp_path_factory.mktemp("dist")
-    subprocess.run(
-        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(out), str(source)],
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
-    [built] = out.glob("*.whl")
-    return zipfile.ZipFile(built)
+def wheel(built_wheel: Path) -> Iterator[zipfile.ZipFile]:
+    """The project's wheel (built once a session, see ``conftest.built_wheel``), opened."""
+    with zipfile.ZipFile(built_wheel) as archive:
+        yield archive
 
 
 def package_files() -> list[str]:
@@ -92,3 +76,20 @@ def test_the_wheel_carries_the_license_and_says_which_versions_it_supports(wheel
 def test_the_wheel_holds_no_tests_demo_or_bench(wheel: zipfile.ZipFile) -> None:
     tops = {name.split("/", 1)[0] for name in wheel.namelist()}
     assert {"tests", "demo", "bench"}.isdisjoint(tops), tops
+
+
+def test_the_wheel_names_the_projects_urls(wheel: zipfile.ZipFile) -> None:
+    [metadata] = [name for name in wheel.namelist() if name.endswith(".dist-info/METADATA")]
+    urls = dict(
+        line.removeprefix("Project-URL: ").split(", ", 1)
+        for line in wheel.read(metadata).decode().splitlines()
+        if line.startswith("Project-URL: ")
+    )
+    repository = "https://github.com/django-mcp-gateway/django-mcp-gateway"
+    assert urls == {
+        "Homepage": repository,
+        "Documentation": "https://django-mcp-gateway.readthedocs.io/",
+        "Source": repository,
+        "Changelog": f"{repository}/blob/main/CHANGELOG.md",
+        "Issues": f"{repository}/issues",
+    }

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,8 @@ class Launcher:
 
     ``settings`` names the Django settings module, ``overrides`` (JSON-encoded into ``MCP_TEST_OVERRIDES``) the
     settings that module lets a test change; with ``log`` the process's output is kept in a file
-    (:meth:`log`), else discarded.
+    (:meth:`log`), else discarded. ``command`` (given the port) replaces the whole command line, run in ``cwd``;
+    a variable given as ``None`` in ``env`` is removed from the inherited environment.
     """
 
     def __init__(
@@ -46,17 +47,20 @@ class Launcher:
         module: str = "mcp_gateway.daphne",
         settings: str | None = None,
         overrides: Mapping[str, Any] | None = None,
-        env: Mapping[str, str] | None = None,
+        env: Mapping[str, str | None] | None = None,
         args: Sequence[str] = (),
         log: bool = True,
         name: str = "",
+        command: Callable[[int], Sequence[str]] | None = None,
+        cwd: Path = ROOT,
     ) -> None:
         self.app = app
         self.module = module
         self.name = name or module
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        environment = {**os.environ, **(env or {})}
+        merged: dict[str, str | None] = {**os.environ, **(env or {})}
+        environment = {key: value for key, value in merged.items() if value is not None}
         if settings is not None:
             environment["DJANGO_SETTINGS_MODULE"] = settings
         if overrides:
@@ -65,8 +69,12 @@ class Launcher:
             tempfile.NamedTemporaryFile(prefix=f"{self.name}-", suffix=".log", delete=False) if log else None
         )
         output: Any = self.log_file if self.log_file is not None else subprocess.DEVNULL
-        command = [sys.executable, "-m", module, *args, "-b", "127.0.0.1", "-p", str(self.port), app]
-        self.proc = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=output, stderr=subprocess.STDOUT)
+        argv = (
+            list(command(self.port))
+            if command is not None
+            else [sys.executable, "-m", module, *args, "-b", "127.0.0.1", "-p", str(self.port), app]
+        )
+        self.proc = subprocess.Popen(argv, cwd=cwd, env=environment, stdout=output, stderr=subprocess.STDOUT)
         self._wait_until_listening()
 
     def _wait_until_listening(self, timeout: float = 30.0) -> None:
