@@ -27,6 +27,14 @@ class GatewayRequestContext:
     transport: str
     server: str
     headers: Mapping[str, str] = field(default_factory=dict)
+    # Whom a multi-round-trip ``requestState`` is bound to: the user and the digest of the credential presented
+    # (never the secret); see :mod:`mcp_gateway.modern.state`.
+    principal: str = field(default="", repr=False)
+
+
+def principal_of(credential: Any) -> str:
+    """The :attr:`GatewayRequestContext.principal` of a request authenticated with ``credential``."""
+    return f"{credential.user.pk}:{credential.scheme}:{credential.fingerprint or credential.login_session_hash}"
 
 
 def get_request_context(ctx: Any) -> GatewayRequestContext:

@@ -16,6 +16,7 @@ from mcp.server.lowlevel import Server
 from mcp.server.mcpserver import MCPServer
 
 from .http import Scope
+from .modern.state import per_request_server
 
 # The paths below a mount's prefix.
 STREAMABLE_HTTP_PATH = ""
@@ -38,6 +39,11 @@ class Mount:
     @cached_property
     def server(self) -> Server[Any]:
         return resolve_server(self._target)
+
+    @cached_property
+    def per_request_server(self) -> Server[Any]:
+        """The server as 2026-07-28 requests are served: its handlers, with the mount's ``requestState`` boundary."""
+        return per_request_server(self.server, self.prefix)
 
     def messages_url(self, scope: Scope, session_id: str) -> str:
         """Where the client POSTs: relative to the site, so it stays same-origin."""

@@ -84,7 +84,7 @@ class MountApplication:
         methods, consumer_class = route
         if scope["method"] not in methods:
             return send_error(send, MethodNotAllowed(methods))
-        return consumer_class(self.mount)(scope, receive, send)
+        return consumer_class.for_scope(scope)(self.mount)(scope, receive, send)
 
 
 class McpRouter:

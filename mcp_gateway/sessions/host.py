@@ -36,7 +36,7 @@ from mcp_sessions.models import AuditKind, CloseReason, McpSession, error_summar
 
 from ..auth import Credential
 from ..conf import gateway_settings
-from ..context import GatewayRequestContext
+from ..context import GatewayRequestContext, principal_of
 from ..wire import Refusal
 from .actor import SessionActor
 from .events import EventBuffer
@@ -444,7 +444,11 @@ class SessionHost:
     def _actor(self) -> SessionActor:
         if self.actor is None:
             context = GatewayRequestContext(
-                user=self.credential.user, session_ref=self.ref, transport=self.transport, server=self.mount_prefix
+                user=self.credential.user,
+                session_ref=self.ref,
+                transport=self.transport,
+                server=self.mount_prefix,
+                principal=principal_of(self.credential),
             )
             self.actor = SessionActor(
                 self._server,
