@@ -232,3 +232,47 @@ async def test_listen_streams_the_acknowledgement_first_and_ends_with_the_client
     ack = json.loads(first[1])
     assert ack["method"] == "notifications/subscriptions/acknowledged"
     assert ack["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"] == "sub-1"
+
+
+def _round(request_id: int, state: str | None = None) -> dict[str, Any]:
+    params: dict[str, Any] = {"name": "test_input_required_result_tampered_state", "arguments": {}}
+    if state is not None:
+        params |= {"requestState": state, "inputResponses": {"confirm": {"action": "accept", "content": {"ok": True}}}}
+    return envelope("tools/call", request_id, **params)
+
+
+STATE_REPLAYS = [
+    pytest.param("same-credential", True, id="same-user-same-credential-completes"),
+    pytest.param("other-user", False, id="other-user-refused"),
+    pytest.param("same-user-other-credential", False, id="same-user-other-credential-refused"),
+    pytest.param("tampered", False, id="tampered-refused"),
+]
+
+
+@pytest.mark.parametrize(("replayed_by", "completes"), STATE_REPLAYS)
+async def test_request_state_is_bound_to_the_caller_and_credential(
+    daphne: Any,
+    http: httpx2.AsyncClient,
+    bearer_headers: dict[str, str],
+    alice_headers: dict[str, str],
+    bob_headers: dict[str, str],
+    replayed_by: str,
+    completes: bool,
+) -> None:
+    url = f"{daphne.url}/mcp-conformance/"
+    headers = modern_headers("tools/call", "test_input_required_result_tampered_state")
+    first = (await post(http, url, _round(1), {**headers, **bearer_headers})).json()["result"]
+    assert first["resultType"] == "input_required"
+    state = first["requestState"] + ("x" if replayed_by == "tampered" else "")
+    credentials = {
+        "same-credential": bearer_headers,
+        "tampered": bearer_headers,
+        "other-user": bob_headers,
+        "same-user-other-credential": alice_headers,
+    }[replayed_by]
+    response = await post(http, url, _round(2, state), {**headers, **credentials})
+    answer = response.json()
+    if completes:
+        assert response.status_code == 200 and answer["result"]["resultType"] == "complete", answer
+    else:
+        assert response.status_code == 400 and answer["error"]["code"] == -32602 and answer["id"] == 2, answer
