@@ -27,14 +27,9 @@ class GatewayRequestContext:
     transport: str
     server: str
     headers: Mapping[str, str] = field(default_factory=dict)
-    # Whom a multi-round-trip ``requestState`` is bound to: the user and the digest of the credential presented
-    # (never the secret); see :mod:`mcp_gateway.modern.state`.
-    principal: str = field(default="", repr=False)
-
-
-def principal_of(credential: Any) -> str:
-    """The :attr:`GatewayRequestContext.principal` of a request authenticated with ``credential``."""
-    return f"{credential.user.pk}:{credential.scheme}:{credential.fingerprint or credential.login_session_hash}"
+    # The digest of the credential the request presented (never the secret): what a multi-round-trip
+    # ``requestState`` is bound to, with the user (see :mod:`mcp_gateway.modern.state`).
+    credential_fingerprint: str = field(default="", repr=False)
 
 
 def get_request_context(ctx: Any) -> GatewayRequestContext:

@@ -261,7 +261,8 @@ async def test_request_state_is_bound_to_the_caller_and_credential(
 ) -> None:
     url = f"{daphne.url}/mcp-conformance/"
     headers = modern_headers("tools/call", "test_input_required_result_tampered_state")
-    first = (await post(http, url, _round(1), {**headers, **bearer_headers})).json()["result"]
+    first_response = await post(http, url, _round(1), {**headers, **bearer_headers})
+    first = first_response.json().get("result") or pytest.fail(first_response.text)
     assert first["resultType"] == "input_required"
     state = first["requestState"] + ("x" if replayed_by == "tampered" else "")
     credentials = {

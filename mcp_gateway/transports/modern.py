@@ -53,7 +53,7 @@ from mcp_sessions.models import CloseReason, Transport
 
 from .. import sse, wire
 from ..conf import gateway_settings
-from ..context import GatewayRequestContext, principal_of
+from ..context import GatewayRequestContext
 from ..exceptions import (
     BatchNotSupported,
     InvalidMessage,
@@ -67,6 +67,7 @@ from ..flow import FlowControl, flow_control_for
 from ..http import SECURITY_HEADERS, Message, Scope, json_bytes, send_response
 from ..modern import sdk
 from ..modern.lifespan import lifespans
+from ..modern.state import credential_fingerprint
 from ..worker import worker
 from .base import GatewayConsumer
 
@@ -142,7 +143,7 @@ class PerRequestConsumer(GatewayConsumer):
             transport=Transport.STREAMABLE_HTTP,
             server=self.mount.prefix,
             headers=self.request.forwardable_headers(),
-            principal=principal_of(caller.credential),
+            credential_fingerprint=credential_fingerprint(caller.credential),
         )
         try:
             lifespan_state = await lifespans.state(self.mount.server)
