@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from http import HTTPStatus
-from typing import Self
+from typing import Any, Self
 
 from django.core.exceptions import BadRequest as DjangoBadRequest
 from django.core.exceptions import DisallowedHost, PermissionDenied, RequestDataTooBig
@@ -63,6 +63,10 @@ class GatewayError(Exception):
         self.message = message or type(self).message
         self.headers = list(headers)
         super().__init__(self.message)
+
+    def error_data(self) -> Any:
+        """The JSON-RPC error's ``data``: the stable reason, unless the refusal carries the protocol's own."""
+        return {"reason": self.reason}
 
     def audited(self, kind: str, **fields: str) -> Self:
         """This refusal, to be recorded as ``kind`` with ``fields`` after it is answered (not before: see binding)."""
@@ -108,6 +112,22 @@ class BatchNotSupported(BadRequest):
 class InitializeRequired(BadRequest):
     reason = "initialize_required"
     message = "No Mcp-Session-Id: send an initialize request to open a session (stateless requests are not served)"
+
+
+class ProtocolRejection(BadRequest):
+    """A 2026-07-28 request the SDK's inbound classification refused: its JSON-RPC code, message and data as the
+    SDK states them, and the HTTP status the SDK's table gives that code (``mcp.shared.inbound``)."""
+
+    reason = "protocol_rejected"
+
+    def __init__(self, code: int, message: str, data: Any = None, *, status: int = HTTPStatus.BAD_REQUEST) -> None:
+        super().__init__(message)
+        self.jsonrpc_code = code
+        self.status = HTTPStatus(status)
+        self._data = data
+
+    def error_data(self) -> Any:
+        return self._data if self._data is not None else {"reason": self.reason}
 
 
 class UnsupportedProtocolVersion(BadRequest):

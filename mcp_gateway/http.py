@@ -21,6 +21,7 @@ from django.core.signals import setting_changed
 from django.http import HttpRequest
 from django.http.cookie import parse_cookie
 from mcp.server.streamable_http import MCP_SESSION_ID_HEADER
+from mcp_types import RequestId
 
 from .exceptions import BodyNotAllowed, GatewayError, PayloadTooLarge
 
@@ -83,6 +84,24 @@ class GatewayRequest:
         # Who is calling, once the identity pipeline (or a stream's credential) has said: a refusal after that,
         # by the rate limit or CSRF check for example, is recorded as theirs.
         self.user: Any = None
+        # The body, once whole and until its message is parsed; then the message's JSON-RPC id (see rpc_id).
+        self.body: bytes | None = None
+        self._rpc_id: RequestId | None = None
+
+    @property
+    def rpc_id(self) -> RequestId | None:
+        """The JSON-RPC id of the request the body holds, where it can be parsed: what a refusal answers with.
+
+        Read from the body only when asked (a refusal), so an accepted request parses its body once.
+        """
+        if self._rpc_id is None and self.body is not None:
+            self._rpc_id, self.body = request_id_of(self.body), None
+        return self._rpc_id
+
+    @rpc_id.setter
+    def rpc_id(self, value: RequestId | None) -> None:
+        """Set by the consumer that parsed the message; the body is not needed for it any more."""
+        self._rpc_id, self.body = value, None
 
     @classmethod
     def from_scope(cls, scope: Scope) -> GatewayRequest:
@@ -173,12 +192,27 @@ def json_bytes(payload: Any) -> bytes:
     return json.dumps(payload, separators=(",", ":")).encode()
 
 
-def error_body(exc: GatewayError) -> dict[str, Any]:
-    """A JSON-RPC error object with no request id: readable by any MCP client."""
+def request_id_of(body: bytes) -> RequestId | None:
+    """The ``id`` of the one JSON-RPC request ``body`` holds, if it parses as one; else None.
+
+    The MCP specification (2026-07-28) asks error responses for the request's id wherever it could be parsed.
+    """
+    try:
+        decoded = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    value = decoded.get("id") if isinstance(decoded, dict) else None
+    if isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    return None
+
+
+def error_body(exc: GatewayError, request_id: RequestId | None = None) -> dict[str, Any]:
+    """A JSON-RPC error object answering the request ``request_id`` (null when it could not be parsed)."""
     return {
         "jsonrpc": "2.0",
-        "id": None,
-        "error": {"code": exc.jsonrpc_code, "message": exc.message, "data": {"reason": exc.reason}},
+        "id": request_id,
+        "error": {"code": exc.jsonrpc_code, "message": exc.message, "data": exc.error_data()},
     }
 
 
@@ -210,9 +244,9 @@ def response_headers(
     return all_headers
 
 
-async def send_error(send: Send, exc: GatewayError) -> None:
-    """Turn a refusal into its HTTP response."""
-    await send_response(send, exc.status, json_bytes(error_body(exc)), headers=exc.headers)
+async def send_error(send: Send, exc: GatewayError, request_id: RequestId | None = None) -> None:
+    """Turn a refusal of the request ``request_id`` (if known) into its HTTP response."""
+    await send_response(send, exc.status, json_bytes(error_body(exc, request_id)), headers=exc.headers)
 
 
 # How many verdicts a memo of request checks keeps before it starts again (keys may vary without bound).

@@ -16,6 +16,7 @@ from mcp.server.lowlevel import Server
 from mcp.server.mcpserver import MCPServer
 
 from .http import Scope
+from .modern.state import per_request_server
 
 # The paths below a mount's prefix.
 STREAMABLE_HTTP_PATH = ""
@@ -43,6 +44,11 @@ class Mount:
         """The site-relative URL of ``path`` (one of the paths above) under this mount, below the root path."""
         root_path: str = scope.get("root_path", "").rstrip("/")
         return quote(root_path + self.prefix + path)
+
+    @cached_property
+    def per_request_server(self) -> Server[Any]:
+        """The server as 2026-07-28 requests are served: its handlers, with the mount's ``requestState`` boundary."""
+        return per_request_server(self.server, self.prefix)
 
     def messages_url(self, scope: Scope, session_id: str) -> str:
         """Where the client POSTs: relative to the site, so it stays same-origin."""

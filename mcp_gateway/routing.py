@@ -89,7 +89,7 @@ class MountApplication:
             return send_error(send, MethodNotAllowed(methods))
         if below in PAGE_PATHS and wants_page(GatewayRequest.from_scope(scope)):
             return EndpointPage(self.mount, below)(scope, receive, send)
-        return consumer_class(self.mount)(scope, receive, send)
+        return consumer_class.for_scope(scope)(self.mount)(scope, receive, send)
 
 
 class McpRouter:

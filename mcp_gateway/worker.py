@@ -41,6 +41,7 @@ from .conf import gateway_settings
 from .credcache import RevocationFeed, credential_cache
 from .exceptions import ServiceUnavailable, SessionNotFound
 from .lease import WorkerLease
+from .modern.lifespan import lifespans
 from .sessions.events import EventId
 from .sessions.host import SessionHost
 from .sessions.streams import Outlet
@@ -407,5 +408,9 @@ worker = Worker()
 
 
 async def close_all(reason: str = CloseReason.SERVER_SHUTDOWN) -> None:
-    """Close every session this process runs: what the launcher calls at shutdown (see :mod:`mcp_gateway.daphne`)."""
+    """Close every session this process runs, and exit the mounts' lifespans it entered for 2026-07-28 requests.
+
+    What the launcher calls at shutdown (see :mod:`mcp_gateway.daphne`).
+    """
     await worker.close_all(reason)
+    await lifespans.close_all()

@@ -27,6 +27,8 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.prompts.base import UserMessage
 from mcp.shared.message import ServerMessageMetadata
 
+from .conformance_input_required import register as register_input_required
+
 # A 1x1 PNG and a minimal WAV header, as the requirements suggest.
 PNG_BASE64 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg=="
 WAV_BASE64 = "UklGRiYAAABXQVZFZm10IBAAAAABAAEAQB8AAAB9AAACABAAZGF0YQIAAAA="
@@ -348,3 +350,7 @@ def test_prompt_with_image() -> list[UserMessage]:
 @conformance.completion()
 async def complete(ref: Any, argument: types.CompletionArgument, context: Any) -> types.Completion:
     return types.Completion(values=[], total=0, has_more=False)
+
+
+# The 0.2 prerelease's multi-round-trip fixtures (protocol 2026-07-28).
+register_input_required(conformance)

@@ -10,7 +10,8 @@ from django.http import Http404
 from mcp_gateway import exceptions
 from mcp_gateway.exceptions import EVENTS_LOST, TOO_MANY_REQUESTS, GatewayError
 
-# Every refusal's (status, reason, JSON-RPC code) as they were before the classes gained Django's bases.
+# Every refusal's (status, reason, JSON-RPC code) as they were before the classes gained Django's bases (and the
+# one added since).
 ANSWERS = {
     "BadRequest": (400, "bad_request", -32600),
     "ParseError": (400, "parse_error", -32700),
@@ -22,6 +23,8 @@ ANSWERS = {
     "BatchNotSupported": (400, "batch_not_supported", -32600),
     "InitializeRequired": (400, "initialize_required", -32600),
     "UnsupportedProtocolVersion": (400, "unsupported_protocol_version", -32600),
+    # New with protocol 2026-07-28: the class's defaults; each instance carries the SDK's code and status.
+    "ProtocolRejection": (400, "protocol_rejected", -32600),
     "AuthenticationRequired": (401, "authentication_required", -32600),
     "InvalidToken": (401, "invalid_token", -32600),
     "InvalidTicket": (401, "invalid_ticket", -32600),
@@ -95,3 +98,12 @@ def test_events_lost_has_a_code_of_its_own() -> None:
     }
     assert -32019 <= EVENTS_LOST <= -32000
     assert EVENTS_LOST not in sdk_codes | {-32002, TOO_MANY_REQUESTS}
+
+
+def test_a_protocol_rejection_answers_with_the_sdks_code_status_and_data() -> None:
+    data = {"supported": ["2026-07-28"], "requested": "2099-01-01"}
+    refusal = exceptions.ProtocolRejection(mcp_types.UNSUPPORTED_PROTOCOL_VERSION, "Unsupported", data, status=400)
+    assert (refusal.status, refusal.jsonrpc_code, refusal.error_data()) == (400, -32022, data)
+    assert exceptions.ProtocolRejection(mcp_types.METHOD_NOT_FOUND, "no", status=404).error_data() == {
+        "reason": "protocol_rejected"
+    }

@@ -80,16 +80,26 @@ async def test_official_clients_without_credentials_get_401(
     assert not await McpSession.objects.aexists()
 
 
+# (suite, how it is run, how many scenarios it scores): 0.1.16 and the 0.2 prerelease's active suite at the handshake
+# era; the prerelease's required scenarios of protocol 2026-07-28, each request on its own.
+CONFORMANCE_RUNS = [
+    pytest.param({"suite": "active"}, 30, id="0.1.16-active"),
+    pytest.param({"suite": "active", "next_suite": True}, 31, id="0.2.0-alpha.12-active"),
+    pytest.param({"requirements": "2026-07-28", "next_suite": True}, 37, id="0.2.0-alpha.12-requirements-2026-07-28"),
+]
+
+
+@pytest.mark.parametrize(("run", "scored"), CONFORMANCE_RUNS)
 async def test_conformance_suite_passes_through_an_authenticated_path(
-    interop_tools: None, start_daphne: Any, bearer_headers: dict[str, str]
+    interop_tools: None, start_daphne: Any, bearer_headers: dict[str, str], run: dict[str, Any], scored: int
 ) -> None:
     # The suite opens a session per scenario and ends none: over the default per-user limit (20), the rest got 429.
     server = start_daphne(overrides={"MCP_GATEWAY_MAX_SESSIONS_PER_USER": 200})
     result = await sync_to_async(harness.run_conformance, thread_sensitive=False)(
-        f"{server.url}/mcp-conformance/", bearer_headers, suite="active", timeout=600
+        f"{server.url}/mcp-conformance/", bearer_headers, timeout=600, **run
     )
     assert result.ok, result.summary()
-    assert len(result.passed) >= 30
+    assert len(result.passed) == len(result.scored) == scored, result.summary()
 
 
 async def test_inspector_runs_in_a_row_never_lock_their_owner_out(

@@ -17,6 +17,7 @@ import httpx2
 import pytest
 
 from demo.models import Note
+from mcp_gateway.http import request_id_of
 from mcp_sessions.ids import new_session_id
 
 from .clients import RawStream, handshake, jsonrpc, raw_stream
@@ -200,6 +201,20 @@ async def stream(daphne: Any, http: httpx2.AsyncClient, alice_headers: dict[str,
         yield stream
 
 
+# Refusals decided before the body is read (the guards, the routing): their answer cannot carry the request's id.
+PRE_BODY_REASONS = frozenset(
+    {
+        "host_not_allowed",
+        "origin_not_allowed",
+        "unsupported_media_type",
+        "payload_too_large",
+        "body_not_allowed",
+        "method_not_allowed",
+        "not_found",
+    }
+)
+
+
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
 async def test_status(
     case: Case,
@@ -227,7 +242,9 @@ async def test_status(
     if case.reason is not None:
         assert response.headers["content-type"] == "application/json"
         error = response.json()
-        assert error["jsonrpc"] == "2.0" and error["id"] is None
+        # The request's id once its body arrived whole; null for what is refused before the body is read.
+        expected_id = None if case.reason in PRE_BODY_REASONS or not body else request_id_of(body)
+        assert error["jsonrpc"] == "2.0" and error["id"] == expected_id
         assert error["error"]["data"]["reason"] == case.reason
         assert isinstance(error["error"]["code"], int) and error["error"]["message"]
     if case.status == 401:

@@ -132,10 +132,11 @@ STATUS_CASES = {
     "post-supported-protocol-version": Case(
         lambda a, b: a.post(jsonrpc("ping", id=4), **{"MCP-Protocol-Version": "2025-06-18"}), 200
     ),
+    # A version outside the handshake era goes to the 2026-07-28 path, as in the SDK, whose classification refuses it.
     "post-unsupported-protocol-version": Case(
         lambda a, b: a.post(add_note("x"), **{"MCP-Protocol-Version": "1999-01-01"}),
         400,
-        "unsupported_protocol_version",
+        "protocol_rejected",
     ),
     "post-no-session-not-initialize": Case(lambda a, b: _no_session(a).post(add_note("x")), 400, "initialize_required"),
     "post-server-discover-stateless": Case(

@@ -37,6 +37,7 @@ from mcp_sessions.models import AuditKind, CloseReason, McpSession, error_summar
 from ..auth import Credential
 from ..conf import gateway_settings
 from ..context import GatewayRequestContext
+from ..modern.state import credential_fingerprint
 from ..wire import Refusal
 from .actor import SessionActor
 from .events import EventBuffer
@@ -480,7 +481,7 @@ class SessionHost:
                 session_ref=self.ref,
                 transport=self.transport,
                 server=self.mount_prefix,
-                credential_fingerprint=self.credential.fingerprint,
+                credential_fingerprint=credential_fingerprint(self.credential),
             )
             self.actor = SessionActor(
                 self._server,

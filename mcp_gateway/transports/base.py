@@ -17,7 +17,7 @@ from channels.consumer import AsyncConsumer, get_handler_name
 from channels.exceptions import ChannelFull, StopConsumer
 from channels.layers import get_channel_layer
 from django.db import DatabaseError
-from mcp_types import JSONRPCMessage, jsonrpc_message_adapter
+from mcp_types import JSONRPCMessage, JSONRPCRequest, jsonrpc_message_adapter
 from pydantic import ValidationError
 
 from mcp_sessions import audit
@@ -90,7 +90,9 @@ class GatewayConsumer(AsyncConsumer):  # type: ignore[misc]  # Channels publishe
             # is answered as retryable rather than with daphne's 500.
             logger.exception("Database unavailable")
             if not self.response_started:
-                await send_error(self.send, ServiceUnavailable("Database unavailable, retry later"))
+                await send_error(
+                    self.send, ServiceUnavailable("Database unavailable, retry later"), self.request.rpc_id
+                )
         except asyncio.CancelledError:
             self.cancelled = True  # the server is stopping (or gave up on this request): stop() may act on it
             raise
@@ -112,6 +114,11 @@ class GatewayConsumer(AsyncConsumer):  # type: ignore[misc]  # Channels publishe
                     mailbox.listen(came_from)
         finally:
             mailbox.close()
+
+    @classmethod
+    def for_scope(cls, scope: Any) -> type[GatewayConsumer]:
+        """The consumer class that serves ``scope`` at this one's path: itself, unless the request says otherwise."""
+        return cls
 
     async def start(self) -> list[Callable[[], Awaitable[Message]]]:
         return []
@@ -187,23 +194,31 @@ class GatewayConsumer(AsyncConsumer):  # type: ignore[misc]  # Channels publishe
             raise PayloadTooLarge()
         if self._body is None:
             if not message.get("more_body"):
-                return chunk  # the whole body in one message: no copy
+                self.request.body = chunk  # the whole body in one message: no copy
+                return chunk
             self._body = bytearray()
         self._body += chunk
         if message.get("more_body"):
             return None
         body, self._body = bytes(self._body), None
+        self.request.body = body  # a refusal from now on answers with the request's id
         return body
 
 
-def parse_message(body: bytes) -> JSONRPCMessage:
-    """The one JSON-RPC message ``body`` holds; a refusal if it holds anything else (a batch, bad JSON)."""
+def parse_message(body: bytes, request: GatewayRequest | None = None) -> JSONRPCMessage:
+    """The one JSON-RPC message ``body`` holds; a refusal if it holds anything else (a batch, bad JSON).
+
+    With ``request``, a later refusal of it answers with the parsed request's id (a request's, not a response's).
+    """
     try:
-        return jsonrpc_message_adapter.validate_json(body, by_name=False)
+        message = jsonrpc_message_adapter.validate_json(body, by_name=False)
     except ValidationError as exc:
         if any(error["type"] == "json_invalid" for error in exc.errors()):
             raise ParseError() from None
         raise InvalidMessage() from None
+    if request is not None:
+        request.rpc_id = message.id if isinstance(message, JSONRPCRequest) else None
+    return message
 
 
 async def refuse(
@@ -217,6 +232,6 @@ async def refuse(
     """
     try:
         if answer:
-            await send_error(send, exc)
+            await send_error(send, exc, request.rpc_id)
     finally:
         audit.record_refusal_after_answer(exc, request, user)

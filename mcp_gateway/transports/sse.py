@@ -57,7 +57,7 @@ class MessagesConsumer(GatewayConsumer):
     async def forward(self, body: bytes) -> None:
         caller = await self.identify(usable_session_id(self.request), transport=Transport.SSE)
         session_id = session_id_from_query(self.request)
-        parsed = parse_message(body)
+        parsed = parse_message(body, self.request)
         session = caller.session or await bind(
             self.request, caller.credential, session_id, server=self.mount.prefix, transport=Transport.SSE
         )

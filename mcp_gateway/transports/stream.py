@@ -220,7 +220,7 @@ class StreamConsumer(GatewayConsumer):
             # Ended before anything was sent: the session was closed while the request waited, or (busy) its
             # inbox was full.
             refusal = SessionNotFound() if reason != wire.BUSY else ServiceUnavailable("Session busy, retry later")
-            await send_error(self.send, refusal)
+            await send_error(self.send, refusal, self.request.rpc_id)
         elif self._mode == "sse" or self.flow is not None:
             if self.flow is not None:
                 self.flow.release()

@@ -17,10 +17,10 @@ runtime, limits, audit and admin):
   streams where the client lost it.
 - ``DELETE`` ends the session; later requests naming it get 404.
 
-Requests without a session other than ``initialize`` (the stateless
-``2026-07-28`` era's ``server/discover`` and per-request calls) are refused
-with 400 and a JSON-RPC error, so clients fall back to ``initialize``: every
-gateway guarantee (ownership, revocation, limits, the admin) is per session.
+A request naming a protocol version outside the handshake era in
+``MCP-Protocol-Version`` (2026-07-28: no ``initialize``, no session) is served
+per request by :mod:`~mcp_gateway.transports.modern`. Other requests without a
+session but ``initialize`` are refused with 400 and a JSON-RPC error.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from mcp.server.streamable_http import MCP_SESSION_ID_HEADER
 from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
-from mcp_types import JSONRPCMessage, JSONRPCRequest
+from mcp_types import HEADER_MISMATCH, JSONRPCMessage, JSONRPCRequest
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 
 from mcp_sessions.models import CloseReason, McpSession, Transport
@@ -51,12 +51,15 @@ from ..exceptions import (
     InvalidEventId,
     MissingSessionId,
     NotAcceptable,
+    ProtocolRejection,
     UnsupportedProtocolVersion,
 )
 from ..http import Message, send_response
+from ..modern.sdk import has_modern_envelope
 from ..sessions.events import MAIN_STREAM
 from ..worker import worker
-from .base import parse_message
+from .base import GatewayConsumer, parse_message
+from .modern import PerRequestConsumer, is_per_request
 from .stream import StreamConsumer
 
 SESSION_HEADER = MCP_SESSION_ID_HEADER.encode()
@@ -95,6 +98,11 @@ class StreamableHTTPConsumer(StreamConsumer):
         if self.session_id_header is None:
             return []
         return [(SESSION_HEADER, self.session_id_header.encode())]
+
+    @classmethod
+    def for_scope(cls, scope: Any) -> type[GatewayConsumer]:
+        """A 2026-07-28 request (by its ``MCP-Protocol-Version``) is served per request: :mod:`.modern`."""
+        return PerRequestConsumer if is_per_request(scope) else cls
 
     async def http_request(self, message: Message) -> None:
         """Act once the request has arrived: a POST's body is held up to the limit; GET and DELETE take none."""
@@ -145,10 +153,13 @@ class StreamableHTTPConsumer(StreamConsumer):
         credential = await self._caller()
         if body.lstrip()[:1] == b"[":
             raise BatchNotSupported()
-        message = parse_message(body)
+        message = parse_message(body, self.request)
         is_request = isinstance(message, JSONRPCRequest)
         if session_id_from_header(self.request) is None:
             if not (isinstance(message, JSONRPCRequest) and message.method == "initialize"):
+                if isinstance(message, JSONRPCRequest) and has_modern_envelope(message.params):
+                    # A 2026-07-28 request without its version header: the SDK's classification says what is wrong.
+                    raise ProtocolRejection(HEADER_MISMATCH, "The MCP-Protocol-Version header is required")
                 raise InitializeRequired()
             await self._initialize(credential, body, message)
             return False

