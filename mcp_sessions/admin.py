@@ -18,10 +18,20 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
+from django.utils.text import Truncator
 from django.utils.timesince import timesince
 from django.utils.translation import gettext_lazy as _
 
-from .models import AccessToken, AccessTokenQuerySet, AuditEvent, McpSession, McpSessionQuerySet, TokenState
+from .admin_filters import ClientNameFilter, ProtocolVersionFilter
+from .models import (
+    AccessToken,
+    AccessTokenQuerySet,
+    AuditEvent,
+    ClientUsage,
+    McpSession,
+    McpSessionQuerySet,
+    TokenState,
+)
 
 if TYPE_CHECKING:
     from django.contrib.admin.options import _FieldsetSpec
@@ -330,11 +340,77 @@ class AuditEventAdmin(ReadOnlyAdmin):
 
     @admin.display(description=_("user"), ordering="username")
     def who(self, obj: AuditEvent) -> str:
-        """The username the row was written with; marked when that user has been deleted since."""
+        return who(obj)
+
+
+def who(obj: AuditEvent | ClientUsage) -> str:
+    """The username a row was written with; marked when that user has been deleted since."""
+    try:
+        user = obj.user
+    except ObjectDoesNotExist:  # deleted while the row was being written: the column has no constraint
+        user = None
+    if user is None:
+        return str(_("%(username)s (deleted)") % {"username": obj.username}) if obj.username else "—"
+    return obj.username or str(user)
+
+
+@admin.register(ClientUsage)
+class ClientUsageAdmin(ReadOnlyAdmin):
+    """Who uses MCP with which credential and client, as the workers count it; read-only, superusers may delete."""
+
+    list_display = (
+        "who",
+        "credential",
+        "client",
+        "protocol_version",
+        "requests",
+        "refusals",
+        "first_seen",
+        "last_seen",
+    )
+    list_filter = (
+        ("user", admin.RelatedOnlyFieldListFilter),
+        "credential_kind",
+        ClientNameFilter,
+        ProtocolVersionFilter,
+    )
+    list_select_related = ("user", "token")
+    search_fields = ("username", "user__username", "user__email", "client_name", "client_version", "credential_ref")
+    date_hierarchy = "last_seen"
+    fields = readonly_fields = (
+        "who",
+        "credential_kind",
+        "credential_ref",
+        "token_name",
+        "client_name",
+        "client_version",
+        "protocol_version",
+        "first_seen",
+        "last_seen",
+        "requests",
+        "refusals",
+    )
+
+    @admin.display(description=_("user"), ordering="username")
+    def who(self, obj: ClientUsage) -> str:
+        return who(obj)
+
+    @admin.display(description=_("credential"), ordering="credential_kind")
+    def credential(self, obj: ClientUsage) -> str:
+        return f"{obj.get_credential_kind_display()} {obj.credential_ref}".strip()
+
+    @admin.display(description=_("client"), ordering="client_name")
+    def client(self, obj: ClientUsage) -> str:
+        return Truncator(" ".join(filter(None, (obj.client_name, obj.client_version))) or "—").chars(40)
+
+    @admin.display(description=_("access token"))
+    def token_name(self, obj: ClientUsage) -> str:
         try:
-            user = obj.user
-        except ObjectDoesNotExist:  # deleted while the row was being written: the column has no constraint
-            user = None
-        if user is None:
-            return str(_("%(username)s (deleted)") % {"username": obj.username}) if obj.username else "—"
-        return obj.username or str(user)
+            token = obj.token
+        except ObjectDoesNotExist:  # deleted since: the column has no constraint
+            return str(_("(deleted)"))
+        return str(token) if token is not None else "—"
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # Counts, not evidence: a superuser may erase a user's (they age out with clear_mcp_sessions anyway).
+        return bool(request.user.is_superuser)
