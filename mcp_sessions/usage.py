@@ -83,7 +83,7 @@ class ClientUsageManager(_ClientUsageBaseManager["ClientUsage"]):
         with transaction.atomic(using=self.db):
             for start in range(0, len(ordered), INSERT_CHUNK):
                 chunk = ordered[start : start + INSERT_CHUNK]
-                new = [self.model(**fields, requests=0, refusals=0) for fields in chunk]
+                new = [self.model(**{**fields, "requests": 0, "refusals": 0}) for fields in chunk]
                 self.bulk_create(new, ignore_conflicts=True)
             for fields in ordered:
                 key = {name: fields[name] for name in KEY_FIELDS}
