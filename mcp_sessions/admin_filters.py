@@ -7,11 +7,12 @@ from typing import Any
 from django.contrib import admin
 from django.db.models import QuerySet, Sum
 from django.http import HttpRequest
+from django.utils.text import Truncator
 from django.utils.translation import gettext_lazy as _
 
 
 class TopValuesFilter(admin.SimpleListFilter):
-    """The most used values of a column whose values the clients choose: a list that stays short however many."""
+    """The most used values of a column whose values the clients choose: a short list however many, cut short."""
 
     field = ""
     limit = 20
@@ -24,7 +25,7 @@ class TopValuesFilter(admin.SimpleListFilter):
             .annotate(total=Sum("requests"))
             .order_by("-total", self.field)[: self.limit]
         )
-        return [(value, value) for value, _total in ranked]
+        return [(value, Truncator(value).chars(40)) for value, _total in ranked]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
         value = self.value()

@@ -13,6 +13,7 @@ import logging
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
+from django.utils.text import Truncator
 from django.utils.translation import gettext_lazy as _
 
 from .audit import DETAIL_LENGTH, USERNAME_LENGTH
@@ -300,4 +301,4 @@ class ClientUsage(models.Model):
 
     def __str__(self) -> str:
         client = " ".join(filter(None, (self.client_name, self.client_version))) or "?"
-        return f"{self.username or '?'} with {client}"
+        return f"{self.username or '?'} with {Truncator(client).chars(40)}"
