@@ -16,7 +16,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.urls import reverse
-from django.utils import timezone
+from django.utils import formats, timezone
 from django.utils.html import format_html
 from django.utils.text import Truncator
 from django.utils.timesince import timesince
@@ -362,11 +362,10 @@ class ClientUsageAdmin(ReadOnlyAdmin):
         "who",
         "credential",
         "client",
-        "protocol_version",
+        "protocol",
         "requests",
         "refusals",
-        "first_seen",
-        "last_seen",
+        "seen",
     )
     list_filter = (
         ("user", admin.RelatedOnlyFieldListFilter),
@@ -401,7 +400,16 @@ class ClientUsageAdmin(ReadOnlyAdmin):
 
     @admin.display(description=_("client"), ordering="client_name")
     def client(self, obj: ClientUsage) -> str:
-        return Truncator(" ".join(filter(None, (obj.client_name, obj.client_version))) or "—").chars(40)
+        return Truncator(" ".join(filter(None, (obj.client_name, obj.client_version))) or "—").chars(20)
+
+    @admin.display(description=_("protocol"), ordering="protocol_version")
+    def protocol(self, obj: ClientUsage) -> str:
+        return Truncator(obj.protocol_version or "—").chars(10)  # a version is a date, "2026-07-28"
+
+    @admin.display(description=_("last seen"), ordering="last_seen")
+    def seen(self, obj: ClientUsage) -> str:
+        # Not the field itself, which the admin shows on one line: this may wrap, and the list fits 1280 px.
+        return str(formats.localize(timezone.localtime(obj.last_seen)))
 
     @admin.display(description=_("access token"))
     def token_name(self, obj: ClientUsage) -> str:

@@ -25,7 +25,7 @@ class TopValuesFilter(admin.SimpleListFilter):
             .annotate(total=Sum("requests"))
             .order_by("-total", self.field)[: self.limit]
         )
-        return [(value, Truncator(value).chars(40)) for value, _total in ranked]
+        return [(value, Truncator(value).chars(20)) for value, _total in ranked]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
         value = self.value()

@@ -301,4 +301,4 @@ class ClientUsage(models.Model):
 
     def __str__(self) -> str:
         client = " ".join(filter(None, (self.client_name, self.client_version))) or "?"
-        return f"{self.username or '?'} with {Truncator(client).chars(40)}"
+        return f"{self.username or '?'} with {Truncator(client).chars(30)}"
