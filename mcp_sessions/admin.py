@@ -2,6 +2,7 @@
 
 Sessions are created and closed by the gateway, never by hand, so nothing here
 is editable. The ID hash is never shown: only its short public reference.
+Client usage has its own module (:mod:`mcp_sessions.admin_usage`), imported here to be registered.
 """
 
 from __future__ import annotations
@@ -11,55 +12,30 @@ from typing import TYPE_CHECKING, Any, cast
 from django import forms
 from django.contrib import admin
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
-from django.core.exceptions import ObjectDoesNotExist
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.urls import reverse
-from django.utils import formats, timezone
+from django.utils import timezone
 from django.utils.html import format_html
-from django.utils.text import Truncator
 from django.utils.timesince import timesince
 from django.utils.translation import gettext_lazy as _
 
-from .admin_filters import ClientNameFilter, ProtocolVersionFilter
-from .models import (
-    AccessToken,
-    AccessTokenQuerySet,
-    AuditEvent,
-    ClientUsage,
-    McpSession,
-    McpSessionQuerySet,
-    TokenState,
-)
+from . import admin_usage as admin_usage  # registers the client usage admin
+from .admin_base import ReadOnlyAdmin as ReadOnlyAdmin
+from .admin_base import who
+from .models import AccessToken, AccessTokenQuerySet, AuditEvent, McpSession, McpSessionQuerySet, TokenState
 
 if TYPE_CHECKING:
     from django.contrib.admin.options import _FieldsetSpec
     from django.utils.functional import _StrOrPromise
 
     # Generic in the type stubs only: Django's classes take no parameters at run time.
-    RecordAdmin = admin.ModelAdmin[Any]
     TokenAdminBase = admin.ModelAdmin[AccessToken]
     TokenForm = forms.ModelForm[AccessToken]
 else:
-    RecordAdmin = TokenAdminBase = admin.ModelAdmin
+    TokenAdminBase = admin.ModelAdmin
     TokenForm = forms.ModelForm
-
-
-class ReadOnlyAdmin(RecordAdmin):
-    """Records the gateway writes: viewable, never added, edited or deleted by hand.
-
-    (Deleting a live session's record would orphan its stream; old records age out with clear_mcp_sessions.)
-    """
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 class StateFilter(admin.SimpleListFilter):
@@ -341,84 +317,3 @@ class AuditEventAdmin(ReadOnlyAdmin):
     @admin.display(description=_("user"), ordering="username")
     def who(self, obj: AuditEvent) -> str:
         return who(obj)
-
-
-def who(obj: AuditEvent | ClientUsage) -> str:
-    """The username a row was written with; marked when that user has been deleted since."""
-    try:
-        user = obj.user
-    except ObjectDoesNotExist:  # deleted while the row was being written: the column has no constraint
-        user = None
-    if user is None:
-        return str(_("%(username)s (deleted)") % {"username": obj.username}) if obj.username else "—"
-    return obj.username or str(user)
-
-
-@admin.register(ClientUsage)
-class ClientUsageAdmin(ReadOnlyAdmin):
-    """Who uses MCP with which credential and client, as the workers count it; read-only, superusers may delete."""
-
-    list_display = (
-        "who",
-        "credential",
-        "client",
-        "protocol",
-        "requests",
-        "refusals",
-        "seen",
-    )
-    list_filter = (
-        ("user", admin.RelatedOnlyFieldListFilter),
-        "credential_kind",
-        ClientNameFilter,
-        ProtocolVersionFilter,
-    )
-    list_select_related = ("user", "token")
-    search_fields = ("username", "user__username", "user__email", "client_name", "client_version", "credential_ref")
-    date_hierarchy = "last_seen"
-    fields = readonly_fields = (
-        "who",
-        "credential_kind",
-        "credential_ref",
-        "token_name",
-        "client_name",
-        "client_version",
-        "protocol_version",
-        "first_seen",
-        "last_seen",
-        "requests",
-        "refusals",
-    )
-
-    @admin.display(description=_("user"), ordering="username")
-    def who(self, obj: ClientUsage) -> str:
-        return who(obj)
-
-    @admin.display(description=_("credential"), ordering="credential_kind")
-    def credential(self, obj: ClientUsage) -> str:
-        return f"{obj.get_credential_kind_display()} {obj.credential_ref}".strip()
-
-    @admin.display(description=_("client"), ordering="client_name")
-    def client(self, obj: ClientUsage) -> str:
-        return Truncator(" ".join(filter(None, (obj.client_name, obj.client_version))) or "—").chars(20)
-
-    @admin.display(description=_("protocol"), ordering="protocol_version")
-    def protocol(self, obj: ClientUsage) -> str:
-        return Truncator(obj.protocol_version or "—").chars(10)  # a version is a date, "2026-07-28"
-
-    @admin.display(description=_("last seen"), ordering="last_seen")
-    def seen(self, obj: ClientUsage) -> str:
-        # Not the field itself, which the admin shows on one line: this may wrap, and the list fits 1280 px.
-        return str(formats.localize(timezone.localtime(obj.last_seen)))
-
-    @admin.display(description=_("access token"))
-    def token_name(self, obj: ClientUsage) -> str:
-        try:
-            token = obj.token
-        except ObjectDoesNotExist:  # deleted since: the column has no constraint
-            return str(_("(deleted)"))
-        return str(token) if token is not None else "—"
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        # Counts, not evidence: a superuser may erase a user's (they age out with clear_mcp_sessions anyway).
-        return bool(request.user.is_superuser)
