@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
+import weakref
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -108,6 +110,11 @@ class UsageCounter:
         self._overflow = 0
         self._retry: list[UsageRow] = []
         self._task: asyncio.Task[None] | None = None
+        _counters.add(self)
+
+    def _forget(self) -> None:
+        """Start afresh: in a process forked from this one, the counts are the parent's to save, not its."""
+        self._window, self._overflow, self._retry, self._task = {}, 0, [], None
 
     def count(self, credential: Credential, client_info: Any, protocol_version: Any, *, refused: bool = False) -> None:
         """Count one request of ``credential``'s user with this client (``refused``: one the gateway refused).
@@ -215,3 +222,14 @@ class UsageCounter:
                 await self.flush()
             except Exception:
                 logger.exception("Could not save this worker's client usage counts; retrying")
+
+
+_counters: weakref.WeakSet[UsageCounter] = weakref.WeakSet()
+
+
+def _forget_after_fork() -> None:
+    for counter in list(_counters):
+        counter._forget()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)

@@ -6,7 +6,10 @@ import dataclasses
 import hashlib
 import logging
 import os
+import signal
 import threading
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -392,3 +395,43 @@ def test_times_are_stored_in_utc(alice: Any) -> None:
     usage.count(login(alice), CLAUDE, MODERN)
     flush(usage)
     assert row(user=alice).first_seen >= before
+
+
+def test_a_forked_process_starts_with_no_counts_of_its_parent(alice: Any) -> None:
+    """Its parent saves them: the child saving them too would count them twice."""
+    usage = counter()
+    usage.count(login(alice), CLAUDE, MODERN)
+    pid = os.fork()
+    if pid == 0:  # the child: report by exit code, touch nothing of the parent's
+        os._exit(0 if usage.pending == 0 else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert usage.pending == 1
+
+
+def count_in(server: Any, headers: dict[str, str], times: int) -> None:
+    """``times`` requests counted by the server's worker (through the test probe, as the transport counts)."""
+    query = urllib.parse.urlencode({"name": "claude-code", "version": "2.1", "protocol": MODERN})
+    for _ in range(times):
+        request = urllib.request.Request(f"{server.url}/_test/usage?{query}", headers=headers)
+        with urllib.request.urlopen(request, timeout=BOUND) as answer:
+            assert answer.status == 200
+
+
+def test_a_launcher_saves_its_counts_every_interval(start_daphne: Any, alice: Any, alice_headers: Any) -> None:
+    server = start_daphne(overrides={"MCP_GATEWAY_USAGE_FLUSH_INTERVAL": 0.2})
+    count_in(server, alice_headers, 3)
+    saved = async_to_sync(poll)(
+        sync_to_async(lambda: ClientUsage.objects.filter(user=alice).first()), lambda r: r is not None
+    )
+    assert saved is not None
+    assert (saved.requests, saved.client_name, saved.protocol_version) == (3, "claude-code", MODERN)
+
+
+def test_a_launcher_saves_its_counts_when_it_shuts_down(start_daphne: Any, alice: Any, alice_headers: Any) -> None:
+    server = start_daphne(overrides={"MCP_GATEWAY_USAGE_FLUSH_INTERVAL": 3600})
+    count_in(server, alice_headers, 4)
+    assert not ClientUsage.objects.exists()  # an hour to go before the next save
+    assert server.stop(signal.SIGTERM) == 0, server.log()
+    saved = row(user=alice)
+    assert (saved.requests, saved.username, saved.credential_kind) == (4, "alice", CredentialKind.LOGIN)
