@@ -40,6 +40,9 @@ POSITIVE_NUMBERS = (
     "EVENT_BUFFER_SIZE",
     "EVENT_BUFFER_BYTES",
     "REQUEST_STATE_MAX_AGE",
+    "USAGE_FLUSH_INTERVAL",
+    "USAGE_MAX_CLIENTS",
+    "USAGE_RETENTION_DAYS",
 )
 # Zero is meaningful here: a dropped HTTP+SSE stream ends its session at once.
 NON_NEGATIVE_NUMBERS = ("RESUME_TIMEOUT", "RECHECK_INTERVAL")

@@ -129,6 +129,14 @@ class GatewaySettings:
     # Refusal rows stored per kind and client address per minute in each worker; the rest are only logged.
     # Session events (opened, closed, revoked) are always stored.
     AUDIT_ROWS_PER_MINUTE = Setting[int](30)
+    # Seconds between two saves of each worker's client usage counts (who calls with which client); the counts of
+    # the last interval are lost if a worker is killed (a clean shutdown saves them).
+    USAGE_FLUSH_INTERVAL = Setting[float](60.0)
+    # Distinct (user, credential, client, version, protocol) a worker counts per interval; requests of further
+    # ones are only counted as a total, and logged.
+    USAGE_MAX_CLIENTS = Setting[int](10_000)
+    # Days a client usage row is kept after it was last seen, before clear_mcp_sessions deletes it.
+    USAGE_RETENTION_DAYS = Setting[float](90)
 
     def reload(self) -> None:
         """Forget the values read: the next access reads Django's settings again."""

@@ -9,7 +9,8 @@ A session runs in one worker, the one that opened it, as a
   each record, through which other workers reach its sessions, and which
   hears of every revoked credential (:mod:`~mcp_gateway.credcache`);
 - the sweep (:class:`Sweeper`), the keepalive of its streams
-  (:class:`Keepalive`) and its lease (:class:`~mcp_gateway.lease.WorkerLease`);
+  (:class:`Keepalive`), its lease (:class:`~mcp_gateway.lease.WorkerLease`)
+  and its client usage counts (:class:`~mcp_gateway.usage.UsageCounter`);
   each is one task for the whole worker, started once on the running loop by
   :meth:`Worker.start`, in a context of its own: they serve every session, so
   must not carry the request's that happened to start them.
@@ -45,6 +46,7 @@ from .modern.lifespan import lifespans
 from .sessions.events import EventId
 from .sessions.host import SessionHost
 from .sessions.streams import Outlet
+from .usage import UsageCounter
 from .wire import Attach, AttachMessage, DetachMessage, InboundMessage, Refusal, RemoteOutlet, refusal
 
 logger = logging.getLogger("mcp_gateway")
@@ -71,6 +73,8 @@ class Worker:
         self.lease = WorkerLease(start=self.start, live_sessions=self._hosts.keys)
         # Joins the inbox to the group that hears of revoked credentials, before this worker caches one.
         self.revocations = RevocationFeed(self.inbox.address)
+        # Who calls with which client (protocol 2026-07-28 has no session records to say it), saved in batches.
+        self.usage = UsageCounter(start=self.start)
 
     def start(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Run ``coro`` as a task of this worker on the running loop, in a fresh context."""
@@ -208,8 +212,12 @@ class Worker:
             await layer.send(host_channel, message)
 
     async def close_all(self, reason: str = CloseReason.SERVER_SHUTDOWN) -> None:
-        """Close every session this process runs (the server is shutting down)."""
+        """Close every session this process runs and save its usage counts (the server is shutting down)."""
         await asyncio.gather(*(host.close(reason) for host in self.local_hosts()), return_exceptions=True)
+        try:
+            await self.usage.flush()
+        except Exception:
+            logger.exception("Could not save this worker's client usage counts at shutdown")
 
 
 async def _send_quietly(layer: BaseChannelLayer, channel: str, message: Mapping[str, Any]) -> None:

@@ -2,6 +2,7 @@
 
 Sessions are created and closed by the gateway, never by hand, so nothing here
 is editable. The ID hash is never shown: only its short public reference.
+Client usage has its own module (:mod:`mcp_sessions.admin_usage`), imported here to be registered.
 """
 
 from __future__ import annotations
@@ -11,17 +12,18 @@ from typing import TYPE_CHECKING, Any, cast
 from django import forms
 from django.contrib import admin
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
-from django.core.exceptions import ObjectDoesNotExist
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
-from django.utils.text import Truncator
 from django.utils.timesince import timesince
 from django.utils.translation import gettext_lazy as _
 
+from . import admin_usage as admin_usage  # registers the client usage admin
+from .admin_base import ADMIN_CSS, shortened, who
+from .admin_base import ReadOnlyAdmin as ReadOnlyAdmin
 from .admin_revoke import RevokeButtonMixin
 from .models import AccessToken, AccessTokenQuerySet, AuditEvent, McpSession, McpSessionQuerySet, TokenState
 
@@ -30,42 +32,11 @@ if TYPE_CHECKING:
     from django.utils.functional import _StrOrPromise
 
     # Generic in the type stubs only: Django's classes take no parameters at run time.
-    RecordAdmin = admin.ModelAdmin[Any]
     TokenAdminBase = admin.ModelAdmin[AccessToken]
     TokenForm = forms.ModelForm[AccessToken]
 else:
-    RecordAdmin = TokenAdminBase = admin.ModelAdmin
+    TokenAdminBase = admin.ModelAdmin
     TokenForm = forms.ModelForm
-
-
-# Lets long client text wrap anywhere in lists and records (admin.css says why).
-ADMIN_CSS = {"all": ("mcp_sessions/admin.css",)}
-# How much of a client's text a list shows; the record's page shows all of it.
-LIST_TEXT_LENGTH = 40
-
-
-def shortened(value: object) -> str:
-    """``value`` as a list cell shows it: its first :data:`LIST_TEXT_LENGTH` characters."""
-    return Truncator(str(value)).chars(LIST_TEXT_LENGTH)
-
-
-class ReadOnlyAdmin(RecordAdmin):
-    """Records the gateway writes: viewable, never added, edited or deleted by hand.
-
-    (Deleting a live session's record would orphan its stream; old records age out with clear_mcp_sessions.)
-    """
-
-    class Media:
-        css = ADMIN_CSS
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 class StateFilter(admin.SimpleListFilter):
@@ -385,11 +356,4 @@ class AuditEventAdmin(ReadOnlyAdmin):
 
     @admin.display(description=_("user"), ordering="username")
     def who(self, obj: AuditEvent) -> str:
-        """The username the row was written with; marked when that user has been deleted since."""
-        try:
-            user = obj.user
-        except ObjectDoesNotExist:  # deleted while the row was being written: the column has no constraint
-            user = None
-        if user is None:
-            return str(_("%(username)s (deleted)") % {"username": obj.username}) if obj.username else "—"
-        return obj.username or str(user)
+        return who(obj)

@@ -43,3 +43,11 @@ class CloseReason(models.TextChoices):
     COMPLETE = "complete", _("Stream complete")
     REPLACED = "replaced", _("Stream replaced by another")
     BUSY = "busy", _("Session already has a stream")
+
+
+class CredentialKind(models.TextChoices):
+    """What a caller presented (``ClientUsage.credential_kind``): the site's login, an access token, another."""
+
+    LOGIN = "login", _("Login")
+    TOKEN = "token", _("Access token")
+    OTHER = "other", _("Other")

@@ -13,11 +13,13 @@ import logging
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
+from django.utils.text import Truncator
 from django.utils.translation import gettext_lazy as _
 
 from .audit import DETAIL_LENGTH, USERNAME_LENGTH
 from .audit import AuditKind as AuditKind  # part of the models' API: the kind column's choices
 from .choices import CloseReason as CloseReason
+from .choices import CredentialKind as CredentialKind
 from .choices import TokenState as TokenState
 from .choices import Transport as Transport
 from .ids import TOKEN_PREFIX_LENGTH, public_ref
@@ -32,6 +34,9 @@ from .managers import AccessTokenQuerySet as AccessTokenQuerySet
 from .managers import McpSessionQuerySet as McpSessionQuerySet
 from .managers import SessionLimitReached as SessionLimitReached
 from .managers import error_summary as error_summary
+from .usage import ClientUsageManager
+from .usage import ClientUsageQuerySet as ClientUsageQuerySet
+from .usage import UsageRow as UsageRow
 
 logger = logging.getLogger("mcp_gateway")
 
@@ -241,3 +246,68 @@ class StreamTicket(models.Model):
 
     def __str__(self) -> str:
         return f"stream ticket for {self.user} ({'used' if self.used_at else 'unused'})"
+
+
+class ClientUsage(models.Model):
+    """How much one user called MCP with one credential and one client: who uses MCP without sessions.
+
+    Written in batches by the workers (:mod:`mcp_sessions.usage`), never per
+    request. The credential is named by its kind and a short prefix of its
+    digest (a login's is the prefix of the ``login_session_hash`` its sessions
+    store), never by a secret; a token's row also links the token.
+    """
+
+    # No database constraints, as for audit events: a batch written while its user (or token) is being deleted
+    # must never fail or block the deletion. ``username`` keeps the row readable once the user is gone.
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_constraint=False,
+        verbose_name=_("user"),
+    )
+    username = models.CharField(_("username"), max_length=USERNAME_LENGTH, blank=True)
+    credential_kind = models.CharField(_("credential"), max_length=10, choices=CredentialKind.choices)
+    credential_ref = models.CharField(
+        _("credential reference"),
+        max_length=12,
+        blank=True,
+        help_text=_("Start of the credential's digest: tells a user's logins and tokens apart, reveals neither."),
+    )
+    token = models.ForeignKey(
+        AccessToken,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_constraint=False,
+        verbose_name=_("access token"),
+    )
+    client_name = models.CharField(_("client name"), max_length=200, blank=True)
+    client_version = models.CharField(_("client version"), max_length=100, blank=True)
+    protocol_version = models.CharField(_("protocol version"), max_length=40, blank=True)
+    first_seen = models.DateTimeField(_("first seen"), default=timezone.now)
+    last_seen = models.DateTimeField(_("last seen"), default=timezone.now, db_index=True)
+    requests = models.PositiveBigIntegerField(_("requests"), default=0)
+    refusals = models.PositiveBigIntegerField(
+        _("refusals"), default=0, help_text=_("How many of these requests the gateway refused.")
+    )
+
+    objects = ClientUsageManager()
+
+    class Meta:
+        verbose_name = _("MCP client usage")
+        verbose_name_plural = _("MCP client usage")
+        ordering = ("-last_seen", "-pk")
+        constraints = [
+            models.UniqueConstraint(
+                fields=("user", "credential_ref", "client_name", "client_version", "protocol_version"),
+                name="mcp_client_usage_unique",
+            )
+        ]
+
+    def __str__(self) -> str:
+        client = " ".join(filter(None, (self.client_name, self.client_version))) or "?"
+        return f"{self.username or '?'} with {Truncator(client).chars(30)}"

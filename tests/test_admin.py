@@ -14,7 +14,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from mcp_sessions.ids import hash_session_id, hash_token, new_session_id
-from mcp_sessions.models import AccessToken, McpSession, Transport
+from mcp_sessions.models import AccessToken, ClientUsage, CredentialKind, McpSession, Transport, UsageRow
 
 
 @pytest.fixture
@@ -192,3 +192,112 @@ def test_an_expiry_set_in_the_admin_is_kept(creators: dict[str, Any]) -> None:
     token = AccessToken.objects.get()
     assert token.user == creators["adder"]
     assert timezone.localtime(token.expires_at).strftime("%Y-%m-%d %H:%M:%S") == "2999-01-02 03:04:05"
+
+
+# Client usage: read-only, filterable, no secrets, short columns
+
+USAGE = reverse("admin:mcp_sessions_clientusage_changelist")
+
+
+@pytest.fixture
+def usage(make_user: Any) -> dict[str, Any]:
+    """Rows as the workers save them: a login, a token, a deleted user's, and a client with a hostile name."""
+    carol = make_user("carol", email="carol@corp.example")
+    dave = make_user("dave")
+    token, secret = AccessToken.objects.issue(dave, "ci")
+    erin = make_user("erin")
+    now = timezone.now()
+
+    def usage_row(user: Any, kind: str, ref: str, name: str, version: str, **extra: Any) -> UsageRow:
+        return UsageRow(
+            user_id=user.pk,
+            username=user.username,
+            credential_kind=kind,
+            credential_ref=ref,
+            token_id=extra.pop("token_id", None),
+            client_name=name,
+            client_version=version,
+            protocol_version=extra.pop("protocol", "2026-07-28"),
+            first_seen=now,
+            last_seen=now,
+            requests=extra.pop("requests", 1),
+        )
+
+    login_hash = hash_token("carol's session key")
+    ClientUsage.objects.record_batch(
+        [
+            usage_row(carol, CredentialKind.LOGIN, login_hash[:12], "claude-code", "2.1", requests=40),
+            usage_row(dave, CredentialKind.TOKEN, token.token_hash[:12], "cursor", "0.9", token_id=token.pk),
+            usage_row(erin, CredentialKind.LOGIN, "e" * 12, "inspector", "1", protocol="2025-11-25"),
+            usage_row(carol, CredentialKind.LOGIN, login_hash[:12], "<script>alert(1)</script>\u202e" + "x" * 300, "9"),
+        ]
+    )
+    erin.delete()
+    return {"token": token, "secret": secret, "login_hash": login_hash, "carol": carol}
+
+
+def shown(response: Any) -> set[str]:
+    assert response.status_code == 200
+    return {row.username + ":" + row.client_name[:11] for row in response.context["cl"].result_list}
+
+
+ALL_USAGE = {"carol:claude-code", "dave:cursor", "erin:inspector", "carol:<script>ale"}
+USAGE_FILTERS = [
+    pytest.param("", ALL_USAGE, id="all"),
+    pytest.param("?credential_kind=token", {"dave:cursor"}, id="kind-token"),
+    pytest.param("?credential_kind=login", ALL_USAGE - {"dave:cursor"}, id="kind-login"),
+    pytest.param("?client_name=claude-code", {"carol:claude-code"}, id="client"),
+    pytest.param("?protocol_version=2025-11-25", {"erin:inspector"}, id="protocol"),
+    pytest.param("?q=dave", {"dave:cursor"}, id="search-username"),
+    pytest.param("?q=erin", {"erin:inspector"}, id="search-a-deleted-users-name"),
+    pytest.param("?q=corp.example", {"carol:claude-code", "carol:<script>ale"}, id="search-email"),
+    pytest.param("?q=inspect", {"erin:inspector"}, id="search-client"),
+    pytest.param(f"?last_seen__year={timezone.now().year}", ALL_USAGE, id="date-hierarchy"),
+    pytest.param("?last_seen__year=2001", set(), id="date-hierarchy-empty"),
+]
+
+
+@pytest.mark.parametrize(("query", "expected"), USAGE_FILTERS)
+def test_usage_changelist_filters_and_search(
+    admin_client: Client, usage: dict[str, Any], query: str, expected: set[str]
+) -> None:
+    assert shown(admin_client.get(USAGE + query)) == expected
+
+
+def test_usage_filter_by_user(admin_client: Client, usage: dict[str, Any]) -> None:
+    carol = usage["carol"]
+    assert shown(admin_client.get(f"{USAGE}?user__id__exact={carol.pk}")) == {"carol:claude-code", "carol:<script>ale"}
+
+
+def test_usage_list_is_short_escaped_and_shows_no_secret(admin_client: Client, usage: dict[str, Any]) -> None:
+    page = admin_client.get(USAGE).content.decode()
+    for text in ("carol", "erin (deleted)", "claude-code 2.1", "Access token", "Last seen", "40"):
+        assert text in page
+    assert "<script>alert" not in page and "&lt;script&gt;alert(1)" in page
+    text = re.sub(r"<[^>]*>", "", page)  # what is shown, not the filter's links that carry the whole name
+    assert "x" * 21 not in text  # cut in the column, the filter and the row's label
+    for secret in (usage["secret"], usage["token"].token_hash, usage["login_hash"]):
+        assert secret not in page
+
+
+def test_usage_rows_are_read_only_and_only_superusers_delete(
+    admin_client: Client, usage: dict[str, Any], make_user: Any
+) -> None:
+    target = ClientUsage.objects.get(client_name="cursor")
+    change = reverse("admin:mcp_sessions_clientusage_change", args=[target.pk])
+    delete = reverse("admin:mcp_sessions_clientusage_delete", args=[target.pk])
+    assert admin_client.get(reverse("admin:mcp_sessions_clientusage_add")).status_code == 403
+    detail = admin_client.get(change)
+    assert detail.status_code == 200 and "ci (" in detail.content.decode()  # the token, by name and prefix
+    assert usage["secret"] not in detail.content.decode()
+    assert admin_client.post(change, {"requests": "0"}).status_code == 403
+    viewer = make_user("viewer", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_clientusage"))
+    staff = Client()
+    staff.force_login(viewer)
+    assert staff.get(USAGE).status_code == 200
+    assert staff.post(delete, {"post": "yes"}).status_code == 403
+    assert admin_client.post(delete, {"post": "yes"}).status_code == 302
+    assert not ClientUsage.objects.filter(pk=target.pk).exists()
+    target_after = ClientUsage.objects.get(client_name="claude-code")
+    assert target_after.requests == 40

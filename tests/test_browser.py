@@ -146,3 +146,78 @@ def test_cross_origin_page_cannot_hijack_the_victims_session(
     ids = [m.get("id") for m in page.evaluate("window.mcp.messages")]
     assert 99 not in ids and 2 in ids
     context.close()
+
+
+def make_usage(make_user: Callable[..., Any]) -> None:
+    """A superuser to log in with, and usage rows as wide as their columns allow."""
+    from django.utils import timezone
+
+    from mcp_sessions.models import ClientUsage, CredentialKind, UsageRow
+
+    root = make_user("root", is_staff=True, is_superuser=True)
+    root.set_password("correct horse battery")
+    root.save()
+    user = make_user("someone.at.corp", email="someone.with.a.long.address@corp.example")
+    now = timezone.now()
+    ClientUsage.objects.record_batch(
+        UsageRow(
+            user_id=user.pk,
+            username=user.username,
+            credential_kind=kind,
+            credential_ref="f" * 12,
+            token_id=None,
+            client_name=name,
+            client_version="9" * 100,
+            protocol_version="2" * 40,  # what a refused request may have claimed
+            first_seen=now,
+            last_seen=now,
+            requests=10**10,
+            refusals=10**7,
+        )
+        for kind, name in ((CredentialKind.TOKEN, "w" * 200), (CredentialKind.LOGIN, "claude-code"))
+    )
+
+
+def serve_static(route: Any) -> None:
+    """Answer a request for a static file with the file Django's finders find, as runserver would."""
+    from urllib.parse import urlsplit
+
+    from django.conf import settings
+    from django.contrib.staticfiles import finders
+
+    found = finders.find(urlsplit(route.request.url).path.removeprefix(settings.STATIC_URL))
+    if isinstance(found, str):
+        route.fulfill(path=found)
+    else:
+        route.fulfill(status=404)
+
+
+def test_the_client_usage_list_fits_1280_px(start_daphne: Any, chromium: Any, make_user: Any) -> None:
+    """The widest rows the columns allow, in a 1280 px window: the list needs no horizontal scrolling."""
+    off_loop(make_usage, make_user)
+    site = start_daphne()
+    context = chromium.new_context(viewport={"width": 1280, "height": 800})
+    context.route("**/static/**", serve_static)  # the launcher serves no static files: the admin's CSS, from here
+    page = context.new_page()
+    page.goto(f"{site.url}/admin/login/")
+    page.fill("#id_username", "root")
+    page.fill("#id_password", "correct horse battery")
+    page.click("input[type=submit]")
+    page.wait_for_url(f"{site.url}/admin/")
+    # With the navigation sidebar folded away, as the admin remembers it per browser; open, the list scrolls in its box.
+    page.evaluate("localStorage.setItem('django.admin.navSidebarIsOpen', 'false')")
+    page.goto(f"{site.url}/admin/mcp_sessions/clientusage/")
+    widths = page.evaluate("""() => ({
+        page: document.documentElement.scrollWidth,
+        table: document.querySelector("#result_list").scrollWidth,
+        room: document.querySelector(".results").clientWidth,
+        rows: document.querySelectorAll("#result_list tbody tr").length,
+        filters: document.querySelector("#changelist-filter").scrollWidth,
+        filters_room: document.querySelector("#changelist-filter").clientWidth,
+        columns: [...document.querySelectorAll("#result_list thead th")].map(th => [th.className, th.offsetWidth]),
+    })""")  # fmt: skip
+    assert widths["rows"] == 2
+    assert widths["page"] <= 1280, repr(widths)
+    assert widths["table"] <= widths["room"], repr(widths)
+    assert widths["filters"] <= widths["filters_room"], repr(widths)
+    context.close()

@@ -12,7 +12,7 @@ from django.test import override_settings
 from django.utils import timezone
 
 from mcp_sessions.ids import hash_session_id, new_session_id
-from mcp_sessions.models import McpSession, Transport
+from mcp_sessions.models import ClientUsage, CredentialKind, McpSession, Transport, UsageRow
 
 pytestmark = pytest.mark.django_db
 
@@ -48,6 +48,35 @@ def test_retention_comes_from_the_setting_or_the_option(make_user: Any) -> None:
     assert McpSession.objects.count() == 1
     call_command("clear_mcp_sessions", "--days", "2", stdout=StringIO())
     assert McpSession.objects.count() == 0
+
+
+def test_clear_mcp_sessions_deletes_client_usage_last_seen_before_its_retention(make_user: Any) -> None:
+    user = make_user("alice")
+    now = timezone.now()
+    rows = [
+        UsageRow(
+            user_id=user.pk,
+            username="alice",
+            credential_kind=CredentialKind.LOGIN,
+            credential_ref="abc",
+            token_id=None,
+            client_name=name,
+            client_version="1",
+            protocol_version="2026-07-28",
+            first_seen=now - timedelta(days=400),
+            last_seen=now - timedelta(days=days),
+            requests=1,
+        )
+        for name, days in (("old", 91), ("recent", 89))
+    ]
+    ClientUsage.objects.record_batch(rows)
+    out = StringIO()
+    call_command("clear_mcp_sessions", stdout=out)
+    assert list(ClientUsage.objects.values_list("client_name", flat=True)) == ["recent"]
+    assert "Deleted 1 client usage row(s) last seen more than 90 days ago." in out.getvalue()
+    with override_settings(MCP_GATEWAY_USAGE_RETENTION_DAYS=10):
+        call_command("clear_mcp_sessions", stdout=StringIO())
+    assert not ClientUsage.objects.exists()
 
 
 def test_demo_headers_authenticate_as_that_user(make_user: Any) -> None:

@@ -12,9 +12,10 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp_types.version import LATEST_MODERN_VERSION
 
-from mcp_sessions.models import AccessToken, McpSession
+from mcp_sessions.choices import CredentialKind
+from mcp_sessions.models import AccessToken, ClientUsage, McpSession
 
-from .clients import BOUND, RawStream
+from .clients import BOUND, RawStream, poll
 from .conftest import login_headers
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -277,3 +278,17 @@ async def test_request_state_is_bound_to_the_caller_and_credential(
         assert response.status_code == 200 and answer["result"]["resultType"] == "complete", answer
     else:
         assert response.status_code == 400 and answer["error"]["code"] == -32602 and answer["id"] == 2, answer
+
+
+async def test_each_request_is_counted_for_the_admin_in_batches(
+    start_daphne: Any, http: httpx2.AsyncClient, alice: Any, bearer_headers: dict[str, str]
+) -> None:
+    server = start_daphne(overrides={"MCP_GATEWAY_USAGE_FLUSH_INTERVAL": 0.2})
+    url = f"{server.url}/mcp-test/"
+    for _ in range(3):
+        assert (await post(http, url, WHOAMI, {**WHOAMI_HEADERS, **bearer_headers})).status_code == 200
+    row = await poll(
+        lambda: ClientUsage.objects.filter(user=alice).afirst(), lambda row: row is not None and row.requests == 3
+    )
+    assert (row.client_name, row.client_version, row.protocol_version) == ("raw", "0", LATEST_MODERN_VERSION)
+    assert row.credential_kind == CredentialKind.TOKEN and row.token_id is not None and row.refusals == 0

@@ -1,4 +1,4 @@
-"""The demo's URLs plus a probe the tests use to count a server's asyncio tasks."""
+"""The demo's URLs plus probes the tests use: a server's asyncio tasks, and counting client usage in it."""
 
 import asyncio
 
@@ -18,7 +18,31 @@ async def task_count(request: HttpRequest) -> JsonResponse:
     return JsonResponse(body)
 
 
+async def count_usage(request: HttpRequest) -> JsonResponse:
+    """Count one request of the logged-in caller, as the transport of protocol 2026-07-28 does.
+
+    ``?name=&version=`` are the client's ``clientInfo``, ``?protocol=`` its protocol version.
+    """
+    from django.conf import settings
+
+    from mcp_gateway.auth import Credential, login_fingerprint
+    from mcp_gateway.worker import worker
+    from mcp_sessions.revocation import login_session_hash
+
+    user = await request.auser()
+    if not user.is_authenticated:
+        return JsonResponse({}, status=401)
+    digest = login_session_hash(request.COOKIES[settings.SESSION_COOKIE_NAME])
+    credential = Credential(
+        user=user, scheme="session", ambient=True, login_session_hash=digest, fingerprint=login_fingerprint(digest)
+    )
+    client_info = {"name": request.GET.get("name"), "version": request.GET.get("version")}
+    worker.usage.count(credential, client_info, request.GET.get("protocol"))
+    return JsonResponse({"pending": worker.usage.pending})
+
+
 urlpatterns = [
     path("_test/tasks", task_count),
+    path("_test/usage", count_usage),
     path("", include("demo.urls")),
 ]

@@ -153,6 +153,10 @@ class PerRequestConsumer(GatewayConsumer):
         # The SDK reads the request's headers from what it is given, and hands it to a tools/list it may run:
         # the gateway's context, so that listing too knows its caller.
         param_rejection = await sdk.mcp_param_rejection(server, context, request, verdict, lifespan_state)  # type: ignore[arg-type]
+        # Who calls with which client, for the admin: this era leaves no session record to say it.
+        worker.usage.count(
+            caller.credential, verdict.client_info, verdict.protocol_version, refused=param_rejection is not None
+        )
         if param_rejection is not None:
             raise rejection(param_rejection)
         connection = Connection.from_envelope(
