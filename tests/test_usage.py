@@ -285,7 +285,7 @@ def test_credentials_are_named_by_a_reference_never_a_secret(alice: Any) -> None
 @pytest.mark.parametrize(
     ("fields", "kind"),
     [
-        pytest.param({"scheme": "custom", "fingerprint": "custom:" + "f" * 64}, CredentialKind.OTHER, id="another-scheme"),
+        pytest.param({"scheme": "custom", "fingerprint": "custom:" + "f" * 64}, CredentialKind.OTHER, id="another"),
         pytest.param({"scheme": "custom", "fingerprint": ""}, CredentialKind.OTHER, id="custom-authenticator"),
         pytest.param({"scheme": "ticket", "login_session_hash": "e" * 64}, CredentialKind.LOGIN, id="login-ticket"),
     ],
