@@ -102,8 +102,8 @@ class GatewaySettings:
     # of its credential, when it presents the very credential that opened the session (revoking that credential
     # ends the session at once anyway); 0: check the database on every request.
     RECHECK_INTERVAL = Setting[float](5.0)
-    # Seconds a worker may reuse its last database check of a credential for a request that carries no session the
-    # pin vouches for (above all 2026-07-28's per-request POSTs): logout, a password change, deactivation, deletion
+    # Seconds a worker may reuse its last database check of a credential for a request that names no session
+    # (2026-07-28's per-request POSTs, an initialize): logout, a password change, deactivation, deletion
     # and token revocation drop it from every worker's cache at once; a change that bypasses those signals (a bulk
     # ``update()``) is seen within this many seconds. None: RECHECK_INTERVAL, which bounds it; 0: no cache.
     CREDENTIAL_CACHE_TTL = Setting[float | None](None)

@@ -34,6 +34,7 @@ thread sent the signal, the event loop reads.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -180,6 +181,14 @@ class RevocationFeed:
             self._joined = None
             return False
         return True
+
+    async def leave(self) -> None:
+        """The worker is shutting down: leave the group (a killed worker's membership expires with the group's)."""
+        joined, self._joined = self._joined, None
+        if joined is None or joined[0] is not asyncio.get_running_loop():
+            return
+        with contextlib.suppress(Exception):
+            await joined[1].group_discard(CREDENTIALS_GROUP, joined[2])
 
     def lost(self) -> None:
         """The inbox's channel layer failed: revocations sent meanwhile may be lost, and the membership too."""

@@ -12,13 +12,13 @@
    ``RECHECK_INTERVAL`` seconds, when the database is asked again: in the
    background, started by a request that finds the last check in its last
    quarter, so the requests of an active client do not wait for it. Any other
-   request (another worker, another credential, a check older than the
-   interval) takes the full path: :func:`authenticate_cached`, the worker's
-   cache of credentials it verified in the last ``CREDENTIAL_CACHE_TTL``
-   seconds (:mod:`~mcp_gateway.credcache`; a 2026-07-28 per-request POST has
-   no session, so this is its usual path) or else
+   request of a session (another worker, another credential, a check older
+   than the interval) takes the full path,
    :func:`~mcp_gateway.auth.authenticate`, and the transport then binds the
-   session, if any (:func:`~mcp_gateway.binding.bind`);
+   session (:func:`~mcp_gateway.binding.bind`). A request naming no session
+   (a 2026-07-28 POST, an ``initialize``) is answered from the worker's cache
+   of credentials it verified in the last ``CREDENTIAL_CACHE_TTL`` seconds
+   when it can (:func:`authenticate_cached`, :mod:`~mcp_gateway.credcache`);
 2. the caller's **rate limit** (:func:`~mcp_gateway.ratelimit.check_rate`), for a POST;
 3. **CSRF** for a credential the browser sent on its own
    (:func:`~mcp_gateway.csrf.check_csrf`). Whether the request's credential is
@@ -82,10 +82,15 @@ async def identify_caller(
 
 
 async def _authenticate(request: GatewayRequest, session_id: str | None, *, server: str, transport: str) -> Caller:
+    if session_id is None:
+        # No session (a 2026-07-28 request, an initialize): the worker's cache of verified credentials.
+        return Caller(await authenticate_cached(request))
     pinned = pinned_session(request, session_id, server=server, transport=transport)
     if pinned is not None:
         return pinned
-    return Caller(await authenticate_cached(request))
+    # A session's request its pin cannot vouch for asks the database: it is the check that pins the session
+    # (a login ticket's session is pinned only once a request presents the login and passes it).
+    return Caller(await authenticate(request))
 
 
 async def authenticate_cached(request: GatewayRequest) -> Credential:

@@ -214,6 +214,7 @@ class Worker:
     async def close_all(self, reason: str = CloseReason.SERVER_SHUTDOWN) -> None:
         """Close every session this process runs and save its usage counts (the server is shutting down)."""
         await asyncio.gather(*(host.close(reason) for host in self.local_hosts()), return_exceptions=True)
+        await self.revocations.leave()
         try:
             await self.usage.flush()
         except Exception:

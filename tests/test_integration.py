@@ -34,6 +34,8 @@ from typing import Any
 import httpx2
 import pytest
 from django.utils.crypto import get_random_string
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
 
 from .clients import BOUND, TRANSPORTS, mcp_client
 from .conftest import IN_CI, ROOT, require_redis
@@ -201,6 +203,9 @@ def site(built_wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Site:
     for block in readme_blocks():
         if block.target != "shell":
             apply(site.project, block)
+    # The test's own knob, not the README's: client usage rows saved within a second, for the admin pages to show.
+    settings = site.project / "mysite" / "settings.py"
+    settings.write_text(settings.read_text() + "\nMCP_GATEWAY_USAGE_FLUSH_INTERVAL = 0.5\n")
     site.run("python", "manage.py", "migrate")
     site.run(
         "python", "manage.py", "createsuperuser",
@@ -243,6 +248,16 @@ async def whoami(base_url: str, token: str, transport: str) -> str:
     assert not result.is_error, result
     text: str = result.content[0].text  # type: ignore[union-attr]
     return text
+
+
+async def modern_whoami(base_url: str, token: str) -> None:
+    """``whoami`` through the mcp 2.3 client in auto mode: protocol 2026-07-28, served per request."""
+    async with (
+        httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=BOUND) as http,
+        Client(streamable_http_client(f"{base_url}/mcp/", http_client=http)) as client,
+    ):
+        result = await client.call_tool("whoami", {})
+    assert result.content[0].text == USERNAME  # type: ignore[union-attr]
 
 
 def test_the_site_imports_the_packages_from_its_virtualenv(site: Site) -> None:
@@ -343,6 +358,7 @@ class AdminBrowser:
 
 def test_every_admin_page_of_the_model_app_answers_through_the_launcher(launcher: Launcher, site: Site) -> None:
     asyncio.run(whoami(launcher.url, site.token, "sse"))  # a session and its audit rows to look at
+    asyncio.run(modern_whoami(launcher.url, site.token))  # and a 2026-07-28 client's usage row
     with httpx2.Client(base_url=launcher.url, timeout=BOUND) as http:
         check_admin_pages(AdminBrowser(http), site.password)
     assert not re.search("Traceback|Warning: ", launcher.log()), launcher.log()
