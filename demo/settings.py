@@ -31,6 +31,7 @@ INSTALLED_APPS = [
     "channels",
     "mcp_gateway",
     "mcp_sessions",
+    "mcp_oauth",  # OAuth 2.1 for MCP clients (pip install django-mcp-gateway[oauth])
     "demo",
 ]
 
@@ -127,6 +128,12 @@ SESSION_COOKIE_SAMESITE = "Lax"
 
 # The MCP gateway: one server under /mcp/.
 MCP_GATEWAY_SERVER = "demo.mcp_server.mcp"
+# OAuth tokens first: the personal token authenticator refuses every bearer token that is not its own.
+MCP_GATEWAY_AUTHENTICATORS = [
+    "mcp_oauth.auth.OAuthTokenAuthenticator",
+    "mcp_gateway.auth.BearerTokenAuthenticator",
+    "mcp_gateway.auth.SessionCookieAuthenticator",
+]
 
 LOGGING = {
     "version": 1,

@@ -1,6 +1,6 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import path
+from django.urls import include, path
 
 from . import views
 
@@ -9,4 +9,6 @@ urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view(template_name="demo/login.html"), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
+    # The site as the OAuth authorization server of its MCP servers (metadata at /.well-known/…).
+    path("", include("mcp_oauth.urls")),
 ]

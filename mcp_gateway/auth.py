@@ -62,6 +62,13 @@ class Credential:
     # ``time.monotonic()`` when the database vouched for it (about when this was made, unless it comes from the
     # cache of verified credentials, :mod:`mcp_gateway.credcache`): what the pin and the cache count their age from.
     checked_at: float = field(default_factory=time.monotonic, compare=False)
+    # What issued the credential, when it is neither a personal token (``token_id``) nor a login: a non-secret
+    # reference its sessions and stream tickets record, so that revoking it ends them (an OAuth grant: "oauth:<pk>").
+    credential_ref: str = ""
+    # The scopes it was granted; None: unrestricted (a login, a personal token).
+    scopes: frozenset[str] | None = None
+    # The resource (RFC 8707) it was issued for, when it is bound to one: reused only for requests to that resource.
+    audience: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +94,16 @@ class Authenticator(Protocol):
     def challenge(self) -> str:
         """The ``WWW-Authenticate`` challenge naming this scheme."""
         ...
+
+    # Optional: ``challenge_for(request) -> str``, the challenge for this
+    # request (one naming the resource's metadata URL, RFC 9728), used instead
+    # of :meth:`challenge` when present. A later challenge of a scheme already
+    # named is left out (one ``Bearer`` challenge, the first).
+    #
+    # Optional: ``protected_resource_metadata(request) -> dict | None``, the
+    # RFC 9728 metadata of the mount ``request`` names: the first authenticator
+    # that gives one has the gateway serve it at
+    # ``/.well-known/oauth-protected-resource<prefix>`` (:mod:`mcp_gateway.resource`).
 
     async def authenticate(self, request: GatewayRequest) -> Credential | None:
         """The caller, or ``None`` when no usable credential of this kind is present."""
@@ -241,5 +258,34 @@ async def authenticate(request: GatewayRequest) -> Credential:
         credential = await authenticator.authenticate(request)
         if credential is not None:
             return credential
-    challenges = ", ".join(a.challenge() for a in authenticators)
-    raise AuthenticationRequired(headers=[(b"www-authenticate", challenges.encode())])
+    raise AuthenticationRequired(headers=[(b"www-authenticate", challenge_header(request, authenticators).encode())])
+
+
+def challenge_header(request: GatewayRequest, authenticators: tuple[Authenticator, ...]) -> str:
+    """Every authenticator's challenge for ``request``, one per scheme (the first authenticator's of each)."""
+    challenges: list[str] = []
+    seen: set[str] = set()
+    for authenticator in authenticators:
+        challenge_for = getattr(authenticator, "challenge_for", None)
+        challenge: str = challenge_for(request) if challenge_for is not None else authenticator.challenge()
+        scheme = challenge.split(" ", 1)[0].lower()
+        if scheme not in seen:
+            seen.add(scheme)
+            challenges.append(challenge)
+    return ", ".join(challenges)
+
+
+def describes_resources() -> bool:
+    """Whether an authenticator gives protected resource metadata: else the gateway serves none."""
+    return any(hasattr(a, "protected_resource_metadata") for a in get_authenticators())
+
+
+def protected_resource_metadata(request: GatewayRequest) -> dict[str, Any] | None:
+    """The RFC 9728 metadata of the mount ``request`` names, from the first authenticator that gives one."""
+    for authenticator in get_authenticators():
+        metadata = getattr(authenticator, "protected_resource_metadata", None)
+        if metadata is not None:
+            document: dict[str, Any] | None = metadata(request)
+            if document is not None:
+                return document
+    return None

@@ -23,6 +23,7 @@ from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
+from .checks_oauth import check_oauth, check_oauth_deployment
 from .conf import gateway_settings
 
 POSITIVE_NUMBERS = (
@@ -65,6 +66,7 @@ def check_settings(app_configs: Iterable[Any] | None = None, **kwargs: Any) -> l
     errors += _check_numbers()
     errors += _check_rate_limit()
     errors += _check_credential_cache()
+    errors += check_oauth()
     if not apps.is_installed("mcp_sessions"):
         # The server and the authenticators import modules that import the models: not without their app.
         errors.append(
@@ -321,6 +323,7 @@ def check_deployment(app_configs: Iterable[Any] | None = None, **kwargs: Any) ->
                 id="mcp_gateway.W006",
             )
         )
+    messages += check_oauth_deployment()
     if apps.is_installed("mcp_sessions"):  # the routing imports the models; without them, E004 says so
         messages += _check_mounted()
     disabled = [n for n in ("MAX_SESSIONS_PER_USER", "RATE_LIMIT", "IDLE_TIMEOUT", "MAX_LIFETIME") if

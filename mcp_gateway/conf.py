@@ -138,6 +138,32 @@ class GatewaySettings:
     # Days a client usage row is kept after it was last seen, before clear_mcp_sessions deletes it.
     USAGE_RETENTION_DAYS = Setting[float](90)
 
+    # OAuth 2.1 (the optional app mcp_oauth: pip install django-mcp-gateway[oauth]).
+    # The authorization server's issuer identifier (RFC 8414), e.g. "https://site.example"; None: the origin of
+    # each request (fine on one host; set it behind several names or a proxy, check W012).
+    OAUTH_ISSUER = Setting[str | None](None)
+    # Mount prefixes OAuth tokens may be issued for (the resource parameter, RFC 8707, names one); None: (PREFIX,).
+    OAUTH_RESOURCES = Setting[Sequence[str] | None](None)
+    # Seconds an access token lives; a session opened with it ends then too (clients refresh and reconnect).
+    OAUTH_ACCESS_TOKEN_LIFETIME = Setting[float](3600.0)
+    # Seconds a refresh token lives (each use replaces it by a new one); None: until revoked.
+    OAUTH_REFRESH_TOKEN_LIFETIME = Setting[float | None](30 * 86400.0)
+    # Seconds an authorization code is valid (it is single-use anyway).
+    OAUTH_CODE_LIFETIME = Setting[float](60.0)
+    # Dynamic Client Registration (RFC 7591): its endpoint, advertised only when on.
+    OAUTH_DYNAMIC_REGISTRATION = Setting[bool](True)
+    # Client ID Metadata Documents: a client_id that is an https URL names the client's own metadata document.
+    OAUTH_CLIENT_ID_METADATA_DOCUMENTS = Setting[bool](True)
+    # Hosts whose metadata documents are accepted as client IDs, e.g. ("claude.ai", "chatgpt.com"); "*": any.
+    OAUTH_CLIENT_ID_METADATA_HOSTS = Setting[Sequence[str]](("*",))
+    # Dotted path to a callable ``(request, metadata) -> bool`` deciding whether a client may register (DCR) or
+    # be admitted from its metadata document (CIMD); None: every client whose metadata is valid.
+    OAUTH_CLIENT_POLICY = Setting[str | None](None)
+    # Whether "Allow" with "remember" checked skips the consent page for the same client, resource and scopes.
+    OAUTH_REMEMBER_CONSENT = Setting[bool](True)
+    # Tests only: fetch client metadata documents from loopback addresses, over plain HTTP too (check W013).
+    OAUTH_CIMD_ALLOW_LOOPBACK = Setting[bool](False)
+
     def reload(self) -> None:
         """Forget the values read: the next access reads Django's settings again."""
         self.__dict__.clear()

@@ -175,6 +175,14 @@ class Forbidden(GatewayError, PermissionDenied):
     message = "Forbidden"
 
 
+class InsufficientScope(Forbidden):
+    """An OAuth token without a scope the request needs: 403 naming it (``scope=``), so the client can step up."""
+
+    audit_kind = "insufficient_scope"
+    reason = "insufficient_scope"
+    message = "The access token lacks a scope this request needs"
+
+
 class OriginNotAllowed(Forbidden):
     audit_kind = "origin_refused"
     reason = "origin_not_allowed"

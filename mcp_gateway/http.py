@@ -87,6 +87,8 @@ class GatewayRequest:
         # The body, once whole and until its message is parsed; then the message's JSON-RPC id (see rpc_id).
         self.body: bytes | None = None
         self._rpc_id: RequestId | None = None
+        # The URL prefix of the mount the request is for, once routed (its resource, RFC 8707, is named by it).
+        self.mount_prefix: str | None = None
 
     @property
     def rpc_id(self) -> RequestId | None:

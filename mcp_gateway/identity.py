@@ -51,6 +51,7 @@ from .csrf import check_csrf
 from .exceptions import GatewayError, SessionNotFound
 from .http import GatewayRequest
 from .ratelimit import check_rate
+from .resource import resource_url
 from .worker import worker
 
 logger = logging.getLogger("mcp_gateway")
@@ -104,6 +105,8 @@ async def authenticate_cached(request: GatewayRequest) -> Credential:
     if presented is None or not credential_cache.enabled():
         return await authenticate(request)
     cached = credential_cache.get(presented.fingerprint)
+    if cached is not None and cached.audience and cached.audience != resource_url(request):
+        cached = None  # verified for another resource (RFC 8707): the full check refuses it here
     if cached is not None:
         reuse(request, cached)
         return cached if cached.ambient == presented.ambient else dataclasses.replace(cached, ambient=presented.ambient)

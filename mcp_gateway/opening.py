@@ -71,6 +71,7 @@ async def open_session(
         "origin": request.origin or "",
         "token_id": credential.token_id,
         "login_session_hash": credential.login_session_hash,
+        "credential_ref": credential.credential_ref,
         "in_use": transport == Transport.SSE,  # its stream, the caller's, is attached before anything else happens
     }
     opening = asyncio.ensure_future(_insert_record(credential.user, fields))

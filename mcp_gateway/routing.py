@@ -22,12 +22,14 @@ from typing import Any
 
 from asgiref.sync import markcoroutinefunction
 
+from .auth import describes_resources
 from .conf import gateway_settings
 from .exceptions import MethodNotAllowed, NotFound
-from .guards import DEFAULT_GUARDS, guard
+from .guards import DEFAULT_GUARDS, OriginGuard, guard
 from .http import ASGIApp, GatewayRequest, Receive, Scope, Send, send_error
 from .mounts import MESSAGES_PATH, SSE_PATH, STREAMABLE_HTTP_PATH, TICKETS_PATH, Mount
 from .page import PAGE_PATHS, EndpointPage, wants_page
+from .resource import WELL_KNOWN_PATH, ProtectedResourceMetadata, metadata_prefix
 from .transports.base import GatewayConsumer
 from .transports.sse import MessagesConsumer, SSEConsumer
 from .transports.streamable import StreamableHTTPConsumer
@@ -87,6 +89,7 @@ class MountApplication:
         methods, consumer_class = route
         if scope["method"] not in methods:
             return send_error(send, MethodNotAllowed(methods))
+        GatewayRequest.from_scope(scope).mount_prefix = self.mount.prefix
         if below in PAGE_PATHS and wants_page(GatewayRequest.from_scope(scope)):
             return EndpointPage(self.mount, below)(scope, receive, send)
         return consumer_class.for_scope(scope)(self.mount)(scope, receive, send)
@@ -105,6 +108,9 @@ class McpRouter:
         guards = tuple(guards)
         self.mounts = sorted(mounts, key=lambda m: len(m.prefix), reverse=True)
         self.apps = [(m.prefix, guard(MountApplication(m), guards)) for m in self.mounts]
+        # Each mount's protected resource metadata (RFC 9728): a public document, read cross-origin too.
+        public_guards = tuple(g for g in guards if g is not OriginGuard)
+        self.metadata_apps = {m.prefix: guard(ProtectedResourceMetadata(m.prefix), public_guards) for m in self.mounts}
         _routers.add(self)
 
     @markcoroutinefunction  # returns the chosen application's coroutine: no frame of its own per stream
@@ -114,6 +120,10 @@ class McpRouter:
             for prefix, app in self.apps:
                 if _under(prefix, path):
                     return app(scope, receive, send)
+            if path.startswith(WELL_KNOWN_PATH) and describes_resources():
+                metadata_for = metadata_prefix(path, [m.prefix for m in self.mounts])
+                if metadata_for is not None:
+                    return self.metadata_apps[metadata_for](scope, receive, send)
         return self.inner(scope, receive, send)
 
 

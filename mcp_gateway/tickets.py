@@ -39,6 +39,7 @@ async def issue_ticket(request: GatewayRequest, credential: Credential) -> str:
         lifetime=gateway_settings.TICKET_LIFETIME,
         token_id=credential.token_id,
         login_session_hash=credential.login_session_hash,
+        credential_ref=credential.credential_ref,
     )
     return secret
 
@@ -70,6 +71,7 @@ async def stream_credential(request: GatewayRequest) -> Credential:
         expires_at=ticket.token.expires_at if ticket.token else None,
         login_session_hash=ticket.login_session_hash,
         fingerprint=fingerprint,
+        credential_ref=ticket.credential_ref,
         # The redeem checked a token as it is now; a login only as far as the ticket can tell (not its session).
         verified=ticket.token is not None,
     )

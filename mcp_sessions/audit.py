@@ -73,6 +73,7 @@ class AuditKind(models.TextChoices):
     SESSION_LIMIT = "session_limit", _("Session limit reached")
     PAYLOAD_TOO_LARGE = "payload_too_large", _("Body too large")
     REQUEST_STATE_REFUSED = "request_state_refused", _("Multi-round-trip request state refused")
+    INSUFFICIENT_SCOPE = "insufficient_scope", _("OAuth token lacks a needed scope")
 
 
 # The lengths of AuditEvent's columns that hold text of the caller's.

@@ -377,7 +377,16 @@ class StreamTicketManager(models.Manager["StreamTicket"]):
         deleted, _ = self.filter(expires_at__lt=timezone.now()).delete()
         return deleted
 
-    def issue(self, user: Any, *, origin: str, lifetime: float, token_id: int | None, login_session_hash: str) -> str:
+    def issue(
+        self,
+        user: Any,
+        *,
+        origin: str,
+        lifetime: float,
+        token_id: int | None,
+        login_session_hash: str,
+        credential_ref: str = "",
+    ) -> str:
         """A new ticket for ``user``, bound to ``origin`` (possibly empty); returned once, stored hashed.
 
         It remembers the credential that asked for it, so that logging out or
@@ -394,6 +403,7 @@ class StreamTicketManager(models.Manager["StreamTicket"]):
             expires_at=timezone.now() + timedelta(seconds=lifetime),
             token_id=token_id,
             login_session_hash=login_session_hash,
+            credential_ref=credential_ref,
             session_auth_hash=auth_digests[0] if auth_digests else "",
         )
         return secret

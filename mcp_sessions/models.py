@@ -148,6 +148,17 @@ class McpSession(models.Model):
         editable=False,
         help_text=_("SHA-256 of the Django session key that opened it, so logging out ends it."),
     )
+    credential_ref = models.CharField(
+        _("credential reference"),
+        max_length=64,
+        blank=True,
+        db_index=True,
+        editable=False,
+        help_text=_(
+            "What issued the credential that opened it, when neither a token nor a login (an OAuth grant), "
+            "so that revoking it ends the session."
+        ),
+    )
     created_at = models.DateTimeField(_("created"), default=timezone.now, db_index=True)
     last_seen_at = models.DateTimeField(_("last seen"), default=timezone.now)
     closed_at = models.DateTimeField(_("closed"), null=True, blank=True, db_index=True)
@@ -232,6 +243,8 @@ class StreamTicket(models.Model):
     origin = models.CharField(_("origin"), max_length=400, blank=True)
     token = models.ForeignKey(AccessToken, on_delete=models.CASCADE, null=True, blank=True, related_name="+")
     login_session_hash = models.CharField(max_length=64, blank=True, editable=False)
+    # What issued the credential that asked for it (see McpSession.credential_ref): revoking that voids it.
+    credential_ref = models.CharField(max_length=64, blank=True, db_index=True, editable=False)
     # SHA-256 of the user's session auth hash when the ticket was issued: a password change since voids it.
     session_auth_hash = models.CharField(max_length=64, blank=True, editable=False)
     created_at = models.DateTimeField(_("created"), default=timezone.now)

@@ -20,6 +20,7 @@ its next sweep, when it finds the records closed.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Collection
 from typing import Any
 
 from .managers import announce_credentials_revoked
@@ -45,6 +46,20 @@ def revoke_for_user(user: Any, *, cookie_only: bool = False) -> int:
     tickets.delete()
     announce_credentials_revoked(user=user, keep_tokens=cookie_only)
     return revoke(sessions)
+
+
+def revoke_issued(refs: Collection[str], *, token_hashes: Collection[str] = ()) -> int:
+    """End what credentials issued by ``refs`` opened (``credential_ref``: an OAuth grant), and void their tickets.
+
+    ``token_hashes`` are those credentials' digests, announced revoked
+    (:func:`~mcp_sessions.managers.announce_credentials_revoked`) so that no worker goes on trusting them.
+    """
+    refs = [ref for ref in refs if ref]
+    if not refs:
+        return 0
+    StreamTicket.objects.filter(credential_ref__in=refs).delete()
+    announce_credentials_revoked(token_hashes=token_hashes)
+    return revoke(McpSession.objects.filter(credential_ref__in=refs))
 
 
 def revoke_login(session_key: str, user: Any = None) -> int:

@@ -34,6 +34,9 @@ MCP_GATEWAY_RESUME_TIMEOUT = 0.0
 # Shorter than the default (5 s), so the tests of changes that bypass revocation wait less; same behaviour.
 MCP_GATEWAY_RECHECK_INTERVAL = 1.0
 
+# Tokens may be issued for every mount of tests/asgi.py.
+MCP_GATEWAY_OAUTH_RESOURCES = ["/mcp/", "/mcp-test/", "/mcp-conformance/"]
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
