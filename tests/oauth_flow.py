@@ -18,7 +18,7 @@ RESOURCE = f"http://{HOST}/mcp"
 REDIRECT = "http://127.0.0.1:33418/callback"
 
 
-def Client(**defaults: Any) -> DjangoClient:  # noqa: N802  (stands for the class)
+def Client(**defaults: Any) -> DjangoClient:
     """Django's test client, on the loopback host."""
     return DjangoClient(HTTP_HOST=HOST, **defaults)
 

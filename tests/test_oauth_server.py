@@ -18,9 +18,9 @@ from mcp_oauth.secrets import hash_token
 
 from .oauth_flow import (
     ISSUER,
-    Client,
     REDIRECT,
     RESOURCE,
+    Client,
     allow,
     authorize_url,
     callback_params,
@@ -81,7 +81,7 @@ def test_registration_off_is_neither_advertised_nor_served(api: DjangoClient, se
 def test_full_flow_issues_hashed_tokens_bound_to_the_resource(
     browser: DjangoClient, api: DjangoClient, client_id: str
 ) -> None:
-    auth, tokens = full_flow(browser, api, client_id)
+    _, tokens = full_flow(browser, api, client_id)
     assert tokens["token_type"] == "Bearer" and tokens["scope"] == "mcp"
     assert tokens["access_token"].startswith("mcpa_") and tokens["refresh_token"].startswith("mcpr_")
     token = OAuthAccessToken.objects.get(token_hash=hash_token(tokens["access_token"]))
@@ -319,7 +319,7 @@ def test_native_app_schemes_register(api: DjangoClient) -> None:
 
 
 def test_disabling_a_client_revokes_its_grants(browser: DjangoClient, api: DjangoClient, client_id: str) -> None:
-    _, tokens = full_flow(browser, api, client_id)
+    full_flow(browser, api, client_id)
     OAuthClient.objects.filter(client_id=client_id).disable()
     assert Grant.objects.get().revoke_reason == "client_disabled"
     assert OAuthRefreshToken.objects.get().revoked_at is not None
