@@ -44,11 +44,13 @@ POSITIVE_NUMBERS = (
     "USAGE_FLUSH_INTERVAL",
     "USAGE_MAX_CLIENTS",
     "USAGE_RETENTION_DAYS",
+    "OAUTH_ACCESS_TOKEN_LIFETIME",
+    "OAUTH_CODE_LIFETIME",
 )
 # Zero is meaningful here: a dropped HTTP+SSE stream ends its session at once.
 NON_NEGATIVE_NUMBERS = ("RESUME_TIMEOUT", "RECHECK_INTERVAL")
 # None turns these off.
-OPTIONAL_POSITIVE_NUMBERS = ("IDLE_TIMEOUT", "MAX_LIFETIME", "BODY_TIMEOUT")
+OPTIONAL_POSITIVE_NUMBERS = ("IDLE_TIMEOUT", "MAX_LIFETIME", "BODY_TIMEOUT", "OAUTH_REFRESH_TOKEN_LIFETIME")
 
 
 class GatewayTags:
@@ -66,7 +68,6 @@ def check_settings(app_configs: Iterable[Any] | None = None, **kwargs: Any) -> l
     errors += _check_numbers()
     errors += _check_rate_limit()
     errors += _check_credential_cache()
-    errors += check_oauth()
     if not apps.is_installed("mcp_sessions"):
         # The server and the authenticators import modules that import the models: not without their app.
         errors.append(
@@ -79,6 +80,7 @@ def check_settings(app_configs: Iterable[Any] | None = None, **kwargs: Any) -> l
         return errors
     errors += _check_server()
     errors += _check_authenticators()
+    errors += check_oauth()
     return errors
 
 

@@ -51,7 +51,27 @@ CASES = [
     ("zero-request-state-max-age", {"MCP_GATEWAY_REQUEST_STATE_MAX_AGE": 0}, "mcp_gateway.E006"),
     ("no-authenticators", {"MCP_GATEWAY_AUTHENTICATORS": []}, "mcp_gateway.E007"),
     ("bad-authenticator", {"MCP_GATEWAY_AUTHENTICATORS": ["nowhere.Auth"]}, "mcp_gateway.E011"),
-]
+    (
+        "oauth-app-missing",
+        {
+            "INSTALLED_APPS": [
+                "daphne", "django.contrib.auth", "django.contrib.contenttypes", "django.contrib.sessions",
+                "mcp_gateway", "mcp_sessions",
+            ]
+        },
+        "mcp_gateway.E015",
+    ),
+    (
+        "oauth-after-personal-tokens",
+        {"MCP_GATEWAY_AUTHENTICATORS": ["mcp_gateway.auth.BearerTokenAuthenticator", "mcp_oauth.auth.OAuthTokenAuthenticator"]},
+        "mcp_gateway.E016",
+    ),
+    ("oauth-issuer-plain-http", {"MCP_GATEWAY_OAUTH_ISSUER": "http://site.example"}, "mcp_gateway.E017"),
+    ("oauth-issuer-with-query", {"MCP_GATEWAY_OAUTH_ISSUER": "https://site.example/?x=1"}, "mcp_gateway.E017"),
+    ("oauth-resource-not-a-prefix", {"MCP_GATEWAY_OAUTH_RESOURCES": ["mcp"]}, "mcp_gateway.E018"),
+    ("zero-oauth-code-lifetime", {"MCP_GATEWAY_OAUTH_CODE_LIFETIME": 0}, "mcp_gateway.E006"),
+    ("zero-oauth-refresh-lifetime", {"MCP_GATEWAY_OAUTH_REFRESH_TOKEN_LIFETIME": 0}, "mcp_gateway.E009"),
+]  # fmt: skip
 
 
 @pytest.mark.parametrize(("settings", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
@@ -75,6 +95,7 @@ SECURE = {
     "CSRF_COOKIE_SECURE": True,
     "CHANNEL_LAYERS": {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer"}},
     "CACHES": {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": "redis://x"}},
+    "MCP_GATEWAY_OAUTH_ISSUER": "https://site.example",
 }
 
 
@@ -102,6 +123,8 @@ DEPLOY_CASES = [
     ("rate-limit-in-process-cache", {"CACHES": LOCMEM_CACHE}, "mcp_gateway.W009"),
     ("rate-limit-malformed", {"MCP_GATEWAY_RATE_LIMIT": 600}, "mcp_gateway.E008"),
     ("rate-limit-zero-window", {"MCP_GATEWAY_RATE_LIMIT": (600, 0)}, "mcp_gateway.E008"),
+    ("oauth-issuer-unset", {"MCP_GATEWAY_OAUTH_ISSUER": None}, "mcp_gateway.W012"),
+    ("oauth-cimd-loopback", {"MCP_GATEWAY_OAUTH_CIMD_ALLOW_LOOPBACK": True}, "mcp_gateway.W013"),
 ]  # fmt: skip
 
 
@@ -145,7 +168,8 @@ def test_without_the_sessions_app_the_check_says_so_instead_of_failing(tmp_path:
 
     (tmp_path / "without_sessions.py").write_text(
         "from tests.settings import *  # noqa: F403\n"
-        "INSTALLED_APPS = [app for app in INSTALLED_APPS if app != 'mcp_sessions']  # noqa: F405\n"
+        # (mcp_oauth goes too: its models build on mcp_sessions')
+        "INSTALLED_APPS = [app for app in INSTALLED_APPS if app not in ('mcp_sessions', 'mcp_oauth')]  # noqa: F405\n"
     )
     root = Path(__file__).resolve().parent.parent
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "without_sessions", "PYTHONPATH": f"{tmp_path}{os.pathsep}{root}"}

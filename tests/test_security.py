@@ -8,6 +8,7 @@ leave a note behind.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -248,7 +249,13 @@ async def test_status(
         assert error["error"]["data"]["reason"] == case.reason
         assert isinstance(error["error"]["code"], int) and error["error"]["message"]
     if case.status == 401:
-        assert response.headers["www-authenticate"] == 'Bearer realm="mcp", Cookie realm="mcp", cookie-name="sessionid"'
+        # The OAuth challenge (RFC 9728: where the resource's metadata is, the scope to ask for) on an OAuth mount,
+        # then the login cookie's hint.
+        assert re.fullmatch(
+            r'Bearer realm="mcp", resource_metadata="http://127\.0\.0\.1:\d+/\.well-known/oauth-protected-resource/'
+            r'[a-z-]+", scope="mcp", Cookie realm="mcp", cookie-name="sessionid"',
+            response.headers["www-authenticate"],
+        ), response.headers["www-authenticate"]
     if case.status == 405:
         assert response.headers["allow"] in ("GET", "POST")
     if case.status not in (200, 202):
