@@ -63,7 +63,11 @@ CASES = [
     ),
     (
         "oauth-after-personal-tokens",
-        {"MCP_GATEWAY_AUTHENTICATORS": ["mcp_gateway.auth.BearerTokenAuthenticator", "mcp_oauth.auth.OAuthTokenAuthenticator"]},
+        {
+            "MCP_GATEWAY_AUTHENTICATORS": [
+                "mcp_gateway.auth.BearerTokenAuthenticator", "mcp_oauth.auth.OAuthTokenAuthenticator",
+            ]
+        },
         "mcp_gateway.E016",
     ),
     ("oauth-issuer-plain-http", {"MCP_GATEWAY_OAUTH_ISSUER": "http://site.example"}, "mcp_gateway.E017"),
