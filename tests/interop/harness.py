@@ -737,8 +737,12 @@ def run_mcp_remote(
     tool: str | None = None,
     args: Mapping[str, Any] | None = None,
     timeout: float = 60,
+    env: Mapping[str, str] | None = None,
 ) -> ClientRun:
     """``mcp-remote URL --transport sse-only|http-only --header ...``, driven as a stdio MCP server.
+
+    ``env`` adds to its environment: ``BROWSER``, the command it opens an authorization URL with (an OAuth test
+    hands it to a real browser).
 
     Its OAuth state goes to a scratch ``MCP_REMOTE_CONFIG_DIR``; ``--auth-timeout`` bounds
     the wait for an OAuth callback it may start on 401 (see the README for how it fails).
@@ -754,7 +758,7 @@ def run_mcp_remote(
         proc = subprocess.Popen(
             cmd,
             cwd=home,
-            env=_node_env(tools, home),
+            env={**_node_env(tools, home), **(env or {})},
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
