@@ -13,6 +13,7 @@ import ipaddress
 import json
 import ssl
 import stat
+import subprocess
 import sys
 import threading
 import time
@@ -255,3 +256,26 @@ def test_mcp_remote_oauth_in_a_real_browser(
     assert "whoami" in result.tools
     assert "frank" in (result.text or "")
     assert off_loop(lambda: Grant.objects.filter(user=frank, client__kind="dynamic").exists())
+
+
+@pytest.mark.parametrize("transport", ["http", "sse"])
+def test_typescript_sdk_oauth_provider_with_dynamic_registration(daphne: Any, alice: Any, transport: str) -> None:
+    try:
+        tools = ensure_node_tools()
+    except InteropUnavailable as exc:
+        if IN_CI:
+            raise
+        pytest.skip(str(exc))
+    headers = login_headers(alice)
+    endpoint = f"{daphne.url}/mcp/" if transport == "http" else f"{daphne.url}/mcp/sse"
+    script = tools.dir / "ts_oauth_client.mjs"
+    cmd = [str(tools.node), str(script), "--url", endpoint, "--transport", transport, "--tool", "whoami"]
+    cmd += ["--cookie", headers["Cookie"], "--csrf", headers["X-CSRFToken"]]
+    done = subprocess.run(cmd, cwd=tools.dir, capture_output=True, text=True, timeout=120)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    assert lines, (done.stdout, done.stderr)
+    result = json.loads(lines[-1])
+    assert result["ok"], result
+    assert "whoami" in result["tools"] and "alice" in result["text"]
+    assert "resource=" in result["authorizationUrl"] and "code_challenge_method=S256" in result["authorizationUrl"]
+    assert OAuthClient.objects.get(client_id=result["clientId"]).kind == "dynamic"
