@@ -75,7 +75,7 @@ def find_client(client_id: str, request: Any = None) -> OAuthClient | None:
     if not isinstance(client_id, str) or not client_id or len(client_id) > 500:
         return None
     if not cimd.is_document_url(client_id):
-        return OAuthClient.objects.find(client_id) if gateway_settings.OAUTH_DYNAMIC_REGISTRATION else None
+        return OAuthClient.objects.find(client_id)  # registered ones stay usable when registration is turned off
     if not gateway_settings.OAUTH_CLIENT_ID_METADATA_DOCUMENTS:
         return None
     known = OAuthClient.objects.filter(client_id=client_id).first()

@@ -132,6 +132,11 @@ class GrantQuerySet(models.QuerySet["Grant"]):
 
 
 class GrantManager(models.Manager.from_queryset(GrantQuerySet)["Grant"]):  # type: ignore[misc]
+    def clear_expired(self, days: float) -> int:
+        """Delete the grants revoked more than ``days`` ago (their codes and tokens with them); how many."""
+        deleted, _ = self.filter(revoked_at__lt=timezone.now() - timedelta(days=days)).delete()
+        return int(deleted)
+
     def issue_tokens(
         self, grant: Grant, *, access_lifetime: float, refresh_lifetime: float | None, refresh: bool
     ) -> dict[str, Any]:
@@ -231,6 +236,12 @@ class AccessTokenManager(models.Manager["OAuthAccessToken"]):
             grant.last_used_at = now
         return token
 
+    def clear_expired(self, days: float) -> int:
+        """Delete the access tokens expired or revoked more than ``days`` ago; how many."""
+        before = timezone.now() - timedelta(days=days)
+        deleted, _ = self.filter(models.Q(expires_at__lt=before) | models.Q(revoked_at__lt=before)).delete()
+        return deleted
+
     def find(self, secret: str) -> OAuthAccessToken | None:
         """The token with this secret, whatever its state (the revocation endpoint's lookup)."""
         if not is_shaped(secret, ACCESS_TAG):
@@ -246,6 +257,16 @@ class AccessTokenManager(models.Manager["OAuthAccessToken"]):
 
 
 class RefreshTokenManager(models.Manager["OAuthRefreshToken"]):
+    def clear_expired(self, days: float) -> int:
+        """Delete the refresh tokens expired, used or revoked more than ``days`` ago; how many.
+
+        A used one is kept that long to notice its reuse (which revokes its grant).
+        """
+        before = timezone.now() - timedelta(days=days)
+        stale = models.Q(expires_at__lt=before) | models.Q(used_at__lt=before) | models.Q(revoked_at__lt=before)
+        deleted, _ = self.filter(stale).delete()
+        return deleted
+
     def find(self, secret: str) -> OAuthRefreshToken | None:
         if not is_shaped(secret, REFRESH_TAG):
             return None

@@ -164,6 +164,7 @@ REVOCATIONS = [
     pytest.param("client", id="disable-client"),
     pytest.param("withdraw", id="user-withdraws"),
     pytest.param("deactivate-user", id="deactivate-user"),
+    pytest.param("delete-user", id="delete-user"),
 ]
 
 
@@ -185,9 +186,11 @@ async def test_revocation_closes_the_stream_across_processes(
                 OAuthClient.objects.filter(pk=grant.client_id).disable()
             elif how == "withdraw":
                 Consent.objects.withdraw(alice, grant.client)
-            else:
+            elif how == "deactivate-user":
                 alice.is_active = False
                 alice.save()
+            else:
+                alice.delete()
 
         await sync_to_async(revoke)()
         with anyio.fail_after(BOUND):
@@ -198,6 +201,9 @@ async def test_revocation_closes_the_stream_across_processes(
                 pass
         response = await http.post(server.url + stream.endpoint, json=jsonrpc("ping"), headers=headers)
         assert response.status_code in (401, 404)
+    if how == "delete-user":
+        assert not await Grant.objects.filter(pk=grant.pk).aexists()  # gone with the user, its sessions too
+        return
     record = await McpSession.objects.aget(credential_ref=grant.ref)
     assert record.close_reason == CloseReason.REVOKED
     assert re.fullmatch(r"oauth:\d+", record.credential_ref)

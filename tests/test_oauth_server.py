@@ -5,6 +5,7 @@ In-process with Django's test client; the clients' real flows against a live dap
 
 from __future__ import annotations
 
+import io
 from datetime import timedelta
 from typing import Any
 from urllib.parse import urlencode
@@ -342,3 +343,22 @@ def test_authorize_query_is_not_reflected_unescaped(browser: DjangoClient, clien
 
 def test_token_endpoint_refuses_get(api: DjangoClient) -> None:
     assert api.get("/oauth/token?" + urlencode({"grant_type": "refresh_token"})).status_code == 405
+
+
+def test_registered_clients_keep_working_when_registration_is_turned_off(
+    browser: DjangoClient, api: DjangoClient, client_id: str, settings: Any
+) -> None:
+    settings.MCP_GATEWAY_OAUTH_DYNAMIC_REGISTRATION = False
+    full_flow(browser, api, client_id)
+
+
+def test_clear_mcp_oauth_keeps_usable_tokens(browser: DjangoClient, api: DjangoClient, client_id: str) -> None:
+    from django.core.management import call_command
+
+    _, tokens = full_flow(browser, api, client_id)
+    refresh(api, client_id, tokens["refresh_token"])
+    OAuthRefreshToken.objects.filter(used_at__isnull=False).update(used_at=timezone.now() - timedelta(days=60))
+    AuthorizationCode.objects.update(expires_at=timezone.now() - timedelta(days=2))
+    call_command("clear_mcp_oauth", stdout=io.StringIO())
+    assert OAuthRefreshToken.objects.count() == 1 and not AuthorizationCode.objects.exists()
+    assert OAuthAccessToken.objects.count() == 2
