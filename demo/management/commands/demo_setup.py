@@ -42,4 +42,6 @@ class Command(BaseCommand):
             f"MCP (HTTP+SSE):        {site}{prefix}sse\n"
             "A bearer token for MCP clients:        .venv/bin/python manage.py create_mcp_token demo\n"
             "Or cookie headers for MCP clients:     .venv/bin/python manage.py demo_headers demo\n"
+            f"Or OAuth (mcp-remote, VS Code, Cursor): give them {site}{prefix} and log in as demo when asked\n"
+            f"  (authorization server metadata: {site}/.well-known/oauth-authorization-server)\n"
         )
