@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("mcp_gateway", "mcp_sessions")
+PACKAGES = ("mcp_gateway", "mcp_sessions", "mcp_oauth")
 
 
 @pytest.fixture(scope="module")
@@ -28,14 +28,14 @@ def wheel(built_wheel: Path) -> Iterator[zipfile.ZipFile]:
 
 
 def package_files() -> list[str]:
-    """Every file of the two packages that git tracks, as a path inside the wheel."""
+    """Every file of the packages that git tracks, as a path inside the wheel."""
     tracked = subprocess.run(
         ["git", "ls-files", *PACKAGES], cwd=ROOT, check=True, capture_output=True, text=True
     ).stdout.split()
     return sorted(tracked)
 
 
-def test_the_wheel_holds_every_file_of_both_packages(wheel: zipfile.ZipFile) -> None:
+def test_the_wheel_holds_every_file_of_the_packages(wheel: zipfile.ZipFile) -> None:
     in_wheel = set(wheel.namelist())
     missing = [name for name in package_files() if name not in in_wheel]
     assert not missing, f"not in the wheel: {missing}"
@@ -50,6 +50,8 @@ def test_the_wheel_holds_every_file_of_both_packages(wheel: zipfile.ZipFile) -> 
         "mcp_sessions/static/mcp_sessions/admin.css",
         "mcp_gateway/py.typed",
         "mcp_sessions/py.typed",
+        "mcp_oauth/templates/mcp_oauth/consent.html",
+        "mcp_oauth/py.typed",
     ],
     ids=[
         "token-created-page",
@@ -58,6 +60,8 @@ def test_the_wheel_holds_every_file_of_both_packages(wheel: zipfile.ZipFile) -> 
         "admin-css",
         "gateway-typed",
         "sessions-typed",
+        "oauth-consent-page",
+        "oauth-typed",
     ],
 )
 def test_the_wheel_holds_the_pages_and_what_type_checkers_read(wheel: zipfile.ZipFile, name: str) -> None:
