@@ -109,16 +109,12 @@ class CredentialCache:
 
     def forget(self, message: ForgetCredentialsMessage) -> None:
         """Drop the credentials ``message`` names (see :class:`~mcp_gateway.wire.ForgetCredentialsMessage`)."""
-        user = message.get("user")
-        keep_tokens = bool(message.get("keep_tokens"))
         with self._lock:
             self.epoch += 1
             doomed = set(_known(self._entries, message.get("fingerprints", ())))
-            if user is not None:
+            if message.get("user") is not None:
                 doomed.update(
-                    fingerprint
-                    for fingerprint, credential in self._entries.items()
-                    if str(credential.user.pk) == user and not (keep_tokens and credential.token_id is not None)
+                    fingerprint for fingerprint, credential in self._entries.items() if names(message, credential)
                 )
             for fingerprint in doomed:
                 del self._entries[fingerprint]
@@ -140,6 +136,17 @@ class CredentialCache:
         with self._lock:
             self.epoch += 1
             self._entries.clear()
+
+
+def names(message: Mapping[str, Any], credential: Credential) -> bool:
+    """Whether a forget message names ``credential``: by its fingerprint, or among its user's (tokens kept or not)."""
+    fingerprints = message.get("fingerprints") or ()
+    if credential.fingerprint and credential.fingerprint in fingerprints:
+        return True
+    user = message.get("user")
+    if user is None or str(credential.user.pk) != user:
+        return False
+    return not (message.get("keep_tokens") and credential.token_id is not None)
 
 
 def _known(entries: OrderedDict[str, Credential], fingerprints: Iterable[object]) -> Iterable[str]:

@@ -301,6 +301,7 @@ class WorkerInbox:
         """
         if message.get("type") == "mcp.forget_credentials":
             credential_cache.forget_received(message)
+            self._worker.keepalive.credentials_revoked(message)
             return
         pks = message.pop("sessions", None)
         if not isinstance(pks, list):
@@ -405,6 +406,14 @@ class Keepalive:
 
     def discard(self, stream: Pinged) -> None:
         self._streams.discard(stream)
+
+    def credentials_revoked(self, message: dict[str, Any]) -> None:
+        """Tell the open streams that credentials were revoked: a 2026-07-28 one (a listen stream) has no session
+        to be revoked with, so it ends itself if its credential is among them."""
+        for stream in list(self._streams):
+            revoked = getattr(stream, "credentials_revoked", None)
+            if revoked is not None:
+                revoked(message)
 
     async def _run(self) -> None:
         while self._streams:

@@ -6,6 +6,7 @@ test_oauth_server and test_oauth_clients) and presented by the official SDK clie
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import timedelta
 from typing import Any
@@ -21,7 +22,7 @@ from mcp_oauth.models import Grant, OAuthAccessToken, OAuthClient, RevokeReason
 from mcp_oauth.secrets import hash_token
 from mcp_sessions.models import CloseReason, McpSession
 
-from .clients import BOUND, TRANSPORTS, handshake, jsonrpc, mcp_client, raw_stream
+from .clients import BOUND, TRANSPORTS, RawStream, handshake, jsonrpc, mcp_client, raw_stream
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -211,3 +212,26 @@ async def test_revocation_closes_the_stream_across_processes(
         not await OAuthAccessToken.objects.filter(token_hash=hash_token(secret), revoked_at__isnull=True).aexists()
         or how == "deactivate-user"
     )
+
+
+async def test_revoking_a_grant_ends_its_listen_stream_across_processes(
+    server: Any, http: httpx2.AsyncClient, alice: Any
+) -> None:
+    from .test_modern import envelope, modern_headers
+
+    grant, secret = await sync_to_async(issue)(alice, f"{server.url}/mcp-conformance")
+    listen = envelope("subscriptions/listen", "sub-1", notifications={"toolsListChanged": True})
+    headers = {"Content-Type": "application/json", **modern_headers("subscriptions/listen"), **bearer(secret)}
+    url = f"{server.url}/mcp-conformance/"
+    async with http.stream("POST", url, content=json.dumps(listen).encode(), headers=headers) as response:
+        assert response.status_code == 200, await response.aread()
+        stream = RawStream(response)
+        event, data = await stream.next_event(timeout=BOUND)
+        assert json.loads(data)["method"] == "notifications/subscriptions/acknowledged"
+        await sync_to_async(Grant.objects.filter(pk=grant.pk).revoke)(RevokeReason.ADMIN)
+        with anyio.fail_after(BOUND):
+            try:
+                while True:
+                    await stream.next_event(timeout=BOUND)
+            except EOFError:
+                pass

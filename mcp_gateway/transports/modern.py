@@ -54,6 +54,7 @@ from mcp_sessions.models import CloseReason, Transport
 from .. import sse, wire
 from ..conf import gateway_settings
 from ..context import GatewayRequestContext
+from ..credcache import names
 from ..exceptions import (
     BatchNotSupported,
     InvalidMessage,
@@ -98,6 +99,7 @@ class PerRequestConsumer(GatewayConsumer):
     _pinging: asyncio.Task[None] | None = None
     _flow: FlowControl | None = None
     _mode: str | None = None  # None: nothing sent; "sse": streaming; "done": answered
+    _credential: Any = None
 
     def __init__(self, mount: Any) -> None:
         super().__init__(mount)
@@ -116,6 +118,7 @@ class PerRequestConsumer(GatewayConsumer):
         if not (self.request.accepts("application/json") and self.request.accepts("text/event-stream")):
             raise NotAcceptable()
         caller = await self.identify(transport=Transport.STREAMABLE_HTTP)
+        self._credential = caller.credential
         try:
             decoded = json.loads(body)
         except (ValueError, RecursionError):
@@ -297,6 +300,11 @@ class PerRequestConsumer(GatewayConsumer):
         except wire.OutletClosed:
             if self._task is not None:
                 self._task.cancel()
+
+    def credentials_revoked(self, message: dict[str, Any]) -> None:
+        """Its credential was revoked (logout, a revoked token or OAuth grant, …): end the request and its stream."""
+        if self._credential is not None and names(message, self._credential):
+            self._internal.put_nowait({"type": _DONE})
 
     # Message handlers
 
