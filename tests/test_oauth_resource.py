@@ -226,7 +226,7 @@ async def test_revoking_a_grant_ends_its_listen_stream_across_processes(
     async with http.stream("POST", url, content=json.dumps(listen).encode(), headers=headers) as response:
         assert response.status_code == 200, await response.aread()
         stream = RawStream(response)
-        event, data = await stream.next_event(timeout=BOUND)
+        _, data = await stream.next_event(timeout=BOUND)
         assert json.loads(data)["method"] == "notifications/subscriptions/acknowledged"
         await sync_to_async(Grant.objects.filter(pk=grant.pk).revoke)(RevokeReason.ADMIN)
         with anyio.fail_after(BOUND):
