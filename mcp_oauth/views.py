@@ -29,8 +29,6 @@ from .models import Consent, Grant, OAuthClient
 from .scopes import describe
 from .server import McpAuthorizationServer
 
-CORS = {"Access-Control-Allow-Origin": "*"}
-
 
 def _cors(response: HttpResponse, methods: str = "GET") -> HttpResponse:
     response["Access-Control-Allow-Origin"] = "*"
