@@ -109,7 +109,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
         AuthorizationCode.objects.store(
             code,
             grant,
-            redirect_uri=request.payload.redirect_uri,
+            redirect_uri=request.payload.redirect_uri or "",  # none given: the token request need not repeat it
             challenge=request.payload.data["code_challenge"],
             method="S256",
             lifetime=gateway_settings.OAUTH_CODE_LIFETIME,

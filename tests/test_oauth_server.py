@@ -362,3 +362,14 @@ def test_clear_mcp_oauth_keeps_usable_tokens(browser: DjangoClient, api: DjangoC
     call_command("clear_mcp_oauth", stdout=io.StringIO())
     assert OAuthRefreshToken.objects.count() == 1 and not AuthorizationCode.objects.exists()
     assert OAuthAccessToken.objects.count() == 2
+
+
+def test_redirect_uri_may_be_omitted_with_one_registered(
+    browser: DjangoClient, api: DjangoClient, client_id: str
+) -> None:
+    auth = start(client_id)
+    url = authorize_url(auth, redirect_uri=None)
+    page = browser.get(url)
+    done = browser.post(url, {"csrfmiddlewaretoken": page.context["csrf_token"], "decision": "allow"})
+    assert done["Location"].startswith(REDIRECT)
+    assert exchange(api, auth, callback_params(done)["code"], redirect_uri=None).status_code == 200
