@@ -32,7 +32,7 @@ busy does not refuse, because the record is already closed and the new
 session counted, which is what keeps the cap exact (refusing would mean
 reopening the record, one session over the cap). It finishes instead: it
 takes no new message and answers the requests it has in progress, for a short
-while (:data:`mcp_gateway.sessions.host.EVICTION_GRACE`), before it closes.
+while (:data:`mcp_gateway.sessions.site.EVICTION_GRACE`), before it closes.
 
 HTTP+SSE sessions are never chosen: their stream is the session, so one whose
 stream is open is in use by definition, and one whose stream dropped closes
