@@ -78,6 +78,7 @@ class NodeTools:
     inspector: Path
     mcp_remote: Path
     ts_client: Path
+    axe: Path  # axe-core's browser bundle, injected into pages by the browser tests' accessibility check
 
     def versions(self) -> dict[str, str]:
         """The installed versions, from each package's package.json."""
@@ -88,6 +89,7 @@ class NodeTools:
             "inspector": "@modelcontextprotocol/inspector",
             "sdk": "@modelcontextprotocol/sdk",
             "mcp-remote": "mcp-remote",
+            "axe-core": "axe-core",
         }
         return {
             key: json.loads((self.dir / "node_modules" / pkg / "package.json").read_text())["version"]
@@ -110,6 +112,7 @@ def _node_tools() -> NodeTools:
         inspector=mcp / "inspector" / "clients" / "launcher" / "build" / "index.js",
         mcp_remote=NODE_MODULES / "mcp-remote" / "dist" / "proxy.js",
         ts_client=INTEROP_DIR / "ts_client.mjs",
+        axe=NODE_MODULES / "axe-core" / "axe.min.js",
     )
 
 
@@ -139,7 +142,14 @@ def ensure_node_tools(*, timeout: float = 600) -> NodeTools:
             and STAMP_FILE.read_text() == digest
             and all(
                 p.exists()
-                for p in (tools.node, tools.conformance, tools.conformance_next, tools.inspector, tools.mcp_remote)
+                for p in (
+                    tools.node,
+                    tools.conformance,
+                    tools.conformance_next,
+                    tools.inspector,
+                    tools.mcp_remote,
+                    tools.axe,
+                )
             )
         )
 
