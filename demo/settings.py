@@ -127,6 +127,8 @@ SESSION_COOKIE_SAMESITE = "Lax"
 
 # The MCP gateway: one server under /mcp/.
 MCP_GATEWAY_SERVER = "demo.mcp_server.mcp"
+# Your MCP access (account/mcp/) in the demo's own look.
+MCP_GATEWAY_ACCOUNT_BASE_TEMPLATE = "demo/base.html"
 
 LOGGING = {
     "version": 1,

@@ -77,6 +77,7 @@ def check_settings(app_configs: Iterable[Any] | None = None, **kwargs: Any) -> l
         return errors
     errors += _check_server()
     errors += _check_authenticators()
+    errors += _check_account_template()
     return errors
 
 
@@ -224,6 +225,29 @@ def _check_credential_cache() -> list[CheckMessage]:
             )
         )
     return messages
+
+
+def _check_account_template() -> list[CheckMessage]:
+    """The base template of the account pages (``mcp_sessions.urls``) loads: else each of them answers 500."""
+    from django.template import TemplateDoesNotExist, TemplateSyntaxError
+    from django.template.loader import get_template
+
+    name = gateway_settings.ACCOUNT_BASE_TEMPLATE
+    try:
+        if not isinstance(name, str) or not name:
+            raise TemplateDoesNotExist(repr(name))
+        get_template(name)
+    except (TemplateDoesNotExist, TemplateSyntaxError) as exc:
+        return [
+            Error(
+                f"MCP_GATEWAY_ACCOUNT_BASE_TEMPLATE {name!r} cannot be loaded ({type(exc).__name__}: {exc}): "
+                "every page of Your MCP access would answer 500.",
+                hint="Name a template of the site that defines the blocks title and content, or leave the "
+                "setting unset for the package's own.",
+                id="mcp_gateway.E015",
+            )
+        ]
+    return []
 
 
 def _check_authenticators() -> list[CheckMessage]:

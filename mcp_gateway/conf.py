@@ -137,6 +137,9 @@ class GatewaySettings:
     USAGE_MAX_CLIENTS = Setting[int](10_000)
     # Days a client usage row is kept after it was last seen, before clear_mcp_sessions deletes it.
     USAGE_RETENTION_DAYS = Setting[float](90)
+    # The template the "Your MCP access" pages (``mcp_sessions.urls``) extend, so they take the site's look; it
+    # must define the blocks ``title`` and ``content``. The default is a bare page of the package's own.
+    ACCOUNT_BASE_TEMPLATE = Setting[str]("mcp_sessions/account/base.html")
 
     def reload(self) -> None:
         """Forget the values read: the next access reads Django's settings again."""

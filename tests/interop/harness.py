@@ -80,6 +80,7 @@ class NodeTools:
     mcp_remote: Path
     ts_client: Path
     ts2_client: Path
+    axe: Path  # axe-core's browser bundle, injected into pages by the browser tests' accessibility check
 
     def versions(self) -> dict[str, str]:
         """The installed versions, from each package's package.json."""
@@ -91,6 +92,7 @@ class NodeTools:
             "sdk": "@modelcontextprotocol/sdk",
             "client": "@modelcontextprotocol/client",
             "mcp-remote": "mcp-remote",
+            "axe-core": "axe-core",
         }
         return {
             key: json.loads((self.dir / "node_modules" / pkg / "package.json").read_text())["version"]
@@ -114,6 +116,7 @@ def _node_tools() -> NodeTools:
         mcp_remote=NODE_MODULES / "mcp-remote" / "dist" / "proxy.js",
         ts_client=INTEROP_DIR / "ts_client.mjs",
         ts2_client=INTEROP_DIR / "ts2_client.mjs",
+        axe=NODE_MODULES / "axe-core" / "axe.min.js",
     )
 
 
@@ -143,7 +146,14 @@ def ensure_node_tools(*, timeout: float = 600) -> NodeTools:
             and STAMP_FILE.read_text() == digest
             and all(
                 p.exists()
-                for p in (tools.node, tools.conformance, tools.conformance_next, tools.inspector, tools.mcp_remote)
+                for p in (
+                    tools.node,
+                    tools.conformance,
+                    tools.conformance_next,
+                    tools.inspector,
+                    tools.mcp_remote,
+                    tools.axe,
+                )
             )
         )
 

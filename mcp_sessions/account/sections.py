@@ -1,0 +1,78 @@
+"""The sections of the "Your MCP access" page: each one a template and what it shows the user asking.
+
+:data:`SECTIONS` is the page's table of contents, in order; the page renders each section's template with
+the context its function returns for the request (as ``data``, next to ``section``). A further section (the
+apps a user connected through OAuth, their recent tool calls) is one more :class:`Section` here, with a
+template under ``mcp_sessions/account/`` and its own :attr:`Section.shown` rule (say, its app installed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from django.http import HttpRequest
+from django.utils.functional import Promise
+from django.utils.translation import gettext_lazy as _
+
+from ..models import AccessToken, McpSession
+from ..revocation import login_session_hash
+
+# Recently ended sessions shown under the open ones: enough to see what was just ended, not a history.
+RECENTLY_ENDED = 10
+
+
+@dataclass(frozen=True)
+class Section:
+    """One section of the page: its anchor (``id``), heading, template, and the context it renders with."""
+
+    slug: str
+    title: str | Promise
+    template: str
+    context: Callable[[HttpRequest], dict[str, Any]]
+    shown: Callable[[], bool] = lambda: True
+
+
+class SessionRow(NamedTuple):
+    """An open session, and whether this browser's login opened it (the page's "this browser" marker)."""
+
+    session: McpSession
+    this_browser: bool
+
+
+def current_login_hash(request: HttpRequest) -> str:
+    """The login hash of this browser's session, as the gateway stores it on the sessions the login opens."""
+    session_key = getattr(getattr(request, "session", None), "session_key", None)
+    return login_session_hash(session_key) if session_key else ""
+
+
+def sessions_context(request: HttpRequest) -> dict[str, Any]:
+    """The user's open sessions (of every transport: listen streams too), and the last few ended ones."""
+    mine = McpSession.objects.for_user(request.user).select_related("token")
+    here = current_login_hash(request)
+    open_sessions = [
+        SessionRow(session, bool(here) and session.login_session_hash == here)
+        for session in mine.open().order_by("-last_seen_at", "-pk")
+    ]
+    return {
+        "open_sessions": open_sessions,
+        "others": sum(not row.this_browser for row in open_sessions),
+        "ended_sessions": mine.closed().order_by("-closed_at", "-pk")[:RECENTLY_ENDED],
+    }
+
+
+def tokens_context(request: HttpRequest) -> dict[str, Any]:
+    """The user's tokens, newest first, whatever their state (a revoked one stays as a record)."""
+    return {"tokens": AccessToken.objects.for_user(request.user).order_by("-created_at", "-pk")}
+
+
+SECTIONS: tuple[Section, ...] = (
+    Section("sessions", _("Sessions"), "mcp_sessions/account/sessions.html", sessions_context),
+    Section("tokens", _("Personal access tokens"), "mcp_sessions/account/tokens.html", tokens_context),
+)
+
+
+def render_sections(request: HttpRequest) -> list[tuple[Section, dict[str, Any]]]:
+    """Each section shown, with its context for ``request``, in page order."""
+    return [(section, section.context(request)) for section in SECTIONS if section.shown()]
