@@ -85,18 +85,15 @@ async def _publish(event: ServerEvent, user: str | None) -> bool:
 
 def _send(event: ServerEvent, user: Any, using: str | None) -> None:
     key = user_key(user)
-
-    def send() -> None:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            async_to_sync(_publish)(event, key)
-            return
-        task = loop.create_task(_publish(event, key))
-        _scheduled.add(task)
-        task.add_done_callback(_scheduled.discard)
-
-    transaction.on_commit(send, using=using, robust=True)
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        transaction.on_commit(lambda: async_to_sync(_publish)(event, key), using=using, robust=True)
+        return
+    # In a coroutine: no transaction of this thread to wait for (the ORM runs async code's queries in a thread).
+    task = loop.create_task(_publish(event, key))
+    _scheduled.add(task)
+    task.add_done_callback(_scheduled.discard)
 
 
 def notify_resource_updated(uri: str, *, user: Any = None, using: str | None = None) -> None:

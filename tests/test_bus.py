@@ -32,6 +32,7 @@ from mcp_gateway.worker import Worker
 
 from .clients import until
 from .support.launcher import free_port
+from .support.workers import stop
 
 ALL_EVENTS: list[ServerEvent] = [
     ToolsListChanged(),
@@ -67,17 +68,6 @@ class Node:
     worker: Worker
     layer: Any
     bus: ChannelLayerBus
-
-
-async def stop(worker: Worker) -> None:
-    """Stop a worker's tasks (its inbox): cancelled again until done, as channels-redis's receive may swallow one."""
-    for task in list(worker._background):
-        for _ in range(50):
-            task.cancel()
-            await asyncio.wait([task], timeout=0.1)
-            if task.done():
-                break
-        assert task.done(), f"{task} did not stop"
 
 
 @contextlib.asynccontextmanager
