@@ -272,21 +272,28 @@ async def test_a_token_expiring_ends_its_listen_stream(layer: Any, alice: Any) -
 
 
 @pytest.mark.parametrize(
-    "sessions_first", [pytest.param(True, id="a-session-then-listens"), pytest.param(False, id="listens-only")]
+    ("session", "listens", "session_reason"),
+    [
+        pytest.param(None, 2, None, id="listens-only"),
+        pytest.param("in-use", 1, None, id="a-session-in-use-keeps-its-slot"),
+        pytest.param("idle", 2, CloseReason.EVICTED, id="an-idle-session-makes-room"),
+    ],
 )
-async def test_listen_streams_count_against_the_cap_with_sessions(
-    layer: Any, alice: Any, settings: Any, sessions_first: bool
+async def test_listen_streams_count_against_the_cap_with_sessions_and_are_never_evicted(
+    layer: Any, alice: Any, settings: Any, session: str | None, listens: int, session_reason: str | None
 ) -> None:
+    """Five concurrent opens, cap 2: exactly as many listen streams as fit; the ones open are never the victims."""
     settings.MCP_GATEWAY_MAX_SESSIONS_PER_USER = 2
     request, _ = await bearer(alice)
     credential = await authenticate(request)
     mount = Mount(PREFIX, Server("listen-test"))
-    opened: list[Any] = []
-    if sessions_first:
+    hosts: list[Any] = []
+    if session is not None:
         host, _ = await open_session(
             layer=layer, mount=mount, request=request, credential=credential, transport=Transport.STREAMABLE_HTTP
         )
-        opened.append(host)
+        hosts.append(host)
+        await McpSession.objects.filter(pk=host.pk).aupdate(in_use=session == "in-use")
 
     async def attempt() -> ListenStream | None:
         try:
@@ -294,13 +301,19 @@ async def test_listen_streams_count_against_the_cap_with_sessions(
         except TooManySessions:
             return None
 
-    results = await asyncio.gather(*(attempt() for _ in range(5)))  # concurrent opens: exactly the cap
+    results = await asyncio.gather(*(attempt() for _ in range(5)))
     streams = [s for s in results if s is not None]
     try:
-        assert len(streams) == 2 - len(opened)
+        assert len(streams) == listens
         assert await McpSession.objects.filter(user=alice).open().acount() == 2
+        assert (
+            await McpSession.objects.filter(pk__in=[s.pk for s in streams], closed_at__isnull=True).acount() == listens
+        )
+        if hosts:
+            record = await McpSession.objects.aget(pk=hosts[0].pk)
+            assert (record.close_reason or None) == session_reason
     finally:
-        for closing in [*streams, *opened]:
+        for closing in [*streams, *hosts]:
             await closing.close(CloseReason.SERVER_SHUTDOWN)
 
 
