@@ -44,6 +44,7 @@ from channels.db import database_sync_to_async
 from channels.layers import BaseChannelLayer
 from django.utils import timezone
 from mcp.server.context import ServerRequestContext
+from mcp.server.lowlevel import Server
 from mcp.server.subscriptions import ListenHandler
 from mcp.shared.exceptions import MCPError
 from mcp.shared.subscriptions import ServerEvent, event_matches
@@ -59,10 +60,13 @@ from .auth import Credential
 from .bus import ChannelLayerBus, UserBus, bus
 from .conf import gateway_settings
 from .http import GatewayRequest
+from .modern.sdk import own_request_handlers
 from .opening import Mount, deadline_for, insert_record
 from .worker import Worker, worker
 
 logger = logging.getLogger("mcp_gateway")
+
+LISTEN = "subscriptions/listen"
 
 # Seconds a closed stream has to end its response gracefully before its task is cancelled.
 CLOSE_GRACE = 1.0
@@ -157,6 +161,18 @@ async def listen_stream(**kwargs: Any) -> AsyncIterator[ListenStream]:
     stream = await open_listen_stream(**kwargs)
     async with stream:
         yield stream
+
+
+def serve_listen_streams(server: Server[Any]) -> Server[Any]:
+    """``server`` (a per-request copy) with :func:`serve_listen` for ``subscriptions/listen``, if it serves that.
+
+    The copy gets a handler table of its own first: the mount's server, which handshake-era sessions run, keeps
+    its own handler. A server built with ``subscriptions=False`` serves no listen streams, and still does not.
+    """
+    own_request_handlers(server)
+    if server.get_request_handler(LISTEN) is not None:
+        server.add_request_handler(LISTEN, SubscriptionsListenRequestParams, serve_listen)
+    return server
 
 
 async def serve_listen(
