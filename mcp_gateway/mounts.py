@@ -16,6 +16,7 @@ from mcp.server.lowlevel import Server
 from mcp.server.mcpserver import MCPServer
 
 from .http import Scope
+from .listening import serve_listen_streams
 from .modern.state import per_request_server
 
 # The paths below a mount's prefix.
@@ -47,8 +48,8 @@ class Mount:
 
     @cached_property
     def per_request_server(self) -> Server[Any]:
-        """The server as 2026-07-28 requests are served: its handlers, with the mount's ``requestState`` boundary."""
-        return per_request_server(self.server, self.prefix)
+        """The server as 2026-07-28 requests are served: the mount's ``requestState`` boundary, owned listen streams."""
+        return serve_listen_streams(per_request_server(self.server, self.prefix))
 
     def messages_url(self, scope: Scope, session_id: str) -> str:
         """Where the client POSTs: relative to the site, so it stays same-origin."""

@@ -6,7 +6,9 @@ below; their ``type`` names the Channels handler that receives them
 
 - a worker's one inbox (:class:`~mcp_gateway.worker.WorkerInbox`), shared by
   every session it runs: :data:`InboxMessage`, tagged with the session's
-  record pk (``session``, or ``sessions`` for a revocation of several);
+  record pk (``session``, or ``sessions`` for a revocation of several); as a
+  member of :data:`LISTEN_EVENTS_GROUP`, it also receives every
+  :class:`ListenEventMessage`, which no pk tags;
 - a connection's own channel, while it carries a stream of a session that
   another worker runs: :data:`ConnectionMessage`.
 
@@ -133,8 +135,33 @@ class LayerLostMessage(TypedDict):
     type: Literal["mcp.layer_lost"]
 
 
+# The channel-layer group every worker's inbox joins: events for listen streams, sent once, reach them all.
+LISTEN_EVENTS_GROUP = "mcp_gateway.listen_events"
+
+# A listen event's kind: a list that changed, or one resource (then ``uri`` names it).
+ListenEventKind = Literal["tools_list_changed", "prompts_list_changed", "resources_list_changed", "resource_updated"]
+
+
+class ListenEventMessage(TypedDict):
+    """A server event for ``subscriptions/listen`` streams, sent to :data:`LISTEN_EVENTS_GROUP`.
+
+    ``user`` is the pk (as text) of the only user whose streams may receive it; ``None``: every user's.
+    """
+
+    type: Literal["mcp.listen_event"]
+    kind: ListenEventKind
+    uri: NotRequired[str]
+    user: str | None
+
+
 InboxMessage = (
-    InboundMessage | AttachMessage | DetachMessage | CloseMessage | ForgetCredentialsMessage | LayerLostMessage
+    InboundMessage
+    | AttachMessage
+    | DetachMessage
+    | CloseMessage
+    | ForgetCredentialsMessage
+    | LayerLostMessage
+    | ListenEventMessage
 )
 
 

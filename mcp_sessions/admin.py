@@ -26,6 +26,7 @@ from .admin_base import ADMIN_CSS, shortened, who
 from .admin_base import ReadOnlyAdmin as ReadOnlyAdmin
 from .admin_revoke import RevokeButtonMixin
 from .models import AccessToken, AccessTokenQuerySet, AuditEvent, McpSession, McpSessionQuerySet, TokenState
+from .subscriptions import describe_listen_filter
 
 if TYPE_CHECKING:
     from django.contrib.admin.options import _FieldsetSpec
@@ -107,6 +108,8 @@ class McpSessionAdmin(RevokeButtonMixin, ReadOnlyAdmin):
         "close_reason",
         "messages_in",
         "messages_out",
+        "subscribed",
+        "last_event_at",
     )
     readonly_fields = fields
 
@@ -131,6 +134,11 @@ class McpSessionAdmin(RevokeButtonMixin, ReadOnlyAdmin):
     @admin.display(description=_("duration"))
     def duration(self, obj: McpSession) -> str:
         return timesince(obj.created_at, obj.closed_at or timezone.now())
+
+    @admin.display(description=_("subscribed to"))
+    def subscribed(self, obj: McpSession) -> str:
+        """A listen stream's filter, in words; a dash for a session."""
+        return describe_listen_filter(obj.listen_filter) or "—"
 
     def has_revoke_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm(f"{self.opts.app_label}.revoke_mcpsession")

@@ -15,8 +15,11 @@ class TokenState(models.TextChoices):
 
 
 class Transport(models.TextChoices):
+    """How a session's client reaches it; ``LISTEN`` records a ``subscriptions/listen`` stream (no session ID)."""
+
     SSE = "sse", _("HTTP+SSE")
     STREAMABLE_HTTP = "streamable_http", _("Streamable HTTP")
+    LISTEN = "listen", _("Listen stream (2026-07-28)")
 
 
 class CloseReason(models.TextChoices):

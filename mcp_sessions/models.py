@@ -163,6 +163,15 @@ class McpSession(models.Model):
             "room for another session of its user."
         ),
     )
+    # Of a listen stream (transport "listen") only: what it subscribed to, and when it was last sent an event.
+    listen_filter = models.JSONField(
+        _("listen filter"),
+        null=True,
+        blank=True,
+        editable=False,
+        help_text=_("The events a listen stream subscribed to (the filter its server acknowledged)."),
+    )
+    last_event_at = models.DateTimeField(_("last event"), null=True, blank=True)
 
     objects = McpSessionManager()
 

@@ -8,6 +8,8 @@ these names first.
 
 from __future__ import annotations
 
+from typing import Any
+
 from mcp.server._streamable_http_modern import (
     _is_notification_shaped as is_notification_shaped,
 )
@@ -17,6 +19,7 @@ from mcp.server._streamable_http_modern import (
 from mcp.server._streamable_http_modern import (
     _SingleExchangeDispatchContext as SingleExchangeDispatchContext,
 )
+from mcp.server.lowlevel import Server
 from mcp.server.runner import _has_modern_envelope as has_modern_envelope
 from mcp.server.runner import modern_error_data
 
@@ -26,4 +29,13 @@ __all__ = [
     "is_notification_shaped",
     "mcp_param_rejection",
     "modern_error_data",
+    "own_request_handlers",
 ]
+
+
+def own_request_handlers(server: Server[Any]) -> None:
+    """Give a copied server a request-handler table of its own, so that replacing a handler leaves the original's.
+
+    ``Server._request_handlers`` is private; ``add_request_handler`` is public but writes to the shared table.
+    """
+    server._request_handlers = dict(server._request_handlers)

@@ -65,6 +65,7 @@ from ..exceptions import (
 )
 from ..flow import FlowControl, flow_control_for
 from ..http import SECURITY_HEADERS, Message, Scope, json_bytes, send_response
+from ..listening import LISTEN, ListenStream, open_listen_stream
 from ..modern import sdk
 from ..modern.lifespan import lifespans
 from ..modern.state import credential_fingerprint
@@ -98,6 +99,7 @@ class PerRequestConsumer(GatewayConsumer):
     _pinging: asyncio.Task[None] | None = None
     _flow: FlowControl | None = None
     _mode: str | None = None  # None: nothing sent; "sse": streaming; "done": answered
+    _listen: ListenStream | None = None  # a subscriptions/listen request's stream, owned (mcp_gateway.listening)
 
     def __init__(self, mount: Any) -> None:
         super().__init__(mount)
@@ -170,6 +172,17 @@ class PerRequestConsumer(GatewayConsumer):
             progress_token=progress_token_from_params(request.params),
             sink=sink,
         )
+        if request.method == LISTEN and server.get_request_handler(LISTEN) is not None:
+            # Owned like a session: recorded and counted against the cap (TooManySessions: 429) before it streams.
+            self._listen = await open_listen_stream(
+                layer=self.channel_layer,
+                mount=self.mount,
+                request=self.request,
+                credential=caller.credential,
+                params=request.params,
+                protocol_version=verdict.protocol_version,
+                client_info=verdict.client_info,
+            )
         self.request.release()
         self._task = asyncio.get_running_loop().create_task(
             self._exchange(server, dispatch, request, connection, lifespan_state, sink, frames)
@@ -202,7 +215,7 @@ class PerRequestConsumer(GatewayConsumer):
         answer: list[JSONRPCResponse | JSONRPCError] = []
 
         async def handle() -> None:
-            async with sink:
+            async with sink, self._listen or contextlib.nullcontext():
                 try:
                     result = await serve_one(
                         server,
@@ -226,6 +239,8 @@ class PerRequestConsumer(GatewayConsumer):
                         await self._emit(frame)
                 except wire.OutletClosed:
                     stalled = True
+                    if self._listen is not None:
+                        self._listen.close_soon(CloseReason.STALLED)
                     group.cancel_scope.cancel()
             if stalled:
                 logger.info("Dropped a stalled 2026-07-28 response stream (request %r)", request.id)
@@ -308,6 +323,8 @@ class PerRequestConsumer(GatewayConsumer):
 
     async def stop(self) -> None:
         worker.keepalive.discard(self)
+        if self._listen is not None:
+            self._listen.close_soon(CloseReason.CLIENT_DISCONNECT)  # no-op once it ended; opened but never served
         for task in (self._pinging, self._task):
             if task is not None and not task.done() and task is not asyncio.current_task():
                 task.cancel()
