@@ -17,6 +17,7 @@ This module is below the worker: it imports no worker, stream or transport.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -195,6 +196,13 @@ class ListenRegistry:
             self._joined = (layer, channel, float("-inf"))
             return
         self._joined = (layer, channel, time.monotonic())
+
+    async def leave(self) -> None:
+        """The worker is shutting down: leave the events group (a killed worker's membership expires with it)."""
+        joined, self._joined = self._joined, None
+        if joined is not None:
+            with contextlib.suppress(Exception):
+                await joined[0].group_discard(LISTEN_EVENTS_GROUP, joined[1])
 
     async def refresh(self) -> None:
         """Join the events group again if the last join is an hour old (or failed): the sweep calls this."""

@@ -227,6 +227,7 @@ class Worker:
         closing = [*(host.close(reason) for host in self.local_hosts()), *(s.close(reason) for s in self.listens)]
         await asyncio.gather(*closing, return_exceptions=True)
         await self.revocations.leave()
+        await self.listens.leave()
         try:
             await self.usage.flush()
         except Exception:
