@@ -92,7 +92,7 @@ class SessionHost:
     def __init__(
         self,
         *,
-        site: Site,
+        site: Site[SessionHost],
         layer: BaseChannelLayer,
         inbox: str,
         record: McpSession,

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Coroutine, Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from channels.layers import BaseChannelLayer
 
 from ..wire import Refusal
 from .streams import Outlet
 
-if TYPE_CHECKING:
-    from .host import SessionHost
+# The host: generic here, so that this module needs nothing of host.py (which imports it).
+Host = TypeVar("Host", contravariant=True)
 
 # Waiting messages a session's inbox holds when the channel layer sets no capacity (as Channels' default).
 DEFAULT_INBOX_CAPACITY = 100
@@ -27,16 +27,16 @@ DEFAULT_INBOX_CAPACITY = 100
 EVICTION_GRACE = 10.0
 
 
-class Site(Protocol):
+class Site(Protocol[Host]):
     """What a host needs from the worker that runs it (the :class:`~mcp_gateway.worker.Worker`)."""
 
-    def adopt(self, host: SessionHost) -> None:
+    def adopt(self, host: Host) -> None:
         """Register ``host``: messages and connections for its session find it from now on."""
 
-    def runs(self, host: SessionHost) -> bool:
+    def runs(self, host: Host) -> bool:
         """Whether ``host`` is still registered (its record's close not written yet)."""
 
-    def forget(self, host: SessionHost) -> None:
+    def forget(self, host: Host) -> None:
         """Unregister ``host``: its record is closed."""
 
     def outlet_for(self, layer: BaseChannelLayer, channel: str) -> Outlet:
