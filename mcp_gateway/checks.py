@@ -43,6 +43,7 @@ POSITIVE_NUMBERS = (
     "USAGE_FLUSH_INTERVAL",
     "USAGE_MAX_CLIENTS",
     "USAGE_RETENTION_DAYS",
+    "CALL_RECORDS_PER_MINUTE",
 )
 # Zero is meaningful here: a dropped HTTP+SSE stream ends its session at once.
 NON_NEGATIVE_NUMBERS = ("RESUME_TIMEOUT", "RECHECK_INTERVAL")
@@ -77,7 +78,29 @@ def check_settings(app_configs: Iterable[Any] | None = None, **kwargs: Any) -> l
         return errors
     errors += _check_server()
     errors += _check_authenticators()
+    errors += _check_call_arguments()
     return errors
+
+
+def _check_call_arguments() -> list[CheckMessage]:
+    path = gateway_settings.CALL_ARGUMENTS
+    if path is None:
+        return []
+    try:
+        hook = import_string(path) if isinstance(path, str) else None
+    except ImportError as exc:
+        hook, reason = None, str(exc)
+    else:
+        reason = "not a dotted path to a callable"
+    if callable(hook):
+        return []
+    return [
+        Error(
+            f"MCP_GATEWAY_CALL_ARGUMENTS {path!r} names no redaction hook: {reason}",
+            hint="A function (*, method, name, arguments, user) -> dict | None; or None to store no arguments.",
+            id="mcp_gateway.E015",
+        )
+    ]
 
 
 def _check_server() -> list[CheckMessage]:

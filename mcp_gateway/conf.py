@@ -137,6 +137,14 @@ class GatewaySettings:
     USAGE_MAX_CLIENTS = Setting[int](10_000)
     # Days a client usage row is kept after it was last seen, before clear_mcp_sessions deletes it.
     USAGE_RETENTION_DAYS = Setting[float](90)
+    # Store a record of every tools/call, resources/read and prompts/get (mcp_sessions.models.CallRecord); off,
+    # the call_recorded signal is still sent for each.
+    CALL_RECORDS = Setting[bool](True)
+    # Call records stored per user per minute in each worker; the rest are counted in the log (and still signalled).
+    CALL_RECORDS_PER_MINUTE = Setting[int](600)
+    # Dotted path to the site's redaction hook ``(*, method, name, arguments, user) -> dict | None``: what a call
+    # record stores of the arguments (None: nothing). Unset: no record stores argument values, only their digest.
+    CALL_ARGUMENTS = Setting[str | None](None)
 
     def reload(self) -> None:
         """Forget the values read: the next access reads Django's settings again."""

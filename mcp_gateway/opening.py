@@ -96,7 +96,7 @@ async def open_session(
         inbox=inbox,
         record=record,
         credential=credential,
-        server=mount.server,
+        server=mount.session_server,
         deadline=_deadline(credential),
         resume_timeout=gateway_settings.RESUME_TIMEOUT if transport == Transport.SSE else None,
     )

@@ -35,9 +35,9 @@ from mcp_sessions import audit
 from mcp_sessions.models import AuditKind, CloseReason, McpSession, error_summary
 
 from ..auth import Credential
+from ..caller import credential_fields
 from ..conf import gateway_settings
 from ..context import GatewayRequestContext
-from ..modern.state import credential_fingerprint
 from ..wire import Refusal
 from .actor import SessionActor
 from .events import EventBuffer
@@ -477,11 +477,10 @@ class SessionHost:
     def _actor(self) -> SessionActor:
         if self.actor is None:
             context = GatewayRequestContext(
-                user=self.credential.user,
                 session_ref=self.ref,
                 transport=self.transport,
                 server=self.mount_prefix,
-                credential_fingerprint=credential_fingerprint(self.credential),
+                **credential_fields(self.credential),
             )
             self.actor = SessionActor(
                 self._server,

@@ -52,6 +52,7 @@ from pydantic import ValidationError
 from mcp_sessions.models import CloseReason, Transport
 
 from .. import sse, wire
+from ..caller import credential_fields
 from ..conf import gateway_settings
 from ..context import GatewayRequestContext
 from ..exceptions import (
@@ -67,7 +68,6 @@ from ..flow import FlowControl, flow_control_for
 from ..http import SECURITY_HEADERS, Message, Scope, json_bytes, send_response
 from ..modern import sdk
 from ..modern.lifespan import lifespans
-from ..modern.state import credential_fingerprint
 from ..worker import worker
 from .base import GatewayConsumer
 
@@ -138,12 +138,11 @@ class PerRequestConsumer(GatewayConsumer):
         if isinstance(verdict, InboundLadderRejection):
             raise rejection(verdict)
         context = GatewayRequestContext(
-            user=caller.user,
             session_ref="",
             transport=Transport.STREAMABLE_HTTP,
             server=self.mount.prefix,
             headers=self.request.forwardable_headers(),
-            credential_fingerprint=credential_fingerprint(caller.credential),
+            **credential_fields(caller.credential),
         )
         try:
             lifespan_state = await lifespans.state(self.mount.server)
