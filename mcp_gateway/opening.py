@@ -40,7 +40,7 @@ class Mount(Protocol):
     def prefix(self) -> str: ...
 
     @property
-    def server(self) -> Any: ...  # the MCP server: the SDK's servers share no base class
+    def session_server(self) -> Any: ...  # the MCP server as sessions run it: the SDK's servers share no base class
 
 
 async def open_session(

@@ -68,6 +68,7 @@ from ..flow import FlowControl, flow_control_for
 from ..http import SECURITY_HEADERS, Message, Scope, json_bytes, send_response
 from ..modern import sdk
 from ..modern.lifespan import lifespans
+from ..scopes import step_up
 from ..worker import worker
 from .base import GatewayConsumer
 
@@ -130,6 +131,7 @@ class PerRequestConsumer(GatewayConsumer):
         except ValidationError:
             raise InvalidMessage() from None
         self.request.rpc_id = request.id
+        step_up(caller.credential, request, self.mount)
         raw_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in self.scope.get("headers", ())]
         duplicated = find_duplicated_routing_header(raw_headers)
         if duplicated is not None:

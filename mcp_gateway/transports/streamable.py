@@ -56,6 +56,7 @@ from ..exceptions import (
 )
 from ..http import Message, send_response
 from ..modern.sdk import has_modern_envelope
+from ..scopes import step_up
 from ..sessions.events import MAIN_STREAM
 from ..worker import worker
 from .base import GatewayConsumer, parse_message
@@ -164,6 +165,7 @@ class StreamableHTTPConsumer(StreamConsumer):
             await self._initialize(credential, body, message)
             return False
         session = await self._session(credential)
+        step_up(credential, message, self.mount)
         reply_to = None
         if is_request:
             self.host_channel, self.session_pk = session.channel_name, session.pk

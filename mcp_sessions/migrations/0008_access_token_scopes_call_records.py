@@ -7,47 +7,132 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('mcp_sessions', '0007_client_usage'),
+        ("mcp_sessions", "0007_client_usage"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='accesstoken',
-            name='scopes',
-            field=models.JSONField(blank=True, default=list, help_text="What the token may reach besides its user's permissions: mcp:tools:<name> for one tool, mcp:tools, mcp:resources, mcp:prompts, mcp. Empty: everything its user may use.", verbose_name='scopes'),
+            model_name="accesstoken",
+            name="scopes",
+            field=models.JSONField(
+                blank=True,
+                default=list,
+                help_text="What the token may reach besides its user's permissions: mcp:tools:<name> for one tool, mcp:tools, mcp:resources, mcp:prompts, mcp. Empty: everything its user may use.",
+                verbose_name="scopes",
+            ),
         ),
         migrations.CreateModel(
-            name='CallRecord',
+            name="CallRecord",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('created_at', models.DateTimeField(db_index=True, default=django.utils.timezone.now, verbose_name='time')),
-                ('username', models.CharField(blank=True, max_length=150, verbose_name='username')),
-                ('credential_kind', models.CharField(choices=[('login', 'Login'), ('token', 'Access token'), ('other', 'Other')], max_length=10, verbose_name='credential')),
-                ('credential_ref', models.CharField(blank=True, help_text="Start of the credential's digest: tells a user's logins and tokens apart, reveals neither.", max_length=12, verbose_name='credential reference')),
-                ('client_id', models.CharField(blank=True, max_length=200, verbose_name='OAuth client')),
-                ('session_ref', models.CharField(blank=True, help_text='Empty for a 2026-07-28 request, which has none.', max_length=12, verbose_name='session')),
-                ('request_id', models.CharField(blank=True, max_length=40, verbose_name='request id')),
-                ('server', models.CharField(max_length=200, verbose_name='mount')),
-                ('transport', models.CharField(choices=[('sse', 'HTTP+SSE'), ('streamable_http', 'Streamable HTTP')], max_length=20, verbose_name='transport')),
-                ('protocol_version', models.CharField(blank=True, max_length=40, verbose_name='protocol version')),
-                ('method', models.CharField(max_length=20, verbose_name='method')),
-                ('name', models.CharField(db_index=True, help_text='Tool, prompt or URI.', max_length=400, verbose_name='name')),
-                ('arguments_digest', models.CharField(max_length=64, verbose_name='arguments digest')),
-                ('arguments', models.JSONField(blank=True, help_text="Only what the site's redaction hook kept, when MCP_GATEWAY_CALL_ARGUMENTS names one.", null=True, verbose_name='arguments')),
-                ('outcome', models.CharField(choices=[('ok', 'OK'), ('tool_error', 'Tool error'), ('refused', 'Refused'), ('failed', 'Failed')], db_index=True, max_length=10, verbose_name='outcome')),
-                ('error_code', models.IntegerField(blank=True, null=True, verbose_name='JSON-RPC error code')),
-                ('duration_ms', models.FloatField(verbose_name='duration (ms)')),
-                ('result_size', models.PositiveIntegerField(default=0, verbose_name='result size (bytes)')),
-                ('token', models.ForeignKey(blank=True, db_constraint=False, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='mcp_sessions.accesstoken', verbose_name='access token')),
-                ('user', models.ForeignKey(blank=True, db_constraint=False, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL, verbose_name='user')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "created_at",
+                    models.DateTimeField(db_index=True, default=django.utils.timezone.now, verbose_name="time"),
+                ),
+                ("username", models.CharField(blank=True, max_length=150, verbose_name="username")),
+                (
+                    "credential_kind",
+                    models.CharField(
+                        choices=[("login", "Login"), ("token", "Access token"), ("other", "Other")],
+                        max_length=10,
+                        verbose_name="credential",
+                    ),
+                ),
+                (
+                    "credential_ref",
+                    models.CharField(
+                        blank=True,
+                        help_text="Start of the credential's digest: tells a user's logins and tokens apart, reveals neither.",
+                        max_length=12,
+                        verbose_name="credential reference",
+                    ),
+                ),
+                ("client_id", models.CharField(blank=True, max_length=200, verbose_name="OAuth client")),
+                (
+                    "session_ref",
+                    models.CharField(
+                        blank=True,
+                        help_text="Empty for a 2026-07-28 request, which has none.",
+                        max_length=12,
+                        verbose_name="session",
+                    ),
+                ),
+                ("request_id", models.CharField(blank=True, max_length=40, verbose_name="request id")),
+                ("server", models.CharField(max_length=200, verbose_name="mount")),
+                (
+                    "transport",
+                    models.CharField(
+                        choices=[("sse", "HTTP+SSE"), ("streamable_http", "Streamable HTTP")],
+                        max_length=20,
+                        verbose_name="transport",
+                    ),
+                ),
+                ("protocol_version", models.CharField(blank=True, max_length=40, verbose_name="protocol version")),
+                ("method", models.CharField(max_length=20, verbose_name="method")),
+                (
+                    "name",
+                    models.CharField(
+                        db_index=True, help_text="Tool, prompt or URI.", max_length=400, verbose_name="name"
+                    ),
+                ),
+                ("arguments_digest", models.CharField(max_length=64, verbose_name="arguments digest")),
+                (
+                    "arguments",
+                    models.JSONField(
+                        blank=True,
+                        help_text="Only what the site's redaction hook kept, when MCP_GATEWAY_CALL_ARGUMENTS names one.",
+                        null=True,
+                        verbose_name="arguments",
+                    ),
+                ),
+                (
+                    "outcome",
+                    models.CharField(
+                        choices=[
+                            ("ok", "OK"),
+                            ("tool_error", "Tool error"),
+                            ("refused", "Refused"),
+                            ("failed", "Failed"),
+                        ],
+                        db_index=True,
+                        max_length=10,
+                        verbose_name="outcome",
+                    ),
+                ),
+                ("error_code", models.IntegerField(blank=True, null=True, verbose_name="JSON-RPC error code")),
+                ("duration_ms", models.FloatField(verbose_name="duration (ms)")),
+                ("result_size", models.PositiveIntegerField(default=0, verbose_name="result size (bytes)")),
+                (
+                    "token",
+                    models.ForeignKey(
+                        blank=True,
+                        db_constraint=False,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="mcp_sessions.accesstoken",
+                        verbose_name="access token",
+                    ),
+                ),
+                (
+                    "user",
+                    models.ForeignKey(
+                        blank=True,
+                        db_constraint=False,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                        verbose_name="user",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'MCP call',
-                'verbose_name_plural': 'MCP calls',
-                'ordering': ('-created_at', '-pk'),
+                "verbose_name": "MCP call",
+                "verbose_name_plural": "MCP calls",
+                "ordering": ("-created_at", "-pk"),
             },
         ),
     ]
