@@ -75,7 +75,9 @@ def requirement(*rules: Rule) -> Requirement:
         elif callable(rule):
             checks.append(rule)
         else:
-            perms.extend(rule)
+            nested = requirement(*rule)
+            perms.extend(nested.perms)
+            checks.extend(nested.checks)
     if not (perms or checks):
         raise ValueError("A requirement needs at least one permission or check")
     return Requirement(tuple(perms), tuple(checks))

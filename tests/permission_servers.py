@@ -112,3 +112,41 @@ protect(
     lowlevel,
     tools={"staff_only": is_staff, "notes": "demo.view_note", "editor": ["demo.delete_note", is_staff_async]},
 )
+
+
+def keep_text(*, method: str, name: str, arguments: dict[str, Any], user: Any) -> dict[str, Any] | None:
+    """A redaction hook (MCP_GATEWAY_CALL_ARGUMENTS): keeps only the argument ``text``."""
+    return {"text": arguments["text"]} if "text" in arguments else None
+
+
+class ScopedGrantAuthenticator:
+    """A stand-in for an OAuth resource server: ``Authorization: Grant <user pk> <scope> ...``, a step-up credential.
+
+    Tests only: it trusts what the header says.
+    """
+
+    scheme = "grant"
+    ambient = False
+
+    def challenge(self) -> str:
+        return 'Bearer realm="mcp"'
+
+    async def authenticate(self, request: Any) -> Any:
+        from django.contrib.auth import get_user_model
+
+        from mcp_gateway.auth import Credential
+
+        kind, _, rest = request.headers.get("authorization", "").partition(" ")
+        if kind != "Grant":
+            return None
+        pk, *scopes = rest.split()
+        user = await get_user_model().objects.aget(pk=pk)
+        return Credential(
+            user=user,
+            scheme=self.scheme,
+            ambient=False,
+            fingerprint=f"grant:{rest}",
+            scopes=frozenset(scopes),
+            step_up=True,
+            client_id="test-client",
+        )

@@ -1,0 +1,292 @@
+"""Permissions on tools, resources and prompts, scoped tokens and call records, through real daphne launchers.
+
+The servers are tests/permission_servers.py: an ``MCPServer`` marked with ``@require`` at ``/mcp-perms/`` and a
+low-level ``Server`` guarded with ``protect()`` at ``/mcp-perms-low/``. Each is driven by the official client over
+both transports and in both eras (``legacy``: the initialize handshake; ``auto``: 2026-07-28), and by raw requests
+where the very bytes matter.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx2
+import pytest
+from asgiref.sync import sync_to_async
+from django.contrib.auth.models import Group, Permission
+from mcp import Client
+from mcp.shared.exceptions import MCPError
+
+from mcp_sessions.calls import arguments_digest
+from mcp_sessions.choices import CallOutcome
+from mcp_sessions.models import AccessToken, CallRecord
+
+from .clients import TRANSPORTS, poll, transport_streams
+from .conftest import login_headers
+from .test_modern import envelope, modern_headers, post
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+MODES = ["legacy", "auto"]
+GUARDED = "/mcp-perms/"
+LOW = "/mcp-perms-low/"
+
+
+def grant(user: Any, *codenames: str) -> None:
+    user.user_permissions.add(*Permission.objects.filter(codename__in=codenames))
+
+
+def editors_group(*codenames: str) -> Group:
+    group = Group.objects.create(name="editors")
+    group.permissions.add(*Permission.objects.filter(codename__in=codenames))
+    return group
+
+
+def make_caller(make_user: Any, kind: str) -> Any:
+    """A user as the case names it."""
+    if kind == "plain":
+        return make_user("plain")
+    if kind == "with-permission":
+        user = make_user("viewer")
+        grant(user, "view_note")
+        return user
+    if kind == "through-group":
+        user = make_user("grouped", is_staff=True)
+        user.groups.add(editors_group("delete_note", "view_note"))
+        return user
+    if kind == "staff":
+        return make_user("staffer", is_staff=True)
+    if kind == "superuser":
+        return get_superuser(make_user)
+    raise AssertionError(kind)
+
+
+def get_superuser(make_user: Any) -> Any:
+    user = make_user("root", is_staff=True, is_superuser=True)
+    return user
+
+
+ALL_TOOLS = {"public", "staff_only", "notes", "editor", "boom"}
+# (who calls, the tools they see on either server)
+LISTS = [
+    pytest.param("plain", {"public", "boom"}, id="no-permission-sees-unguarded-only"),
+    pytest.param("with-permission", {"public", "boom", "notes"}, id="user-permission-shows-its-tool"),
+    pytest.param("through-group", {"public", "boom", "notes", "editor", "staff_only"}, id="group-grants-tools"),
+    pytest.param("staff", {"public", "boom", "staff_only"}, id="staff-check-passes"),
+    pytest.param("superuser", ALL_TOOLS, id="superuser-sees-all"),
+]
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(("who", "expected"), LISTS)
+@pytest.mark.parametrize("prefix", [GUARDED, LOW], ids=["mcpserver", "lowlevel"])
+async def test_lists_show_each_user_what_they_may_use(
+    daphne: Any, make_user: Any, who: str, expected: set[str], transport: str, mode: str, prefix: str
+) -> None:
+    user = await sync_to_async(make_caller)(make_user, who)
+    headers = await sync_to_async(login_headers)(user)
+    async with Client(transport_streams(daphne.url, headers, prefix, transport), mode=mode) as client:  # type: ignore[arg-type]
+        assert {tool.name for tool in (await client.list_tools()).tools} == expected
+        for name in expected - {"boom"}:
+            result = await client.call_tool(name, {})
+            assert not result.is_error, (name, result)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("mode", MODES)
+async def test_resources_templates_and_prompts_are_listed_per_user(
+    daphne: Any, make_user: Any, transport: str, mode: str
+) -> None:
+    plain = await sync_to_async(make_caller)(make_user, "plain")
+    viewer = await sync_to_async(make_caller)(make_user, "with-permission")
+    seen = {}
+    for user in (plain, viewer):
+        headers = await sync_to_async(login_headers)(user)
+        async with Client(transport_streams(daphne.url, headers, GUARDED, transport), mode=mode) as client:  # type: ignore[arg-type]
+            seen[user.username] = (
+                {str(r.uri) for r in (await client.list_resources()).resources},
+                {t.uri_template for t in (await client.list_resource_templates()).resource_templates},
+                {p.name for p in (await client.list_prompts()).prompts},
+            )
+    assert seen["plain"] == ({"notes://public"}, set(), {"greet"})
+    assert seen["viewer"] == ({"notes://public", "notes://mine"}, {"notes://by-id/{pk}"}, {"greet", "summarize"})
+
+
+# (the method, a guarded name, an unknown one, the params naming it)
+HIDDEN = [
+    pytest.param("tools/call", "notes", "nosuch", "name", GUARDED, id="tool-call-mcpserver"),
+    pytest.param("tools/call", "notes", "nosuch", "name", LOW, id="tool-call-lowlevel"),
+    pytest.param("resources/read", "notes://mine", "notes://nosuch", "uri", GUARDED, id="resource-read"),
+    pytest.param("resources/read", "notes://by-id/3", "notes://nosuch/3", "uri", GUARDED, id="template-read"),
+    pytest.param("prompts/get", "summarize", "nosuch", "name", GUARDED, id="prompt-get"),
+]
+
+
+def _params(method: str, field: str, name: str) -> dict[str, Any]:
+    extra = {"arguments": {"topic": "x"}} if method == "prompts/get" else {}
+    extra = {"arguments": {}} if method == "tools/call" else extra
+    return {field: name, **extra}
+
+
+@pytest.mark.parametrize(("method", "guarded", "unknown", "field", "prefix"), HIDDEN)
+async def test_a_refused_use_answers_byte_for_byte_as_an_unknown_name_2026(
+    daphne: Any,
+    alice_headers: dict[str, str],
+    http: httpx2.AsyncClient,
+    method: str,
+    guarded: str,
+    unknown: str,
+    field: str,
+    prefix: str,
+) -> None:
+    answers = []
+    for name in (guarded, unknown):
+        body = envelope(method, 7, **_params(method, field, name))
+        response = await post(http, f"{daphne.url}{prefix}", body, {**modern_headers(method, name), **alice_headers})
+        answers.append((response.status_code, response.text.replace(json.dumps(name)[1:-1], "<NAME>")))
+    assert answers[0] == answers[1]
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize(("method", "guarded", "unknown", "field", "prefix"), HIDDEN)
+async def test_a_refused_use_answers_as_an_unknown_name_in_a_handshake_session(
+    daphne: Any,
+    alice_headers: dict[str, str],
+    transport: str,
+    method: str,
+    guarded: str,
+    unknown: str,
+    field: str,
+    prefix: str,
+) -> None:
+    answers = []
+    async with Client(transport_streams(daphne.url, alice_headers, prefix, transport), mode="legacy") as client:  # type: ignore[arg-type]
+        for name in (guarded, unknown):
+            try:
+                if method == "tools/call":
+                    outcome: Any = (await client.call_tool(name, {})).model_dump(mode="json")
+                elif method == "resources/read":
+                    outcome = (await client.read_resource(name)).model_dump(mode="json")
+                else:
+                    outcome = (await client.get_prompt(name, {"topic": "x"})).model_dump(mode="json")
+            except MCPError as exc:
+                outcome = exc.error.model_dump(mode="json")
+            answers.append(json.dumps(outcome, sort_keys=True).replace(name, "<NAME>"))
+    assert answers[0] == answers[1]
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_permission_removed_applies_to_the_next_call_of_an_open_session(
+    daphne: Any, make_user: Any, transport: str, mode: str
+) -> None:
+    user = await sync_to_async(make_caller)(make_user, "with-permission")
+    headers = await sync_to_async(login_headers)(user)
+    async with Client(transport_streams(daphne.url, headers, GUARDED, transport), mode=mode) as client:  # type: ignore[arg-type]
+        assert not (await client.call_tool("notes", {})).is_error
+        await sync_to_async(user.user_permissions.clear)()
+        result = await client.call_tool("notes", {})
+        assert result.is_error and result.content[0].text == "Unknown tool: notes"  # type: ignore[union-attr]
+        assert "notes" not in {tool.name for tool in (await client.list_tools()).tools}
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_token_scoped_to_one_tool_cannot_call_another_its_user_may(
+    daphne: Any, make_user: Any, transport: str, mode: str
+) -> None:
+    user = await sync_to_async(make_caller)(make_user, "superuser")
+    _, secret = await sync_to_async(AccessToken.objects.issue)(user, "one tool", tools=["public"])
+    headers = {"Authorization": f"Bearer {secret}"}
+    async with Client(transport_streams(daphne.url, headers, GUARDED, transport), mode=mode) as client:  # type: ignore[arg-type]
+        assert {tool.name for tool in (await client.list_tools()).tools} == {"public"}
+        assert not (await client.call_tool("public", {})).is_error
+        refused = await client.call_tool("notes", {})
+        assert refused.is_error and refused.content[0].text == "Unknown tool: notes"  # type: ignore[union-attr]
+        assert (await client.list_prompts()).prompts == []
+
+
+STEP_UP = {"MCP_GATEWAY_AUTHENTICATORS": ["tests.permission_servers.ScopedGrantAuthenticator"]}
+
+
+@pytest.mark.parametrize(
+    ("scope", "name", "status"),
+    [
+        pytest.param("mcp:tools:public", "notes", 403, id="missing-scope-403-insufficient-scope"),
+        pytest.param("mcp:tools:public", "nosuch", 403, id="unknown-name-same-403"),
+        pytest.param("mcp:tools:public", "public", 200, id="granted-scope-200"),
+        pytest.param("mcp:tools", "notes", 200, id="broad-scope-200-then-permission-decides"),
+    ],
+)
+async def test_a_step_up_credential_missing_a_scope_gets_403_insufficient_scope(
+    start_daphne: Any, alice: Any, http: httpx2.AsyncClient, scope: str, name: str, status: int
+) -> None:
+    server = start_daphne(overrides=STEP_UP)
+    headers = {"Authorization": f"Grant {alice.pk} {scope}"}
+    body = envelope("tools/call", 7, name=name, arguments={})
+    response = await post(http, f"{server.url}{GUARDED}", body, {**modern_headers("tools/call", name), **headers})
+    assert response.status_code == status, response.text
+    if status == 403:
+        challenge = response.headers["www-authenticate"]
+        assert 'error="insufficient_scope"' in challenge and f'scope="mcp:tools:{name}"' in challenge
+        assert response.json()["id"] == 7
+
+
+async def _records(count: int) -> list[CallRecord]:
+    return await poll(lambda: sync_to_async(list)(CallRecord.objects.order_by("pk")), lambda rows: len(rows) >= count)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("mode", MODES)
+async def test_every_call_leaves_one_record_with_its_outcome(
+    daphne: Any, make_user: Any, transport: str, mode: str
+) -> None:
+    user = await sync_to_async(make_caller)(make_user, "plain")
+    headers = await sync_to_async(login_headers)(user)
+    async with Client(transport_streams(daphne.url, headers, GUARDED, transport), mode=mode) as client:  # type: ignore[arg-type]
+        await client.call_tool("public", {"text": "secret-value"})
+        await client.call_tool("boom", {})
+        await client.call_tool("notes", {"text": "hidden-value"})
+        with pytest.raises(MCPError):
+            await client.read_resource("notes://mine")
+        await client.get_prompt("greet", {"name": "x"})
+    rows = await _records(5)
+    assert len(rows) == 5
+    seen = [(r.method, r.name, r.outcome) for r in rows]
+    assert seen == [
+        ("tools/call", "public", CallOutcome.OK),
+        ("tools/call", "boom", CallOutcome.TOOL_ERROR),
+        ("tools/call", "notes", CallOutcome.REFUSED),
+        ("resources/read", "notes://mine", CallOutcome.REFUSED),
+        ("prompts/get", "greet", CallOutcome.OK),
+    ]
+    first = rows[0]
+    assert first.username == "plain" and first.user_id == user.pk and first.credential_kind == "login"
+    assert first.server == GUARDED and first.transport == transport and first.protocol_version
+    assert (first.session_ref == "") == (mode == "auto" and transport == "streamable_http")
+    assert first.arguments_digest == arguments_digest({"text": "secret-value"}) and first.arguments is None
+    assert first.duration_ms >= 0 and first.result_size > 0
+    dumped = json.dumps([list(r.__dict__.values()) for r in rows], default=str)
+    assert "secret-value" not in dumped and "hidden-value" not in dumped
+
+
+async def test_arguments_are_stored_only_through_the_sites_hook(
+    start_daphne: Any, alice_headers: dict[str, str]
+) -> None:
+    server = start_daphne(overrides={"MCP_GATEWAY_CALL_ARGUMENTS": "tests.permission_servers.keep_text"})
+    async with Client(transport_streams(server.url, alice_headers, GUARDED, "streamable_http")) as client:
+        await client.call_tool("public", {"text": "kept"})
+    (row,) = await _records(1)
+    assert row.arguments == {"text": "kept"}
+
+
+async def test_a_flood_is_capped_and_the_log_counts_it(start_daphne: Any, alice_headers: dict[str, str]) -> None:
+    server = start_daphne(overrides={"MCP_GATEWAY_CALL_RECORDS_PER_MINUTE": 3})
+    async with Client(transport_streams(server.url, alice_headers, GUARDED, "streamable_http")) as client:
+        for _ in range(8):
+            await client.call_tool("public", {})
+    # The batches may split the flood: the last line counts all that were not stored.
+    await poll(lambda: sync_to_async(server.log)(), lambda out: "over 3 per minute (5 in all so far)" in out)
+    assert await CallRecord.objects.acount() == 3
