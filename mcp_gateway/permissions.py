@@ -36,7 +36,7 @@ import inspect
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, partial
 from typing import Any, TypeVar
 
 from channels.db import database_sync_to_async
@@ -235,3 +235,33 @@ async def decide(
         return True
 
     return meets
+
+
+def usable(server: Any, user: Any) -> dict[str, list[str]]:
+    """What ``user`` may use on ``server`` by kind, of the names it declares (for a page saying so); sync code only.
+
+    The same decision as a request's, in the caller's thread (async checks run through ``async_to_sync``).
+    """
+    from asgiref.sync import async_to_sync
+
+    rules = rules_for(server)
+    names = declared_names(server)
+    pk: Any = getattr(user, "pk", None)
+    fresh = None if pk is None else get_user_model()._default_manager.filter(pk=pk).first()
+
+    def meets(r: Requirement | None) -> bool:
+        if r is None:
+            return True
+        if fresh is None or not all(fresh.has_perm(p) for p in r.perms):
+            return False
+        for check in r.checks:
+            result = async_to_sync(check)(fresh) if inspect.iscoroutinefunction(check) else check(fresh)
+            if not result:
+                return False
+        return True
+
+    result: dict[str, list[str]] = {}
+    for kind in KINDS:
+        of = rules.resource_templates.get if kind == "resource_templates" else partial(rules.of, kind)
+        result[kind] = [name for name in names[kind] if meets(of(name))]
+    return result
