@@ -2,18 +2,23 @@
 
 from typing import Any
 
-from django.contrib.auth.management import create_permissions
 from django.db import migrations
 
 
 def create_group(apps: Any, schema_editor: Any) -> None:
-    # Permissions are made after migrations run; made now, so the group can have them.
-    create_permissions(apps.get_app_config("demo"), apps=apps, verbosity=0)
-    group, _ = apps.get_model("auth", "Group").objects.get_or_create(name="Note editors")
-    permission = apps.get_model("auth", "Permission")
-    group.permissions.add(
-        *permission.objects.filter(content_type__app_label="demo", codename__in=["delete_note", "view_note"])
+    # Django makes permissions after all migrations ran; the two the group needs are made now, as it would.
+    content_type, _ = apps.get_model("contenttypes", "ContentType").objects.get_or_create(
+        app_label="demo", model="note"
     )
+    permission = apps.get_model("auth", "Permission")
+    granted = [
+        permission.objects.get_or_create(
+            content_type=content_type, codename=f"{action}_note", defaults={"name": f"Can {action} note"}
+        )[0]
+        for action in ("delete", "view")
+    ]
+    group, _ = apps.get_model("auth", "Group").objects.get_or_create(name="Note editors")
+    group.permissions.add(*granted)
 
 
 def remove_group(apps: Any, schema_editor: Any) -> None:
