@@ -234,8 +234,10 @@ async def test_a_step_up_credential_missing_a_scope_gets_403_insufficient_scope(
         assert response.json()["id"] == 7
 
 
-async def _records(count: int) -> list[CallRecord]:
-    return await poll(lambda: sync_to_async(list)(CallRecord.objects.order_by("pk")), lambda rows: len(rows) >= count)
+async def _records(user: Any, count: int) -> list[CallRecord]:
+    """The user's records, once ``count`` are there (a shared server may still be writing an earlier test's)."""
+    rows = CallRecord.objects.filter(user_id=user.pk).order_by("pk")
+    return await poll(lambda: sync_to_async(list)(rows.all()), lambda found: len(found) >= count)
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
@@ -252,7 +254,7 @@ async def test_every_call_leaves_one_record_with_its_outcome(
         with pytest.raises(MCPError):
             await client.read_resource("notes://mine")
         await client.get_prompt("greet", {"name": "x"})
-    rows = await _records(5)
+    rows = await _records(user, 5)
     assert len(rows) == 5
     seen = [(r.method, r.name, r.outcome) for r in rows]
     assert seen == [
@@ -273,20 +275,22 @@ async def test_every_call_leaves_one_record_with_its_outcome(
 
 
 async def test_arguments_are_stored_only_through_the_sites_hook(
-    start_daphne: Any, alice_headers: dict[str, str]
+    start_daphne: Any, alice: Any, alice_headers: dict[str, str]
 ) -> None:
     server = start_daphne(overrides={"MCP_GATEWAY_CALL_ARGUMENTS": "tests.permission_servers.keep_text"})
     async with Client(transport_streams(server.url, alice_headers, GUARDED, "streamable_http")) as client:
         await client.call_tool("public", {"text": "kept"})
-    (row,) = await _records(1)
+    (row,) = await _records(alice, 1)
     assert row.arguments == {"text": "kept"}
 
 
-async def test_a_flood_is_capped_and_the_log_counts_it(start_daphne: Any, alice_headers: dict[str, str]) -> None:
+async def test_a_flood_is_capped_and_the_log_counts_it(
+    start_daphne: Any, alice: Any, alice_headers: dict[str, str]
+) -> None:
     server = start_daphne(overrides={"MCP_GATEWAY_CALL_RECORDS_PER_MINUTE": 3})
     async with Client(transport_streams(server.url, alice_headers, GUARDED, "streamable_http")) as client:
         for _ in range(8):
             await client.call_tool("public", {})
     # The batches may split the flood: the last line counts all that were not stored.
     await poll(lambda: sync_to_async(server.log)(), lambda out: "over 3 per minute (5 in all so far)" in out)
-    assert await CallRecord.objects.acount() == 3
+    assert await CallRecord.objects.filter(user_id=alice.pk).acount() == 3
