@@ -17,10 +17,12 @@ handshake-era sessions and the 2026-07-28 per-request server alike (:class:`~mcp
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import pydantic_core
@@ -211,3 +213,41 @@ def install(server: Server[Any], gatekeeper: Gatekeeper) -> None:
         len(kept),
     )
     server.middleware[:] = [*kept[:boundary], gatekeeper, *kept[boundary:]]
+
+
+# The scopes of the request whose ``Mcp-Param-*`` headers the SDK is checking (see :func:`guard_schemas`).
+_checking: contextvars.ContextVar[GatewayRequestContext | None] = contextvars.ContextVar(
+    "mcp_gateway_schema_check", default=None
+)
+
+
+@contextlib.contextmanager
+def checking_headers(context: GatewayRequestContext) -> Iterator[None]:
+    """The SDK's ``Mcp-Param-*`` check runs for the request of ``context`` meanwhile (2026-07-28, pre-dispatch)."""
+    token = _checking.set(context)
+    try:
+        yield
+    finally:
+        _checking.reset(token)
+
+
+def guard_schemas(server: Server[Any], rules: Rules) -> None:
+    """Have ``server``'s schema lookup (``get_tool_input_schema``) not tell a hidden tool from an unknown one.
+
+    The SDK validates a 2026-07-28 ``tools/call``'s ``Mcp-Param-*`` headers against the tool's schema *before*
+    any middleware, from this lookup (an ``MCPServer`` sets it): a hidden tool would be validated where an unknown
+    one is not, and answer differently. So a tool with a requirement, or any tool for a scoped credential, is looked
+    up as unknown (its headers unchecked, as for a lookup that fails; its arguments are still the server's to
+    validate). A server without the lookup has its ``tools/list`` run, through the gatekeeper, which filters it.
+    """
+    lookup: Callable[[str], Any] | None = server.get_tool_input_schema
+    if lookup is None:
+        return
+
+    def schema(name: str) -> Any:
+        context = _checking.get()
+        if name in rules.tools or (context is not None and context.scopes is not None):
+            return None
+        return lookup(name)
+
+    server.get_tool_input_schema = schema

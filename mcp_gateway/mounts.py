@@ -16,7 +16,7 @@ from django.utils.module_loading import import_string
 from mcp.server.lowlevel import Server
 from mcp.server.mcpserver import MCPServer
 
-from .gatekeeper import Gatekeeper, install
+from .gatekeeper import Gatekeeper, guard_schemas, install
 from .http import Scope
 from .modern.state import per_request_server
 from .permissions import Rules, rules_for
@@ -74,7 +74,9 @@ class Mount:
     @cached_property
     def per_request_server(self) -> Server[Any]:
         """The server as 2026-07-28 requests are served: its handlers, with the mount's ``requestState`` boundary."""
-        return per_request_server(self.session_server, self.prefix)
+        clone = per_request_server(self.session_server, self.prefix)
+        guard_schemas(clone, self.rules)
+        return clone
 
     def messages_url(self, scope: Scope, session_id: str) -> str:
         """Where the client POSTs: relative to the site, so it stays same-origin."""

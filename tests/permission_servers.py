@@ -5,12 +5,13 @@ The same things twice: an ``MCPServer`` marked with ``@require``, and a low-leve
 ``editor`` the permission ``demo.delete_note`` (the tests grant it through a group), ``boom`` fails.
 """
 
-from typing import Any
+from typing import Annotated, Any
 
 import mcp_types as types
 from mcp.server.lowlevel import Server
 from mcp.server.mcpserver import MCPServer
 from mcp.shared.exceptions import MCPError
+from pydantic import Field
 
 from mcp_gateway.context import get_user
 from mcp_gateway.permissions import protect, require
@@ -42,8 +43,8 @@ def staff_only() -> str:
 
 @guarded.tool()
 @require("demo.view_note")
-def notes(text: str = "") -> str:
-    """Users with demo.view_note."""
+def notes(text: Annotated[str, Field(json_schema_extra={"x-mcp-header": "Text"})] = "") -> str:
+    """Users with demo.view_note; ``text`` is mirrored in an ``Mcp-Param-Text`` header (2026-07-28)."""
     return f"notes {text}"
 
 
@@ -88,8 +89,9 @@ def greet(name: str) -> str:
     return f"Hello {name}"
 
 
+HEADER_SCHEMA = {"type": "object", "properties": {"text": {"type": "string", "x-mcp-header": "Text"}}}
 LOW_TOOLS = [
-    types.Tool(name=name, description=name, input_schema={"type": "object"})
+    types.Tool(name=name, description=name, input_schema=HEADER_SCHEMA if name == "notes" else {"type": "object"})
     for name in ("public", "staff_only", "notes", "editor", "boom")
 ]
 

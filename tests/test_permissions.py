@@ -142,9 +142,12 @@ async def test_a_refused_use_answers_byte_for_byte_as_an_unknown_name_2026(
     prefix: str,
 ) -> None:
     answers = []
+    # A header the tool's schema does not declare: the SDK checks it before any middleware, against the schema.
+    extra = {"Mcp-Param-Text": "x"} if method == "tools/call" else {}
     for name in (guarded, unknown):
         body = envelope(method, 7, **_params(method, field, name))
-        response = await post(http, f"{daphne.url}{prefix}", body, {**modern_headers(method, name), **alice_headers})
+        headers = {**modern_headers(method, name), **extra, **alice_headers}
+        response = await post(http, f"{daphne.url}{prefix}", body, headers)
         answers.append((response.status_code, response.text.replace(json.dumps(name)[1:-1], "<NAME>")))
     assert answers[0] == answers[1]
 

@@ -65,6 +65,7 @@ from ..exceptions import (
     ServiceUnavailable,
 )
 from ..flow import FlowControl, flow_control_for
+from ..gatekeeper import checking_headers
 from ..http import SECURITY_HEADERS, Message, Scope, json_bytes, send_response
 from ..modern import sdk
 from ..modern.lifespan import lifespans
@@ -153,7 +154,8 @@ class PerRequestConsumer(GatewayConsumer):
         server = self.mount.per_request_server
         # The SDK reads the request's headers from what it is given, and hands it to a tools/list it may run:
         # the gateway's context, so that listing too knows its caller.
-        param_rejection = await sdk.mcp_param_rejection(server, context, request, verdict, lifespan_state)  # type: ignore[arg-type]
+        with checking_headers(context):
+            param_rejection = await sdk.mcp_param_rejection(server, context, request, verdict, lifespan_state)  # type: ignore[arg-type]
         # Who calls with which client, for the admin: this era leaves no session record to say it.
         worker.usage.count(
             caller.credential, verdict.client_info, verdict.protocol_version, refused=param_rejection is not None
