@@ -152,3 +152,13 @@ class ScopedGrantAuthenticator:
             step_up=True,
             client_id="test-client",
         )
+
+
+class ReaderBackend:
+    """A custom authentication backend granting ``demo.view_note`` to users whose username starts with "reader"."""
+
+    def authenticate(self, request: Any, **credentials: Any) -> None:
+        return None
+
+    def has_perm(self, user_obj: Any, perm: str, obj: Any = None) -> bool:
+        return bool(user_obj.is_active and perm == "demo.view_note" and user_obj.username.startswith("reader"))

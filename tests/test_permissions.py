@@ -297,3 +297,38 @@ async def test_a_flood_is_capped_and_the_log_counts_it(
     # The batches may split the flood: the last line counts all that were not stored.
     await poll(lambda: sync_to_async(server.log)(), lambda out: "over 3 per minute (5 in all so far)" in out)
     assert await CallRecord.objects.filter(user_id=alice.pk).acount() == 3
+
+
+BACKENDS = {
+    "AUTHENTICATION_BACKENDS": [
+        "django.contrib.auth.backends.ModelBackend",
+        "tests.permission_servers.ReaderBackend",
+    ]
+}
+
+
+@pytest.mark.parametrize(
+    ("username", "sees_notes"),
+    [pytest.param("reader-1", True, id="custom-backend-grants"), pytest.param("writer-1", False, id="it-does-not")],
+)
+async def test_a_custom_permission_backend_decides_too(
+    start_daphne: Any, make_user: Any, username: str, sees_notes: bool
+) -> None:
+    server = start_daphne(overrides=BACKENDS)
+    user = await sync_to_async(make_user)(username)
+    headers = await sync_to_async(login_headers)(user)
+    async with Client(transport_streams(server.url, headers, GUARDED, "streamable_http")) as client:
+        assert ("notes" in {tool.name for tool in (await client.list_tools()).tools}) is sees_notes
+        assert (await client.call_tool("notes", {})).is_error is not sees_notes
+
+
+async def test_a_deactivated_user_is_refused_before_any_permission(
+    daphne: Any, make_user: Any, http: httpx2.AsyncClient
+) -> None:
+    user = await sync_to_async(make_caller)(make_user, "superuser")
+    headers = await sync_to_async(login_headers)(user)
+    user.is_active = False
+    await user.asave()
+    body = envelope("tools/call", 7, name="public", arguments={})
+    response = await post(http, f"{daphne.url}{GUARDED}", body, {**modern_headers("tools/call", "public"), **headers})
+    assert response.status_code == 401
