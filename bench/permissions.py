@@ -9,7 +9,10 @@ in alternating rounds, over two paths:
 - ``sse``: one handshake-era HTTP+SSE session through the official client, calls in sequence.
 
 Each figure is the server process's CPU time (user + system, /proc) per call, the median over the rounds, and
-the ratio with / without. Run it with
+the ratio with / without (on a shared machine these move by ±10 % from run to run). A third process makes the
+records but does not store them (``CALL_RECORDS`` off), to tell the check's cost from the database's.
+``gatekeeper_in_process`` times the gatekeeper alone (bench/permissions_cost.py, far less disturbed by other
+load) and gives its share of a call served without it. Run it with
 
     .venv/bin/python -m bench.permissions [--rounds 5] [--calls 500]
 
@@ -37,6 +40,7 @@ from mcp_types.version import LATEST_MODERN_VERSION
 from tests.support.launcher import Launcher
 
 ROOT = Path(__file__).resolve().parent.parent
+PATHS = ("modern", "sse")
 SETUP = """
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group, Permission
@@ -103,15 +107,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         env = {"DJANGO_SETTINGS_MODULE": "bench.settings", "BENCH_DB": str(Path(tmp) / "bench.sqlite3")}
         token = prepare(env)
+        app = "bench.permissions_app:application"
         servers = {
-            "with": Launcher("bench.permissions_app:application", env=env, name="with", log=False),
-            "without": Launcher(
-                "bench.permissions_app:application", env={**env, "BENCH_BARE": "1"}, name="without", log=False
-            ),
+            "with": Launcher(app, env=env, name="with", log=False),
+            "unstored": Launcher(app, env={**env, "BENCH_NO_STORE": "1"}, name="unstored", log=False),
+            "without": Launcher(app, env={**env, "BENCH_BARE": "1"}, name="without", log=False),
         }
-        figures: dict[str, dict[str, list[float]]] = {path: {"with": [], "without": []} for path in ("modern", "sse")}
+        figures: dict[str, dict[str, list[float]]] = {
+            path: {name: [] for name in servers} for path in ("modern", "sse")
+        }
         try:
-            for name, server in servers.items():  # warm up: imports, connections, caches
+            for server in servers.values():  # warm up: imports, connections, caches
                 asyncio.run(modern_calls(server, token, 50))
             for _ in range(args.rounds):
                 for name, server in servers.items():
@@ -120,14 +126,28 @@ def main() -> None:
         finally:
             for server in servers.values():
                 server.stop()
+        in_process = json.loads(
+            subprocess.check_output(
+                [sys.executable, "-m", "bench.permissions_cost", str(args.calls * 4)],
+                cwd=ROOT,
+                env={**os.environ, **env},
+            )
+        )
     report: dict[str, Any] = {}
     for path, sides in figures.items():
         medians = {side: statistics.median(values) for side, values in sides.items()}
         report[path] = {
             "cpu_ms_per_call_with": round(medians["with"] * 1000, 3),
+            "cpu_ms_per_call_records_not_stored": round(medians["unstored"] * 1000, 3),
             "cpu_ms_per_call_without": round(medians["without"] * 1000, 3),
             "ratio": round(medians["with"] / medians["without"], 3),
+            "ratio_records_not_stored": round(medians["unstored"] / medians["without"], 3),
         }
+    without = statistics.median([report[path]["cpu_ms_per_call_without"] for path in report])
+    report["gatekeeper_in_process"] = {
+        **{key: round(value, 4) for key, value in in_process.items()},
+        "share_of_a_call": round(in_process["with_records_ms"] / without, 4),
+    }
     print(json.dumps(report, indent=2))
 
 

@@ -40,5 +40,11 @@ class BareMount(Mount):
         return clone
 
 
+if os.environ.get("BENCH_NO_STORE"):
+    # The records are made (digest, signal) but not stored: what storing them costs, apart.
+    from django.conf import settings
+
+    settings.MCP_GATEWAY_CALL_RECORDS = False
+
 mount_class = BareMount if os.environ.get("BENCH_BARE") else Mount
 application = McpRouter(django_asgi_app, [mount_class("/mcp/", mcp)], DEFAULT_GUARDS)

@@ -79,7 +79,21 @@ def check_settings(app_configs: Iterable[Any] | None = None, **kwargs: Any) -> l
     errors += _check_server()
     errors += _check_authenticators()
     errors += _check_call_arguments()
+    errors += _check_permission_cache()
     return errors
+
+
+def _check_permission_cache() -> list[CheckMessage]:
+    ttl = gateway_settings.PERMISSION_CACHE_TTL
+    if ttl is None or (not isinstance(ttl, bool) and isinstance(ttl, int | float) and ttl >= 0):
+        return []
+    return [
+        Error(
+            f"MCP_GATEWAY_PERMISSION_CACHE_TTL must be a number ≥ 0 or None, not {ttl!r}.",
+            hint="Seconds; 0 reads permissions again for every request, None follows MCP_GATEWAY_RECHECK_INTERVAL.",
+            id="mcp_gateway.E016",
+        )
+    ]
 
 
 def _check_call_arguments() -> list[CheckMessage]:

@@ -137,6 +137,11 @@ class GatewaySettings:
     USAGE_MAX_CLIENTS = Setting[int](10_000)
     # Days a client usage row is kept after it was last seen, before clear_mcp_sessions deletes it.
     USAGE_RETENTION_DAYS = Setting[float](90)
+    # Seconds a worker may reuse a user it read to decide permissions (mcp_gateway.permcache): a change to the
+    # user, their groups or permissions drops it from every worker at once; what no signal tells (a custom
+    # backend's own data, a bulk update()) is seen within this many seconds. None: RECHECK_INTERVAL; 0: read the
+    # user and their permissions again for every request.
+    PERMISSION_CACHE_TTL = Setting[float | None](None)
     # Store a record of every tools/call, resources/read and prompts/get (mcp_sessions.models.CallRecord); off,
     # the call_recorded signal is still sent for each.
     CALL_RECORDS = Setting[bool](True)

@@ -33,18 +33,21 @@ is awaited on the event loop.
 from __future__ import annotations
 
 import inspect
+import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property, partial
 from typing import Any, TypeVar
 
-from channels.db import database_sync_to_async
+from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
 from mcp.server.mcpserver import MCPServer
 from mcp.shared.uri_template import UriTemplate
 
 from .modern import sdk
+from .permcache import permission_cache
+from .worker import worker
 
 Check = Callable[[Any], "bool | Awaitable[bool]"]
 Rule = str | Sequence[str] | Check
@@ -187,50 +190,64 @@ def templates_matching(mount: Any, uri: str) -> list[str]:
     return [] if template is None else [template]
 
 
-@dataclass(frozen=True, slots=True)
-class Verdicts:
-    """One request's answers: the user as the database has it now, and what each permission and sync check gave."""
-
-    user: Any
-    perms: Mapping[str, bool]
-    checks: Mapping[int, bool]
+Meets = Callable[[Requirement | None], Awaitable[bool]]
 
 
-def _decide(pk: Any, perms: frozenset[str], checks: tuple[Check, ...]) -> Verdicts:
-    """In a thread: the user read again (a fresh object, so no permission cache survives a request), then each."""
-    user = get_user_model()._default_manager.filter(pk=pk).first()
-    if user is None:
-        return Verdicts(None, dict.fromkeys(perms, False), {id(check): False for check in checks})
-    return Verdicts(user, {perm: user.has_perm(perm) for perm in perms}, {id(c): bool(c(user)) for c in checks})
+async def current_user(user: Any) -> Any | None:
+    """``user`` as the database has it (None if gone): this worker's copy while unchanged, else read again.
 
-
-async def decide(
-    user: Any, requirements: Iterable[Requirement | None]
-) -> Callable[[Requirement | None], Awaitable[bool]]:
-    """For one request: a function telling whether ``user`` meets each of ``requirements`` (the only ones asked).
-
-    One thread hop for all permissions and sync checks; async checks are awaited when asked, once each.
+    See :mod:`mcp_gateway.permcache`: a change to the user, their groups or permissions drops the copy from every
+    worker; it is kept only while this worker hears of such changes (its inbox is in the revocation group).
     """
+    pk: Any = getattr(user, "pk", None)
+    if pk is None:
+        return None
+    cached = permission_cache.get(str(pk)) if permission_cache.enabled() else None
+    if cached is not None:
+        return cached
+    epoch, read_at = permission_cache.epoch, time.monotonic()
+    fresh = await get_user_model()._default_manager.filter(pk=pk).afirst()
+    if fresh is not None and permission_cache.enabled() and await worker.revocations.joined():
+        permission_cache.put(fresh, epoch=epoch, read_at=read_at)
+    return fresh
+
+
+async def decide(user: Any, requirements: Iterable[Requirement | None]) -> Meets:
+    """For one request: a function telling whether ``user`` meets a requirement, each answer found once.
+
+    Permissions are Django's ``ahas_perm`` on :func:`current_user` (``ModelBackend`` caches them on that object,
+    so an unchanged user costs no query); a sync check runs in a thread (it may query), an async one is awaited.
+    Every request asks at least one permission (:data:`_DECOY` when nothing it names has a requirement), so the
+    time a request takes does not tell whether the name it used has one.
+    """
+    fresh = await current_user(user)
+    answers: dict[Any, bool] = {}
+
+    async def perm(name: str) -> bool:
+        if name not in answers:
+            answers[name] = fresh is not None and bool(await fresh.ahas_perm(name))
+        return answers[name]
+
+    async def check(fn: Check) -> bool:
+        if id(fn) not in answers:
+            result = await (fn(fresh) if inspect.iscoroutinefunction(fn) else sync_to_async(fn)(fresh))
+            answers[id(fn)] = bool(result)
+        return answers[id(fn)]
+
     wanted = [r for r in requirements if r is not None]
-    perms = frozenset(p for r in wanted for p in r.perms) or frozenset({_DECOY})
-    sync = tuple({id(c): c for r in wanted for c in r.checks if not inspect.iscoroutinefunction(c)}.values())
-    verdicts = await database_sync_to_async(_decide)(getattr(user, "pk", None), perms, sync)
-    awaited: dict[int, bool] = {}
+    if not any(r.perms for r in wanted):
+        await perm(_DECOY)
 
     async def meets(needed: Requirement | None) -> bool:
         if needed is None:
             return True
-        if verdicts.user is None or not all(verdicts.perms.get(p, False) for p in needed.perms):
+        if fresh is None:
             return False
-        for check in needed.checks:
-            if id(check) in verdicts.checks:
-                if not verdicts.checks[id(check)]:
-                    return False
-                continue
-            if id(check) not in awaited:
-                result = check(verdicts.user)
-                awaited[id(check)] = bool(await result) if inspect.isawaitable(result) else bool(result)
-            if not awaited[id(check)]:
+        for name in needed.perms:
+            if not await perm(name):
+                return False
+        for fn in needed.checks:
+            if not await check(fn):
                 return False
         return True
 

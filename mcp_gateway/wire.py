@@ -127,6 +127,14 @@ class ForgetCredentialsMessage(TypedDict):
     keep_tokens: NotRequired[bool]
 
 
+class ForgetPermissionsMessage(TypedDict):
+    """A user's permissions changed (or, without ``user``, anyone's): every worker drops them from its
+    :mod:`~mcp_gateway.permcache` (a group message to :data:`CREDENTIALS_GROUP`). ``user``: the pk, as a string."""
+
+    type: Literal["mcp.forget_permissions"]
+    user: NotRequired[str]
+
+
 class LayerLostMessage(TypedDict):
     """The channel layer failed under a receiver: what it was waiting for may be gone."""
 

@@ -43,6 +43,7 @@ from .credcache import RevocationFeed, credential_cache
 from .exceptions import ServiceUnavailable, SessionNotFound
 from .lease import WorkerLease
 from .modern.lifespan import lifespans
+from .permcache import permission_cache
 from .sessions.events import EventId
 from .sessions.host import SessionHost
 from .sessions.streams import Outlet
@@ -297,10 +298,13 @@ class WorkerInbox:
     def dispatch(self, layer: BaseChannelLayer, message: dict[str, Any]) -> None:
         """Hand ``message`` to its session's host; answer for a session that is not here (any more).
 
-        Revoked credentials concern the whole worker: its cache forgets them.
+        Revoked credentials and changed permissions concern the whole worker: its caches forget them.
         """
         if message.get("type") == "mcp.forget_credentials":
             credential_cache.forget_received(message)
+            return
+        if message.get("type") == "mcp.forget_permissions":
+            permission_cache.forget_received(message)
             return
         pks = message.pop("sessions", None)
         if not isinstance(pks, list):

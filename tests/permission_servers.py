@@ -8,6 +8,7 @@ The same things twice: an ``MCPServer`` marked with ``@require``, and a low-leve
 from typing import Annotated, Any
 
 import mcp_types as types
+from django.contrib.auth.backends import BaseBackend
 from mcp.server.lowlevel import Server
 from mcp.server.mcpserver import MCPServer
 from mcp.shared.exceptions import MCPError
@@ -154,11 +155,9 @@ class ScopedGrantAuthenticator:
         )
 
 
-class ReaderBackend:
+class ReaderBackend(BaseBackend):
     """A custom authentication backend granting ``demo.view_note`` to users whose username starts with "reader"."""
 
-    def authenticate(self, request: Any, **credentials: Any) -> None:
-        return None
-
-    def has_perm(self, user_obj: Any, perm: str, obj: Any = None) -> bool:
-        return bool(user_obj.is_active and perm == "demo.view_note" and user_obj.username.startswith("reader"))
+    def get_user_permissions(self, user_obj: Any, obj: Any = None) -> set[str]:
+        # BaseBackend derives has_perm and the async ahas_perm (what the gateway asks) from this.
+        return {"demo.view_note"} if user_obj.is_active and user_obj.username.startswith("reader") else set()

@@ -183,16 +183,55 @@ async def test_a_refused_use_answers_as_an_unknown_name_in_a_handshake_session(
 @pytest.mark.parametrize("transport", TRANSPORTS)
 @pytest.mark.parametrize("mode", MODES)
 async def test_a_permission_removed_applies_to_the_next_call_of_an_open_session(
-    daphne: Any, make_user: Any, transport: str, mode: str
+    start_daphne: Any, make_user: Any, transport: str, mode: str
 ) -> None:
+    # No cache: every request reads the user and their permissions again.
+    server = start_daphne(overrides={"MCP_GATEWAY_PERMISSION_CACHE_TTL": 0})
     user = await sync_to_async(make_caller)(make_user, "with-permission")
     headers = await sync_to_async(login_headers)(user)
-    async with Client(transport_streams(daphne.url, headers, GUARDED, transport), mode=mode) as client:  # type: ignore[arg-type]
+    async with Client(transport_streams(server.url, headers, GUARDED, transport), mode=mode) as client:  # type: ignore[arg-type]
         assert not (await client.call_tool("notes", {})).is_error
         await sync_to_async(user.user_permissions.clear)()
         result = await client.call_tool("notes", {})
         assert result.is_error and result.content[0].text == "Unknown tool: notes"  # type: ignore[union-attr]
         assert "notes" not in {tool.name for tool in (await client.list_tools()).tools}
+
+
+# (what changes in the admin, a user who may call ``editor`` before)
+CHANGES = [
+    pytest.param("permission-removed", id="a-permission-removed"),
+    pytest.param("left-group", id="removed-from-the-group"),
+    pytest.param("group-lost-permission", id="the-group-lost-the-permission"),
+    pytest.param("no-longer-staff", id="no-longer-staff"),
+]
+
+
+@pytest.mark.parametrize("change", CHANGES)
+async def test_a_change_in_the_admin_reaches_every_workers_cache_at_once(
+    start_daphne: Any, redis_settings: dict[str, Any], make_user: Any, change: str
+) -> None:
+    # Cached for a minute: only the broadcast (over Redis, as in production) can make the worker forget in time.
+    server = start_daphne(overrides={**redis_settings, "MCP_GATEWAY_PERMISSION_CACHE_TTL": 60})
+    user = await sync_to_async(make_caller)(make_user, "through-group")
+    headers = await sync_to_async(login_headers)(user)
+
+    def apply() -> None:
+        group = user.groups.get()
+        if change == "permission-removed":
+            group.permissions.remove(Permission.objects.get(codename="delete_note"))
+        elif change == "left-group":
+            user.groups.clear()
+        elif change == "group-lost-permission":
+            Permission.objects.get(codename="delete_note").group_set.clear()
+        else:
+            user.is_staff = False
+            user.save()
+
+    async with Client(transport_streams(server.url, headers, GUARDED, "streamable_http")) as client:
+        assert not (await client.call_tool("editor", {})).is_error
+        await sync_to_async(apply)()
+        result = await poll(lambda: client.call_tool("editor", {}), lambda r: bool(r.is_error))
+        assert result.is_error and result.content[0].text == "Unknown tool: editor"  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
