@@ -6,11 +6,12 @@ handshake-era sessions and the 2026-07-28 per-request server alike (:class:`~mcp
 
 - **Lists** (``tools/list``, ``resources/list``, ``resources/templates/list``, ``prompts/list``) are served as the
   server answers them, then filtered to what the caller may use.
-- **A call, read or get** of something the caller may not use is answered *by the server itself* as a request for
-  a name it does not know: the request reaches the server with the name replaced by a name no server has
-  (:data:`HIDDEN_NAME`, :data:`HIDDEN_URI`), and the answer (result or error) has it replaced back. The client
-  gets the very bytes an unknown name gets, from the same code path, in the same time (every call on a guarded
-  mount asks the database the same questions, :func:`mcp_gateway.permissions.decide`).
+- **A call, read or get** (or a ``completion/complete`` naming a prompt or template) of something the caller may
+  not use is answered *by the server itself* as a request for a name it does not know: the request reaches the
+  server with the name replaced by a name no server has (:data:`HIDDEN_NAME`, :data:`HIDDEN_URI`), and the answer
+  (result or error) has it replaced back. The client gets the very bytes an unknown name gets, from the same code
+  path, in the same time (every call on a guarded mount asks the same questions,
+  :func:`mcp_gateway.permissions.decide`).
 - **Every** ``tools/call``, ``resources/read`` and ``prompts/get`` leaves one record (:mod:`mcp_sessions.calls`):
   ``ok``, ``tool_error`` (a result with ``isError``), ``refused`` (hidden here), ``failed`` (a JSON-RPC error).
 """
@@ -58,6 +59,12 @@ USES: Mapping[str, tuple[str, str, str]] = {
     "prompts/get": ("prompts", "name", HIDDEN_NAME),
 }
 
+# completion/complete's ref type: (the kind it names, the ref's key naming it, the name a refused one is sent with).
+COMPLETION_REFS: Mapping[Any, tuple[str | None, str, str]] = {
+    "ref/prompt": ("prompts", "name", HIDDEN_NAME),
+    "ref/resource": ("resource_templates", "uri", HIDDEN_URI),
+}
+
 
 def _unmask(value: Any, hidden: str, name: str) -> Any:
     """``value`` with every occurrence of ``hidden`` in its strings replaced by ``name``."""
@@ -84,12 +91,14 @@ class Gatekeeper:
     async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         listing = LISTS.get(ctx.method)
         use = USES.get(ctx.method)
-        if listing is None and use is None:
+        if listing is None and use is None and ctx.method != "completion/complete":
             return await call_next(ctx)
         try:
             context = get_request_context(ctx)
         except LookupError:
             return await call_next(ctx)  # not through the gateway (an in-process test): nobody to decide for
+        if ctx.method == "completion/complete":
+            return await self._complete(ctx, call_next, context)
         if listing is not None:
             return await self._list(ctx, call_next, context, *listing)
         assert use is not None
@@ -106,6 +115,37 @@ class Gatekeeper:
 
     def _requirement(self, kind: str, name: str) -> Requirement | None:
         return self.rules.resource_templates.get(name) if kind == "resource_templates" else self.rules.of(kind, name)
+
+    async def _allowed(self, context: GatewayRequestContext, kind: str, name: str) -> bool:
+        """Whether the request's credential reaches the thing and its user meets its requirement."""
+        scope_kind, scope_names = self._scope_names(kind, name)
+        allowed = scopes.allows(context.scopes, scope_kind, scope_names)
+        if self.rules:  # asked even when the scope refuses: the same questions, whatever the name
+            needed = self._requirement(kind, name)
+            meets = await decide(context.user, [needed])
+            allowed = await meets(needed) and allowed
+        return allowed
+
+    async def _complete(self, ctx: Any, call_next: CallNext, context: GatewayRequestContext) -> HandlerResult:
+        """``completion/complete`` names a prompt or a resource template: one the caller may not use is unknown."""
+        params = ctx.params if isinstance(ctx.params, Mapping) else {}
+        ref = params.get("ref")
+        kind, key, hidden = COMPLETION_REFS.get(ref.get("type") if isinstance(ref, Mapping) else None, (None, "", ""))
+        name = ref.get(key) if kind is not None and isinstance(ref, Mapping) else None
+        if kind is None or not isinstance(name, str) or not isinstance(ref, Mapping):
+            return await call_next(ctx)
+        if kind == "resource_templates" and name not in self.rules.resource_templates:
+            kind = "resources"  # a concrete resource's URI
+        if await self._allowed(context, kind, name):
+            return await call_next(ctx)
+        ctx = dataclasses.replace(ctx, params={**params, "ref": {**ref, key: hidden}})
+        try:
+            return _unmask(_wire(await call_next(ctx)), hidden, name)  # type: ignore[no-any-return]
+        except MCPError as exc:
+            raise MCPError(exc.code, _unmask(exc.message, hidden, name), _unmask(exc.data, hidden, name)) from None
+        except Exception as exc:
+            exc.args = tuple(_unmask(arg, hidden, name) for arg in exc.args)
+            raise
 
     async def _list(
         self, ctx: Any, call_next: CallNext, context: GatewayRequestContext, kind: str, key: str, name_key: str
@@ -140,12 +180,7 @@ class Gatekeeper:
         if not isinstance(name, str):
             return await call_next(ctx)  # malformed: the server refuses it as it would anyway; no name to record
         arguments = params.get("arguments") if kind != "resources" else None
-        scope_kind, scope_names = self._scope_names(kind, name)
-        allowed = scopes.allows(context.scopes, scope_kind, scope_names)
-        if self.rules:
-            needed = self._requirement(kind, name)
-            meets = await decide(context.user, [needed])
-            allowed = await meets(needed) and allowed
+        allowed = await self._allowed(context, kind, name)
         if not allowed:
             ctx = dataclasses.replace(ctx, params={**params, field: hidden})
         started = time.perf_counter()

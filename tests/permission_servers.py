@@ -91,6 +91,16 @@ def greet(name: str) -> str:
 
 
 HEADER_SCHEMA = {"type": "object", "properties": {"text": {"type": "string", "x-mcp-header": "Text"}}}
+
+
+@guarded.completion()
+async def complete(ref: Any, argument: Any, context: Any) -> types.Completion:
+    """Completions for the prompts' arguments; another name is unknown."""
+    if isinstance(ref, types.PromptReference) and ref.name in {"summarize", "greet"}:
+        return types.Completion(values=[f"{argument.value}-1"])
+    raise MCPError(types.INVALID_PARAMS, f"Unknown prompt: {getattr(ref, 'name', '?')}")
+
+
 LOW_TOOLS = [
     types.Tool(name=name, description=name, input_schema=HEADER_SCHEMA if name == "notes" else {"type": "object"})
     for name in ("public", "staff_only", "notes", "editor", "boom")

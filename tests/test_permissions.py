@@ -12,6 +12,7 @@ import json
 from typing import Any
 
 import httpx2
+import mcp_types as types
 import pytest
 from asgiref.sync import sync_to_async
 from django.contrib.auth.models import Group, Permission
@@ -121,10 +122,13 @@ HIDDEN = [
     pytest.param("resources/read", "notes://mine", "notes://nosuch", "uri", GUARDED, id="resource-read"),
     pytest.param("resources/read", "notes://by-id/3", "notes://nosuch/3", "uri", GUARDED, id="template-read"),
     pytest.param("prompts/get", "summarize", "nosuch", "name", GUARDED, id="prompt-get"),
+    pytest.param("completion/complete", "summarize", "nosuch", "ref", GUARDED, id="completion-of-a-prompt"),
 ]
 
 
 def _params(method: str, field: str, name: str) -> dict[str, Any]:
+    if method == "completion/complete":
+        return {"ref": {"type": "ref/prompt", "name": name}, "argument": {"name": "topic", "value": "x"}}
     extra = {"arguments": {"topic": "x"}} if method == "prompts/get" else {}
     extra = {"arguments": {}} if method == "tools/call" else extra
     return {field: name, **extra}
@@ -146,7 +150,11 @@ async def test_a_refused_use_answers_byte_for_byte_as_an_unknown_name_2026(
     extra = {"Mcp-Param-Text": "x"} if method == "tools/call" else {}
     for name in (guarded, unknown):
         body = envelope(method, 7, **_params(method, field, name))
-        headers = {**modern_headers(method, name), **extra, **alice_headers}
+        headers = {
+            **modern_headers(method, None if method == "completion/complete" else name),
+            **extra,
+            **alice_headers,
+        }
         response = await post(http, f"{daphne.url}{prefix}", body, headers)
         answers.append((response.status_code, response.text.replace(json.dumps(name)[1:-1], "<NAME>")))
     assert answers[0] == answers[1]
@@ -172,6 +180,9 @@ async def test_a_refused_use_answers_as_an_unknown_name_in_a_handshake_session(
                     outcome: Any = (await client.call_tool(name, {})).model_dump(mode="json")
                 elif method == "resources/read":
                     outcome = (await client.read_resource(name)).model_dump(mode="json")
+                elif method == "completion/complete":
+                    ref = types.PromptReference(type="ref/prompt", name=name)
+                    outcome = (await client.complete(ref, {"name": "topic", "value": "x"})).model_dump(mode="json")
                 else:
                     outcome = (await client.get_prompt(name, {"topic": "x"})).model_dump(mode="json")
             except MCPError as exc:
