@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import json
 from datetime import timedelta
 from io import StringIO
 from typing import Any
@@ -12,9 +13,12 @@ from typing import Any
 import pytest
 from asgiref.sync import sync_to_async
 from django.core.management import call_command
-from django.test import Client, override_settings
+from django.test import Client as DjangoClient
+from django.test import override_settings
 from django.urls import reverse
 from django.utils import timezone
+from mcp import Client
+from mcp.shared.exceptions import MCPError
 
 from mcp_sessions import calls
 from mcp_sessions.calls import arguments_digest, canonical_json
@@ -22,7 +26,9 @@ from mcp_sessions.choices import CallOutcome
 from mcp_sessions.models import CallRecord
 from mcp_sessions.signals import call_recorded
 
-from .clients import poll
+from .clients import TRANSPORTS, poll, transport_streams
+from .conftest import login_headers
+from .test_permissions import GUARDED, MODES, make_caller
 
 CHANGELIST = reverse("admin:mcp_sessions_callrecord_changelist")
 
@@ -119,8 +125,8 @@ def records(make_user: Any, db: None) -> dict[str, CallRecord]:
 
 
 @pytest.fixture
-def admin_client(make_user: Any) -> Client:
-    client = Client()
+def admin_client(make_user: Any) -> DjangoClient:
+    client = DjangoClient()
     client.force_login(make_user("root", is_staff=True, is_superuser=True))
     return client
 
@@ -136,7 +142,7 @@ def admin_client(make_user: Any) -> Client:
     ],
 )
 def test_the_admin_filters_and_searches(
-    admin_client: Client, records: dict[str, CallRecord], query: str, expected: set[str]
+    admin_client: DjangoClient, records: dict[str, CallRecord], query: str, expected: set[str]
 ) -> None:
     response = admin_client.get(CHANGELIST + query)
     assert response.status_code == 200
@@ -144,7 +150,9 @@ def test_the_admin_filters_and_searches(
     assert shown == expected
 
 
-def test_the_admin_exports_csv_with_formulas_defused(admin_client: Client, records: dict[str, CallRecord]) -> None:
+def test_the_admin_exports_csv_with_formulas_defused(
+    admin_client: DjangoClient, records: dict[str, CallRecord]
+) -> None:
     form = {"action": "export_csv", "_selected_action": [r.pk for r in records.values()]}
     response = admin_client.post(CHANGELIST, form)
     assert response.status_code == 200 and response["Content-Type"].startswith("text/csv")
@@ -154,9 +162,77 @@ def test_the_admin_exports_csv_with_formulas_defused(admin_client: Client, recor
     assert "'=cmd|' /C calc'!A0" in {row[13] for row in rows[1:]}
 
 
-def test_records_cannot_be_added_edited_or_deleted(admin_client: Client, records: dict[str, CallRecord]) -> None:
+def test_records_cannot_be_added_edited_or_deleted(admin_client: DjangoClient, records: dict[str, CallRecord]) -> None:
     row = records["alice-ok"]
     assert admin_client.get(reverse("admin:mcp_sessions_callrecord_add")).status_code == 403
     assert admin_client.post(reverse("admin:mcp_sessions_callrecord_delete", args=[row.pk])).status_code == 403
     page = admin_client.get(reverse("admin:mcp_sessions_callrecord_change", args=[row.pk])).content.decode()
     assert row.arguments_digest in page
+
+
+# Through real launchers: every call, read and get leaves one record
+
+
+async def _records(user: Any, count: int) -> list[CallRecord]:
+    """The user's records, once ``count`` are there (a shared server may still be writing an earlier test's)."""
+    rows = CallRecord.objects.filter(user_id=user.pk).order_by("pk")
+    return await poll(lambda: sync_to_async(list)(rows.all()), lambda found: len(found) >= count)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("mode", MODES)
+async def test_every_call_leaves_one_record_with_its_outcome(
+    daphne: Any, make_user: Any, transport: str, mode: str
+) -> None:
+    user = await sync_to_async(make_caller)(make_user, "plain")
+    headers = await sync_to_async(login_headers)(user)
+    async with Client(transport_streams(daphne.url, headers, GUARDED, transport), mode=mode) as client:  # type: ignore[arg-type]
+        await client.call_tool("public", {"text": "secret-value"})
+        await client.call_tool("boom", {})
+        await client.call_tool("notes", {"text": "hidden-value"})
+        with pytest.raises(MCPError):
+            await client.read_resource("notes://mine")
+        await client.get_prompt("greet", {"name": "x"})
+    rows = await _records(user, 5)
+    assert len(rows) == 5
+    seen = [(r.method, r.name, r.outcome) for r in rows]
+    assert seen == [
+        ("tools/call", "public", CallOutcome.OK),
+        ("tools/call", "boom", CallOutcome.TOOL_ERROR),
+        ("tools/call", "notes", CallOutcome.REFUSED),
+        ("resources/read", "notes://mine", CallOutcome.REFUSED),
+        ("prompts/get", "greet", CallOutcome.OK),
+    ]
+    first = rows[0]
+    assert first.username == "plain" and first.user_id == user.pk and first.credential_kind == "login"
+    assert first.server == GUARDED and first.transport == transport and first.protocol_version
+    assert (first.session_ref == "") == (mode == "auto" and transport == "streamable_http")
+    assert first.arguments_digest == arguments_digest({"text": "secret-value"}) and first.arguments is None
+    assert first.duration_ms >= 0 and first.result_size > 0
+    dumped = json.dumps([list(r.__dict__.values()) for r in rows], default=str)
+    assert "secret-value" not in dumped and "hidden-value" not in dumped
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_arguments_are_stored_only_through_the_sites_hook(
+    start_daphne: Any, alice: Any, alice_headers: dict[str, str]
+) -> None:
+    server = start_daphne(overrides={"MCP_GATEWAY_CALL_ARGUMENTS": "tests.permission_servers.keep_text"})
+    async with Client(transport_streams(server.url, alice_headers, GUARDED, "streamable_http")) as client:
+        await client.call_tool("public", {"text": "kept"})
+    (row,) = await _records(alice, 1)
+    assert row.arguments == {"text": "kept"}
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_flood_is_capped_and_the_log_counts_it(
+    start_daphne: Any, alice: Any, alice_headers: dict[str, str]
+) -> None:
+    server = start_daphne(overrides={"MCP_GATEWAY_CALL_RECORDS_PER_MINUTE": 3})
+    async with Client(transport_streams(server.url, alice_headers, GUARDED, "streamable_http")) as client:
+        for _ in range(8):
+            await client.call_tool("public", {})
+    # The batches may split the flood: the last line counts all that were not stored.
+    await poll(lambda: sync_to_async(server.log)(), lambda out: "over 3 per minute (5 in all so far)" in out)
+    assert await CallRecord.objects.filter(user_id=alice.pk).acount() == 3

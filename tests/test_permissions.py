@@ -19,11 +19,9 @@ from django.contrib.auth.models import Group, Permission
 from mcp import Client
 from mcp.shared.exceptions import MCPError
 
-from mcp_sessions.calls import arguments_digest
-from mcp_sessions.choices import CallOutcome
-from mcp_sessions.models import AccessToken, CallRecord
+from mcp_sessions.models import AccessToken
 
-from .clients import TRANSPORTS, poll, transport_streams
+from .clients import INITIALIZE, INITIALIZED, TRANSPORTS, handshake, jsonrpc, poll, raw_stream, transport_streams
 from .conftest import login_headers
 from .test_modern import envelope, modern_headers, post
 
@@ -287,66 +285,25 @@ async def test_a_step_up_credential_missing_a_scope_gets_403_insufficient_scope(
         assert response.json()["id"] == 7
 
 
-async def _records(user: Any, count: int) -> list[CallRecord]:
-    """The user's records, once ``count`` are there (a shared server may still be writing an earlier test's)."""
-    rows = CallRecord.objects.filter(user_id=user.pk).order_by("pk")
-    return await poll(lambda: sync_to_async(list)(rows.all()), lambda found: len(found) >= count)
-
-
 @pytest.mark.parametrize("transport", TRANSPORTS)
-@pytest.mark.parametrize("mode", MODES)
-async def test_every_call_leaves_one_record_with_its_outcome(
-    daphne: Any, make_user: Any, transport: str, mode: str
+async def test_step_up_in_a_handshake_session_too(
+    start_daphne: Any, alice: Any, http: httpx2.AsyncClient, transport: str
 ) -> None:
-    user = await sync_to_async(make_caller)(make_user, "plain")
-    headers = await sync_to_async(login_headers)(user)
-    async with Client(transport_streams(daphne.url, headers, GUARDED, transport), mode=mode) as client:  # type: ignore[arg-type]
-        await client.call_tool("public", {"text": "secret-value"})
-        await client.call_tool("boom", {})
-        await client.call_tool("notes", {"text": "hidden-value"})
-        with pytest.raises(MCPError):
-            await client.read_resource("notes://mine")
-        await client.get_prompt("greet", {"name": "x"})
-    rows = await _records(user, 5)
-    assert len(rows) == 5
-    seen = [(r.method, r.name, r.outcome) for r in rows]
-    assert seen == [
-        ("tools/call", "public", CallOutcome.OK),
-        ("tools/call", "boom", CallOutcome.TOOL_ERROR),
-        ("tools/call", "notes", CallOutcome.REFUSED),
-        ("resources/read", "notes://mine", CallOutcome.REFUSED),
-        ("prompts/get", "greet", CallOutcome.OK),
-    ]
-    first = rows[0]
-    assert first.username == "plain" and first.user_id == user.pk and first.credential_kind == "login"
-    assert first.server == GUARDED and first.transport == transport and first.protocol_version
-    assert (first.session_ref == "") == (mode == "auto" and transport == "streamable_http")
-    assert first.arguments_digest == arguments_digest({"text": "secret-value"}) and first.arguments is None
-    assert first.duration_ms >= 0 and first.result_size > 0
-    dumped = json.dumps([list(r.__dict__.values()) for r in rows], default=str)
-    assert "secret-value" not in dumped and "hidden-value" not in dumped
-
-
-async def test_arguments_are_stored_only_through_the_sites_hook(
-    start_daphne: Any, alice: Any, alice_headers: dict[str, str]
-) -> None:
-    server = start_daphne(overrides={"MCP_GATEWAY_CALL_ARGUMENTS": "tests.permission_servers.keep_text"})
-    async with Client(transport_streams(server.url, alice_headers, GUARDED, "streamable_http")) as client:
-        await client.call_tool("public", {"text": "kept"})
-    (row,) = await _records(alice, 1)
-    assert row.arguments == {"text": "kept"}
-
-
-async def test_a_flood_is_capped_and_the_log_counts_it(
-    start_daphne: Any, alice: Any, alice_headers: dict[str, str]
-) -> None:
-    server = start_daphne(overrides={"MCP_GATEWAY_CALL_RECORDS_PER_MINUTE": 3})
-    async with Client(transport_streams(server.url, alice_headers, GUARDED, "streamable_http")) as client:
-        for _ in range(8):
-            await client.call_tool("public", {})
-    # The batches may split the flood: the last line counts all that were not stored.
-    await poll(lambda: sync_to_async(server.log)(), lambda out: "over 3 per minute (5 in all so far)" in out)
-    assert await CallRecord.objects.filter(user_id=alice.pk).acount() == 3
+    server = start_daphne(overrides=STEP_UP)
+    grant = {"Authorization": f"Grant {alice.pk} mcp:tools:public"}
+    call = jsonrpc("tools/call", {"name": "notes", "arguments": {}}, id=2)
+    if transport == "sse":
+        async with raw_stream(http, f"{server.url}{GUARDED}sse", grant) as stream:
+            await handshake(http, server.url, stream, grant)
+            response = await http.post(server.url + stream.endpoint, json=call, headers=grant)
+    else:
+        headers = {**grant, "Accept": "application/json, text/event-stream"}
+        opened = await http.post(f"{server.url}{GUARDED}", json=INITIALIZE, headers=headers)
+        session = {**headers, "Mcp-Session-Id": opened.headers["mcp-session-id"], "MCP-Protocol-Version": "2025-11-25"}
+        assert (await http.post(f"{server.url}{GUARDED}", json=INITIALIZED, headers=session)).status_code == 202
+        response = await http.post(f"{server.url}{GUARDED}", json=call, headers=session)
+    assert response.status_code == 403, response.text
+    assert 'scope="mcp:tools:notes"' in response.headers["www-authenticate"] and response.json()["id"] == 2
 
 
 BACKENDS = {
