@@ -19,7 +19,7 @@ from django.contrib.auth.models import Group, Permission
 from mcp import Client
 from mcp.shared.exceptions import MCPError
 
-from mcp_sessions.models import AccessToken
+from mcp_sessions.models import AccessToken, CallRecord
 
 from .clients import INITIALIZE, INITIALIZED, TRANSPORTS, handshake, jsonrpc, poll, raw_stream, transport_streams
 from .conftest import login_headers
@@ -257,6 +257,37 @@ async def test_a_token_scoped_to_one_tool_cannot_call_another_its_user_may(
         refused = await client.call_tool("notes", {})
         assert refused.is_error and refused.content[0].text == "Unknown tool: notes"  # type: ignore[union-attr]
         assert (await client.list_prompts()).prompts == []
+
+
+def _reply(response: httpx2.Response) -> dict[str, Any]:
+    """A POSTed request's reply: the JSON body, or the data of the SSE event carrying it."""
+    if response.headers["content-type"].startswith("application/json"):
+        return response.json()  # type: ignore[no-any-return]
+    data = [line[5:].strip() for line in response.text.splitlines() if line.startswith("data:") and '"id"' in line]
+    return json.loads(data[-1])  # type: ignore[no-any-return]
+
+
+async def test_each_request_of_a_session_is_limited_by_its_own_credential(
+    daphne: Any, make_user: Any, http: httpx2.AsyncClient
+) -> None:
+    user = await sync_to_async(make_caller)(make_user, "superuser")
+    login = await sync_to_async(login_headers)(user)
+    _, secret = await sync_to_async(AccessToken.objects.issue)(user, "one tool", tools=["public"])
+    accept = {"Accept": "application/json, text/event-stream"}
+    opened = await http.post(f"{daphne.url}{GUARDED}", json=INITIALIZE, headers={**login, **accept})
+    session = {**accept, "Mcp-Session-Id": opened.headers["mcp-session-id"], "MCP-Protocol-Version": "2025-11-25"}
+    await http.post(f"{daphne.url}{GUARDED}", json=INITIALIZED, headers={**login, **session})
+    call = jsonrpc("tools/call", {"name": "notes", "arguments": {}}, id=2)
+    as_login = _reply(await http.post(f"{daphne.url}{GUARDED}", json=call, headers={**login, **session}))
+    token = {"Authorization": f"Bearer {secret}", **session}
+    as_token = _reply(await http.post(f"{daphne.url}{GUARDED}", json=call, headers=token))
+    assert not as_login["result"].get("isError")
+    assert as_token["result"]["isError"] and as_token["result"]["content"][0]["text"] == "Unknown tool: notes"
+    rows = await poll(
+        lambda: sync_to_async(list)(CallRecord.objects.filter(user_id=user.pk).order_by("pk")),
+        lambda found: len(found) >= 2,
+    )
+    assert [(r.credential_kind, r.outcome) for r in rows] == [("login", "ok"), ("token", "refused")]
 
 
 STEP_UP = {"MCP_GATEWAY_AUTHENTICATORS": ["tests.permission_servers.ScopedGrantAuthenticator"]}

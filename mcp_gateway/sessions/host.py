@@ -469,7 +469,7 @@ class SessionHost:
             if not await self.streams.open_request(parsed.id, reply_to, self._outlet_for):
                 return
         self.last_seen = timezone.now()
-        await actor.deliver(parsed, message.get("headers") or {})
+        await actor.deliver(parsed, message.get("headers") or {}, message.get("credential"))
 
     def _outlet_for(self, channel: str) -> Outlet:
         return self._site.outlet_for(self.layer, channel)

@@ -63,7 +63,7 @@ class MessagesConsumer(GatewayConsumer):
             self.request, caller.credential, session_id, server=self.mount.prefix, transport=Transport.SSE
         )
         step_up(caller.credential, parsed, self.mount)
-        await self.send_to_session(session, body, parsed)
+        await self.send_to_session(session, body, parsed, credential=caller.credential)
         await send_response(self.send, HTTPStatus.ACCEPTED, b"", content_type=None)
 
 

@@ -172,7 +172,7 @@ class StreamableHTTPConsumer(StreamConsumer):
             await self.open_inbox()
             self.json_allowed = True
             reply_to = self.channel_name
-        await self.send_to_session(session, body, message, reply_to=reply_to)
+        await self.send_to_session(session, body, message, credential=credential, reply_to=reply_to)
         if not is_request:
             await send_response(self.send, HTTPStatus.ACCEPTED, b"", content_type=None)
             return True
