@@ -1,4 +1,4 @@
-from django.apps import AppConfig
+from django.apps import AppConfig, apps
 
 
 class McpGatewayConfig(AppConfig):
@@ -9,7 +9,9 @@ class McpGatewayConfig(AppConfig):
         from mcp_sessions.signals import credentials_revoked, sessions_revoked
 
         from . import checks  # noqa: F401  (registers the system checks)
-        from .receivers import close_revoked_sessions, forget_revoked_credentials
+        from .receivers import close_revoked_sessions, connect_permission_signals, forget_revoked_credentials
 
         sessions_revoked.connect(close_revoked_sessions, dispatch_uid="mcp_gateway.close_revoked_sessions")
         credentials_revoked.connect(forget_revoked_credentials, dispatch_uid="mcp_gateway.forget_revoked_credentials")
+        if apps.is_installed("django.contrib.auth"):
+            connect_permission_signals()

@@ -62,6 +62,14 @@ class Credential:
     # ``time.monotonic()`` when the database vouched for it (about when this was made, unless it comes from the
     # cache of verified credentials, :mod:`mcp_gateway.credcache`): what the pin and the cache count their age from.
     checked_at: float = field(default_factory=time.monotonic, compare=False)
+    # What the credential may reach (:mod:`mcp_gateway.scopes`): None for the login and an unscoped token, whose
+    # reach is their user's permissions; a scoped token's or an OAuth grant's scopes otherwise.
+    scopes: frozenset[str] | None = None
+    # Whether a request beyond ``scopes`` is answered 403 insufficient_scope (an OAuth grant: the client can ask
+    # for more) rather than as if what it names did not exist (a personal token: its scope was chosen for good).
+    step_up: bool = False
+    # The OAuth client the grant is for, if it is one: call records name it.
+    client_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +200,7 @@ class BearerTokenAuthenticator:
             token_id=token.pk,
             expires_at=token.expires_at,
             fingerprint=token_fingerprint(token.token_hash),
+            scopes=token.scope_set,
         )
 
 

@@ -43,6 +43,7 @@ POSITIVE_NUMBERS = (
     "USAGE_FLUSH_INTERVAL",
     "USAGE_MAX_CLIENTS",
     "USAGE_RETENTION_DAYS",
+    "CALL_RECORDS_PER_MINUTE",
 )
 # Zero is meaningful here: a dropped HTTP+SSE stream ends its session at once.
 NON_NEGATIVE_NUMBERS = ("RESUME_TIMEOUT", "RECHECK_INTERVAL")
@@ -78,7 +79,43 @@ def check_settings(app_configs: Iterable[Any] | None = None, **kwargs: Any) -> l
     errors += _check_server()
     errors += _check_authenticators()
     errors += _check_account_template()
+    errors += _check_call_arguments()
+    errors += _check_permission_cache()
     return errors
+
+
+def _check_permission_cache() -> list[CheckMessage]:
+    ttl = gateway_settings.PERMISSION_CACHE_TTL
+    if ttl is None or (not isinstance(ttl, bool) and isinstance(ttl, int | float) and ttl >= 0):
+        return []
+    return [
+        Error(
+            f"MCP_GATEWAY_PERMISSION_CACHE_TTL must be a number ≥ 0 or None, not {ttl!r}.",
+            hint="Seconds; 0 reads permissions again for every request, None follows MCP_GATEWAY_RECHECK_INTERVAL.",
+            id="mcp_gateway.E017",
+        )
+    ]
+
+
+def _check_call_arguments() -> list[CheckMessage]:
+    path = gateway_settings.CALL_ARGUMENTS
+    if path is None:
+        return []
+    try:
+        hook = import_string(path) if isinstance(path, str) else None
+    except ImportError as exc:
+        hook, reason = None, str(exc)
+    else:
+        reason = "not a dotted path to a callable"
+    if callable(hook):
+        return []
+    return [
+        Error(
+            f"MCP_GATEWAY_CALL_ARGUMENTS {path!r} names no redaction hook: {reason}",
+            hint="A function (*, method, name, arguments, user) -> dict | None; or None to store no arguments.",
+            id="mcp_gateway.E016",
+        )
+    ]
 
 
 def _check_server() -> list[CheckMessage]:

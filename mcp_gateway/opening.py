@@ -40,7 +40,7 @@ class Mount(Protocol):
     def prefix(self) -> str: ...
 
     @property
-    def server(self) -> Any: ...  # the MCP server: the SDK's servers share no base class
+    def session_server(self) -> Any: ...  # the MCP server as sessions run it: the SDK's servers share no base class
 
 
 async def open_session(
@@ -87,7 +87,7 @@ async def open_session(
         inbox=inbox,
         record=record,
         credential=credential,
-        server=mount.server,
+        server=mount.session_server,
         deadline=deadline_for(credential),
         resume_timeout=gateway_settings.RESUME_TIMEOUT if transport == Transport.SSE else None,
     )

@@ -61,19 +61,35 @@ class OutletClosed(Exception):
 # To a worker's inbox
 
 
+class CallerFields(TypedDict):
+    """The credential a client message came with, as its context names it (:func:`mcp_gateway.caller.caller_fields`).
+
+    A session may be reached with another credential of its user than the one that opened it (a scoped token,
+    a login): each message is decided by its own (the scopes it allows) and recorded under it.
+    """
+
+    credential_kind: str
+    credential_ref: str
+    token_id: int | None
+    client_id: str
+    scopes: list[str] | None
+
+
 class InboundBody(TypedDict):
     """A client message for its session: what the host reads of an ``mcp.inbound`` message.
 
     ``body`` is the JSON-RPC message as the client sent it; ``parsed`` is
     that message validated already, set only when the sender is in the
     session's own process (never serialised). With ``reply_to``, a request
-    whose own stream goes to the connection at that channel.
+    whose own stream goes to the connection at that channel. ``credential``:
+    what the request presented (:class:`CallerFields`).
     """
 
     body: NotRequired[bytes | str]
     parsed: NotRequired[Any]  # a JSONRPCMessage; Any: it never crosses the layer, and the host validates bodies
     headers: NotRequired[dict[str, str]]
     reply_to: NotRequired[str]
+    credential: NotRequired[CallerFields]
 
 
 class InboundMessage(InboundBody):
@@ -127,6 +143,14 @@ class ForgetCredentialsMessage(TypedDict):
     fingerprints: list[str]
     user: NotRequired[str]
     keep_tokens: NotRequired[bool]
+
+
+class ForgetPermissionsMessage(TypedDict):
+    """A user's permissions changed (or, without ``user``, anyone's): every worker drops them from its
+    :mod:`~mcp_gateway.permcache` (a group message to :data:`CREDENTIALS_GROUP`). ``user``: the pk, as a string."""
+
+    type: Literal["mcp.forget_permissions"]
+    user: NotRequired[str]
 
 
 class LayerLostMessage(TypedDict):

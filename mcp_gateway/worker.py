@@ -44,6 +44,7 @@ from .exceptions import ServiceUnavailable, SessionNotFound
 from .lease import WorkerLease
 from .listeners import ListenRegistry, Swept
 from .modern.lifespan import lifespans
+from .permcache import permission_cache
 from .sessions.events import EventId
 from .sessions.host import SessionHost
 from .sessions.streams import Outlet
@@ -313,14 +314,17 @@ class WorkerInbox:
     def dispatch(self, layer: BaseChannelLayer, message: dict[str, Any]) -> None:
         """Hand ``message`` to its session's host (or listen stream); answer for one that is not here (any more).
 
-        Revoked credentials concern the whole worker: its cache forgets them. A listen event is for no session:
-        it goes to this worker's listeners.
+        Revoked credentials and changed permissions concern the whole worker: its caches forget them. A listen
+        event is for no session: it goes to this worker's listeners.
         """
         if message.get("type") == "mcp.forget_credentials":
             credential_cache.forget_received(message)
             return
         if message.get("type") == "mcp.listen_event":
             self._worker.listens.fanout.receive(message)
+            return
+        if message.get("type") == "mcp.forget_permissions":
+            permission_cache.forget_received(message)
             return
         pks = message.pop("sessions", None)
         if not isinstance(pks, list):

@@ -21,11 +21,13 @@ from django.utils.html import format_html
 from django.utils.timesince import timesince
 from django.utils.translation import gettext_lazy as _
 
+from . import admin_calls as admin_calls  # registers the call records' admin
 from . import admin_usage as admin_usage  # registers the client usage admin
 from .admin_base import ADMIN_CSS, shortened, who
 from .admin_base import ReadOnlyAdmin as ReadOnlyAdmin
 from .admin_revoke import RevokeButtonMixin
 from .models import AccessToken, AccessTokenQuerySet, AuditEvent, McpSession, McpSessionQuerySet, TokenState
+from .scoping import token_scopes
 from .subscriptions import describe_listen_filter
 
 if TYPE_CHECKING:
@@ -203,6 +205,24 @@ class AccessTokenAddForm(TokenForm):
 
     creator: Any = None  # the admin user adding the token; set per request by AccessTokenAdmin.get_form
 
+    limit_to = forms.CharField(
+        label=_("Limit to"),
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text=_(
+            "Tool names or scopes (mcp:tools, mcp:resources, mcp:prompts, mcp:prompts:<name>, …), one per line or "
+            "separated by commas. Empty: the token reaches all its user may use."
+        ),
+    )
+
+    def clean_limit_to(self) -> list[str]:
+        words = [w.strip() for w in self.cleaned_data["limit_to"].replace(",", "\n").splitlines() if w.strip()]
+        tools = [w for w in words if not w.startswith("mcp")]
+        try:
+            return token_scopes(tools, [w for w in words if w.startswith("mcp")])
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc), code="invalid_scope") from None
+
     def clean_user(self) -> Any:
         target = self.cleaned_data["user"]
         refusal = token_refusal(self.creator, target)
@@ -235,8 +255,8 @@ class AccessTokenAdmin(RevokeButtonMixin, TokenAdminBase):
     actions = ("revoke",)
     revoke_action = "revoke"
     form = AccessTokenAddForm
-    add_fields = ("user", "name", "expires_at")
-    own_add_fields = ("name", "expires_at")
+    add_fields = ("user", "name", "expires_at", "limit_to")
+    own_add_fields = ("name", "expires_at", "limit_to")
     change_fields = (
         "name",
         "user",
@@ -246,6 +266,7 @@ class AccessTokenAdmin(RevokeButtonMixin, TokenAdminBase):
         "last_used_at",
         "expires_at",
         "revoked_at",
+        "scopes",
     )
     raw_id_fields = ("user",)
 
@@ -300,6 +321,7 @@ class AccessTokenAdmin(RevokeButtonMixin, TokenAdminBase):
             form.cleaned_data.get("user") or request.user,
             form.cleaned_data["name"],
             expires_at=form.cleaned_data.get("expires_at"),
+            scopes=form.cleaned_data.get("limit_to") or (),
         )
         request._mcp_token_secret = secret  # type: ignore[attr-defined]
         return token

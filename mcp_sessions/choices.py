@@ -54,3 +54,12 @@ class CredentialKind(models.TextChoices):
     LOGIN = "login", _("Login")
     TOKEN = "token", _("Access token")
     OTHER = "other", _("Other")
+
+
+class CallOutcome(models.TextChoices):
+    """How a tools/call, resources/read or prompts/get ended (``CallRecord.outcome``)."""
+
+    OK = "ok", _("OK")
+    TOOL_ERROR = "tool_error", _("Tool error")
+    REFUSED = "refused", _("Refused")
+    FAILED = "failed", _("Failed")

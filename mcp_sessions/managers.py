@@ -36,6 +36,7 @@ from .ids import (
     new_token,
     public_ref,
 )
+from .scoping import token_scopes
 from .signals import credentials_revoked, sessions_revoked
 from .text import clean_fields
 
@@ -130,17 +131,27 @@ _AccessTokenBaseManager = models.Manager.from_queryset(AccessTokenQuerySet)
 
 class AccessTokenManager(_AccessTokenBaseManager["AccessToken"]):
     def issue(
-        self, user: Any, name: str, expires_in: timedelta | None = None, *, expires_at: datetime | None = None
+        self,
+        user: Any,
+        name: str,
+        expires_in: timedelta | None = None,
+        *,
+        expires_at: datetime | None = None,
+        tools: Collection[str] = (),
+        scopes: Collection[str] = (),
     ) -> tuple[AccessToken, str]:
         """Create a token, expiring after ``expires_in`` or at ``expires_at`` (or never); the secret is returned once.
 
-        Only its prefix and hash are stored. Who may create a token for whom is
-        the caller's to decide (the admin: :func:`mcp_sessions.admin.token_refusal`).
+        ``tools`` and ``scopes`` limit it (:func:`~mcp_sessions.scoping.token_scopes`; ``ValueError`` for an
+        ill-formed scope): none, it reaches all its user may use. Only its prefix and hash are stored. Who may
+        create a token for whom is the caller's to decide (the admin: :func:`mcp_sessions.admin.token_refusal`).
         """
         if expires_in is not None and expires_at is not None:
             raise ValueError("Give expires_in or expires_at, not both")
+        scoped = token_scopes(tools, scopes)
         secret = new_token()
         token = self.create(
+            scopes=scoped,
             user=user,
             name=name,
             prefix=secret[:TOKEN_PREFIX_LENGTH],

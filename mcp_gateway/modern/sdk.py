@@ -4,10 +4,14 @@ The 2026-07-28 single-exchange entry of mcp 2.3 (``mcp.server._streamable_http_m
 dispatch context and its ``Mcp-Param-*`` check are reused as they are rather than rewritten, which is why
 ``pyproject.toml`` bounds the SDK to ``mcp>=2.3,<2.4``. A new SDK minor release is adopted by checking
 these names first.
+
+An ``MCPServer`` keeps its tools, resources and prompts in private managers; :func:`registered_functions` reads
+them (the functions a site marked with :func:`mcp_gateway.permissions.require`), here with the rest.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from mcp.server._streamable_http_modern import (
@@ -23,6 +27,21 @@ from mcp.server.lowlevel import Server
 from mcp.server.runner import _has_modern_envelope as has_modern_envelope
 from mcp.server.runner import modern_error_data
 
+
+def registered_functions(server: Any) -> dict[str, list[tuple[str, Callable[..., Any] | None]]]:
+    """An ``MCPServer``'s registrations by kind: ``(name, function)`` of each tool, resource, template and prompt.
+
+    Tools and prompts by name, resources by URI, templates by URI template; a resource made from a value rather
+    than a function has ``None``.
+    """
+    return {
+        "tools": [(tool.name, tool.fn) for tool in server._tool_manager.list_tools()],
+        "resources": [(str(r.uri), getattr(r, "fn", None)) for r in server._resource_manager.list_resources()],
+        "resource_templates": [(t.uri_template, t.fn) for t in server._resource_manager.list_templates()],
+        "prompts": [(prompt.name, prompt.fn) for prompt in server._prompt_manager.list_prompts()],
+    }
+
+
 __all__ = [
     "SingleExchangeDispatchContext",
     "has_modern_envelope",
@@ -30,6 +49,7 @@ __all__ = [
     "mcp_param_rejection",
     "modern_error_data",
     "own_request_handlers",
+    "registered_functions",
 ]
 
 

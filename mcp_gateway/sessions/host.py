@@ -35,9 +35,9 @@ from mcp_sessions import audit
 from mcp_sessions.models import AuditKind, CloseReason, McpSession, error_summary
 
 from ..auth import Credential
+from ..caller import credential_fields
 from ..conf import gateway_settings
 from ..context import GatewayRequestContext
-from ..modern.state import credential_fingerprint
 from .actor import SessionActor
 from .events import EventBuffer
 from .mailbox import Mailbox
@@ -429,7 +429,7 @@ class SessionHost:
             if not await self.streams.open_request(parsed.id, reply_to, self._outlet_for):
                 return
         self.last_seen = timezone.now()
-        await actor.deliver(parsed, message.get("headers") or {})
+        await actor.deliver(parsed, message.get("headers") or {}, message.get("credential"))
 
     def _outlet_for(self, channel: str) -> Outlet:
         return self._site.outlet_for(self.layer, channel)
@@ -437,11 +437,10 @@ class SessionHost:
     def _actor(self) -> SessionActor:
         if self.actor is None:
             context = GatewayRequestContext(
-                user=self.credential.user,
                 session_ref=self.ref,
                 transport=self.transport,
                 server=self.mount_prefix,
-                credential_fingerprint=credential_fingerprint(self.credential),
+                **credential_fields(self.credential),
             )
             self.actor = SessionActor(
                 self._server,

@@ -52,6 +52,7 @@ from pydantic import ValidationError
 from mcp_sessions.models import CloseReason, Transport
 
 from .. import sse, wire
+from ..caller import credential_fields
 from ..conf import gateway_settings
 from ..context import GatewayRequestContext
 from ..exceptions import (
@@ -64,11 +65,12 @@ from ..exceptions import (
     ServiceUnavailable,
 )
 from ..flow import FlowControl, flow_control_for
+from ..gatekeeper import checking_headers
 from ..http import SECURITY_HEADERS, Message, Scope, json_bytes, send_response
 from ..listening import LISTEN, ListenStream, open_listen_stream
 from ..modern import sdk
 from ..modern.lifespan import lifespans
-from ..modern.state import credential_fingerprint
+from ..scopes import step_up
 from ..worker import worker
 from .base import GatewayConsumer
 
@@ -132,6 +134,7 @@ class PerRequestConsumer(GatewayConsumer):
         except ValidationError:
             raise InvalidMessage() from None
         self.request.rpc_id = request.id
+        step_up(caller.credential, request, self.mount)
         raw_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in self.scope.get("headers", ())]
         duplicated = find_duplicated_routing_header(raw_headers)
         if duplicated is not None:
@@ -140,12 +143,11 @@ class PerRequestConsumer(GatewayConsumer):
         if isinstance(verdict, InboundLadderRejection):
             raise rejection(verdict)
         context = GatewayRequestContext(
-            user=caller.user,
             session_ref="",
             transport=Transport.STREAMABLE_HTTP,
             server=self.mount.prefix,
             headers=self.request.forwardable_headers(),
-            credential_fingerprint=credential_fingerprint(caller.credential),
+            **credential_fields(caller.credential),
         )
         try:
             lifespan_state = await lifespans.state(self.mount.server)
@@ -154,7 +156,8 @@ class PerRequestConsumer(GatewayConsumer):
         server = self.mount.per_request_server
         # The SDK reads the request's headers from what it is given, and hands it to a tools/list it may run:
         # the gateway's context, so that listing too knows its caller.
-        param_rejection = await sdk.mcp_param_rejection(server, context, request, verdict, lifespan_state)  # type: ignore[arg-type]
+        with checking_headers(context):
+            param_rejection = await sdk.mcp_param_rejection(server, context, request, verdict, lifespan_state)  # type: ignore[arg-type]
         # Who calls with which client, for the admin: this era leaves no session record to say it.
         worker.usage.count(
             caller.credential, verdict.client_info, verdict.protocol_version, refused=param_rejection is not None
