@@ -475,10 +475,24 @@ def test_the_activity_section_shows_the_users_own_calls_and_nothing_of_their_arg
     assert section.index("notes://alice/notes") < section.index("echo"), "newest first"
 
 
-def test_a_call_made_with_this_browsers_login_says_so(alice: Any) -> None:
+@pytest.mark.parametrize(
+    ("fields", "shown"),
+    [
+        pytest.param({"credential_ref": "this-browser"}, "This browser", id="this-browsers-login"),
+        pytest.param({}, "Another login", id="another-login"),
+        pytest.param({"credential_kind": CredentialKind.TOKEN}, "A deleted token", id="a-token-gone"),
+        pytest.param(
+            {"credential_kind": CredentialKind.OTHER, "client_id": "<b>app</b>"}, "The app “&lt;b&gt;app", id="oauth"
+        ),
+        pytest.param({"credential_kind": CredentialKind.OTHER}, "Other", id="other"),
+    ],
+)
+def test_each_call_names_its_credential(alice: Any, fields: dict[str, Any], shown: str) -> None:
     client = login(alice)
-    make_call(alice, "whoami", credential_ref=this_browser(client)[:12])
-    assert "This browser" in activity(client.get(INDEX).content.decode())
+    if fields.get("credential_ref") == "this-browser":
+        fields = {"credential_ref": this_browser(client)[:12]}
+    make_call(alice, "whoami", **fields)
+    assert shown in activity(client.get(INDEX).content.decode())
 
 
 def test_a_user_without_calls_is_told_so(world: dict[str, Any]) -> None:
@@ -514,3 +528,12 @@ def test_for_user_gives_only_the_users_own_records(world: dict[str, Any]) -> Non
     make_call(world["bob"], "echo")
     assert list(CallRecord.objects.for_user(world["alice"])) == [mine]
     assert not CallRecord.objects.for_user(AnonymousUser()).exists()
+
+
+@pytest.mark.parametrize(
+    ("stored", "shown"), [pytest.param(True, True, id="stored"), pytest.param(False, False, id="signal-only")]
+)
+def test_the_activity_section_is_there_when_calls_are_stored(alice: Any, stored: bool, shown: bool) -> None:
+    with override_settings(MCP_GATEWAY_CALL_RECORDS=stored):
+        page = login(alice).get(INDEX).content.decode()
+    assert ('id="activity"' in page) is shown and ('href="#activity"' in page) is shown

@@ -2,9 +2,9 @@
 
 From :meth:`CallRecord.objects.for_user <mcp_sessions.calls.CallRecordQuerySet.for_user>`, a page at a time
 (Django's :class:`~django.core.paginator.Paginator`, ``?page=``). Each row says when, what, how it ended, how long
-it took, with which credential (a token by name, a login: this browser's or another) and in which protocol era
-(a session's, or 2026-07-28's, which has none). Never the arguments, even those a site's hook keeps: they are the
-admin's to see.
+it took, with which credential (a token by name, a login: this browser's or another, an OAuth app) and in which
+protocol era (a session's, or 2026-07-28's, which has none). Never the arguments, even those a site's hook keeps:
+they are the admin's to see.
 """
 
 from __future__ import annotations
@@ -43,6 +43,8 @@ def credential_of(record: CallRecord, login_hash: str) -> str:
     if record.credential_kind == CredentialKind.LOGIN:
         here = bool(record.credential_ref) and login_hash.startswith(record.credential_ref)
         return str(_("This browser") if here else _("Another login"))
+    if record.client_id:
+        return str(_("The app “%(client)s”") % {"client": record.client_id})
     return str(record.get_credential_kind_display())
 
 

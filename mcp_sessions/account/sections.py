@@ -16,6 +16,8 @@ from django.http import HttpRequest
 from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
 
+from mcp_gateway.conf import gateway_settings
+
 from ..models import AccessToken, McpSession
 from ..revocation import login_session_hash
 from ..scoping import describe_scope
@@ -90,7 +92,14 @@ def activity_context(request: HttpRequest) -> dict[str, Any]:
 SECTIONS: tuple[Section, ...] = (
     Section("sessions", _("Sessions"), "mcp_sessions/account/sessions.html", sessions_context),
     Section("tokens", _("Personal access tokens"), "mcp_sessions/account/tokens.html", tokens_context),
-    Section("activity", _("Activity"), "mcp_sessions/account/activity.html", activity_context),
+    # Without stored call records (MCP_GATEWAY_CALL_RECORDS off, the signal only) there is no activity to show.
+    Section(
+        "activity",
+        _("Activity"),
+        "mcp_sessions/account/activity.html",
+        activity_context,
+        shown=lambda: bool(gateway_settings.CALL_RECORDS),
+    ),
 )
 
 
