@@ -25,10 +25,13 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
+from django.utils.module_loading import import_string
+
 from mcp_sessions.scoping import ALL, PROMPTS, RESOURCES, TOOLS, scope_for, valid_scope
 
+from .conf import gateway_settings
 from .exceptions import InsufficientScope
-from .permissions import declared_names, templates_matching
+from .permissions import declared_names, templates_matching, usable
 
 __all__ = [
     "ALL",
@@ -36,6 +39,7 @@ __all__ = [
     "RESOURCES",
     "TOOLS",
     "allows",
+    "offered",
     "scope_for",
     "scopes_supported",
     "step_up",
@@ -77,6 +81,21 @@ def scopes_supported(mount: Any) -> list[str]:
     names = declared_names(mount.site_server)
     narrow = sorted(scope_for(kind, name) for kind in ("tools", "prompts") for name in names[kind])
     return [ALL, TOOLS, RESOURCES, PROMPTS, *narrow]
+
+
+def offered(user: Any) -> list[str]:
+    """The narrow scopes ``user`` may limit a token of their own to: one per thing they may use on the default mount.
+
+    Each tool, prompt, resource and resource template of ``MCP_GATEWAY_SERVER`` that
+    :func:`~mcp_gateway.permissions.usable` lets ``user`` use, decided as a request would be now (a permission
+    granted later widens nothing: the token is limited by its scopes *and* its user's permissions). Registered with
+    :func:`mcp_sessions.scoping.offer_scopes` when the app is ready (Your MCP access offers them); sync code only.
+    """
+    if not gateway_settings.SERVER:
+        return []
+    server = import_string(gateway_settings.SERVER)
+    kinds = {"tools": "tools", "prompts": "prompts", "resources": "resources", "resource_templates": "resources"}
+    return [scope_for(kinds[kind], name) for kind, names in usable(server, user).items() for name in names]
 
 
 def step_up(credential: Any, message: Any, mount: Any) -> None:

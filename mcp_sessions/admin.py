@@ -27,7 +27,7 @@ from .admin_base import ADMIN_CSS, shortened, who
 from .admin_base import ReadOnlyAdmin as ReadOnlyAdmin
 from .admin_revoke import RevokeButtonMixin
 from .models import AccessToken, AccessTokenQuerySet, AuditEvent, McpSession, McpSessionQuerySet, TokenState
-from .scoping import token_scopes
+from .scope_field import ScopesField
 from .subscriptions import describe_listen_filter
 
 if TYPE_CHECKING:
@@ -205,23 +205,14 @@ class AccessTokenAddForm(TokenForm):
 
     creator: Any = None  # the admin user adding the token; set per request by AccessTokenAdmin.get_form
 
-    limit_to = forms.CharField(
+    limit_to = ScopesField(
         label=_("Limit to"),
-        required=False,
         widget=forms.Textarea(attrs={"rows": 3}),
         help_text=_(
             "Tool names or scopes (mcp:tools, mcp:resources, mcp:prompts, mcp:prompts:<name>, …), one per line or "
             "separated by commas. Empty: the token reaches all its user may use."
         ),
     )
-
-    def clean_limit_to(self) -> list[str]:
-        words = [w.strip() for w in self.cleaned_data["limit_to"].replace(",", "\n").splitlines() if w.strip()]
-        tools = [w for w in words if not w.startswith("mcp")]
-        try:
-            return token_scopes(tools, [w for w in words if w.startswith("mcp")])
-        except ValueError as exc:
-            raise forms.ValidationError(str(exc), code="invalid_scope") from None
 
     def clean_user(self) -> Any:
         target = self.cleaned_data["user"]

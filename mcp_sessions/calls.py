@@ -37,6 +37,7 @@ from django.utils.module_loading import import_string
 from mcp_gateway.conf import gateway_settings
 
 from .audit import USERNAME_LENGTH
+from .managers import OwnedQuerySet
 from .signals import call_recorded
 from .text import escape
 
@@ -51,7 +52,14 @@ FLUSH_DELAY = 0.2
 logger = logging.getLogger("mcp_gateway.calls")
 
 
-class CallRecordManager(models.Manager["CallRecord"]):
+class CallRecordQuerySet(OwnedQuerySet["CallRecord"]):
+    """Call records; ``for_user`` gives one user's own (Your MCP access shows them their activity)."""
+
+
+_CallRecordBaseManager = models.Manager.from_queryset(CallRecordQuerySet)
+
+
+class CallRecordManager(_CallRecordBaseManager["CallRecord"]):
     def clear_expired(self, days: float) -> int:
         """Delete the records older than ``days``; how many."""
         deleted, _ = self.filter(created_at__lt=timezone.now() - timedelta(days=days)).delete()

@@ -161,13 +161,21 @@ class AccessTokenManager(_AccessTokenBaseManager["AccessToken"]):
         return token, secret
 
     def issue_own(
-        self, user: Any, name: str, expires_in: timedelta | None = None, *, remote_addr: str | None = None
+        self,
+        user: Any,
+        name: str,
+        expires_in: timedelta | None = None,
+        *,
+        scopes: Collection[str] = (),
+        remote_addr: str | None = None,
     ) -> tuple[AccessToken, str]:
         """:meth:`issue` a token for ``user`` by ``user`` themselves (Your MCP access), recorded in the audit trail.
 
-        The row names the token by its stored prefix, never by its secret.
+        ``scopes`` limit it, as :meth:`issue`'s; which ones ``user`` may choose is the caller's to decide (the
+        page offers :func:`~mcp_sessions.scoping.offered_scopes`). The row names the token by its stored prefix,
+        never by its secret.
         """
-        token, secret = self.issue(user, name, expires_in)
+        token, secret = self.issue(user, name, expires_in, scopes=scopes)
         audit.record(AuditKind.TOKEN_CREATED, user=user, remote_addr=remote_addr, detail=_token_detail(token))
         return token, secret
 

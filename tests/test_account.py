@@ -1,24 +1,38 @@
 """Your MCP access (``mcp_sessions.urls``): a user's own sessions and tokens, seen and ended by that user only.
 
 Driven with Django's test client: who may reach what (login, owner), which methods and the CSRF check, the
-audit rows of every change, that nothing is cached, and that a new token's secret is shown once and nowhere
-else. The live end of a client's stream, in a real browser, is ``tests/test_account_browser.py``.
+audit rows of every change, that nothing is cached, that a new token's secret is shown once and nowhere
+else, that a token is limited only to what its user may use, and that the Activity section shows the user's own
+calls alone, a page at a time. The live end of a client's stream, in a real browser, is
+``tests/test_account_browser.py``.
 """
 
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.conf import settings
+from django.contrib.auth.models import AnonymousUser
 from django.core.checks import run_checks
 from django.test import Client, override_settings
 from django.urls import reverse
 from django.utils import timezone
 
+from mcp_sessions.account.activity import PER_PAGE
 from mcp_sessions.ids import hash_session_id, new_session_id
-from mcp_sessions.models import AccessToken, AuditEvent, AuditKind, McpSession, Transport
+from mcp_sessions.models import (
+    AccessToken,
+    AuditEvent,
+    AuditKind,
+    CallOutcome,
+    CallRecord,
+    CredentialKind,
+    McpSession,
+    Transport,
+)
 from mcp_sessions.revocation import login_session_hash
 from mcp_sessions.signals import sessions_revoked
 
@@ -356,3 +370,170 @@ def test_the_base_template_is_checked(value: Any, errors: list[str]) -> None:
 
 def test_the_demo_home_page_links_to_it(alice: Any) -> None:
     assert f'href="{INDEX}"' in login(alice).get("/").content.decode()
+
+
+# Limiting a token: what the demo's server (MCP_GATEWAY_SERVER) lets alice, a plain user, use, and what not.
+@pytest.mark.parametrize(
+    ("chosen", "scopes", "shown"),
+    [
+        pytest.param([], [], ["It is not limited"], id="not-limited"),
+        pytest.param(["mcp:tools:echo"], ["mcp:tools:echo"], ["The tool “echo”"], id="one-tool"),
+        pytest.param(
+            ["mcp:tools:whoami", "mcp:prompts"],
+            ["mcp:prompts", "mcp:tools:whoami"],
+            ["All prompts", "The tool “whoami”"],
+            id="a-tool-and-every-prompt",
+        ),
+        pytest.param(["mcp:resources"], ["mcp:resources"], ["All resources"], id="every-resource"),
+    ],
+)
+def test_a_token_is_limited_to_what_is_ticked_and_its_pages_say_so(
+    alice: Any, chosen: list[str], scopes: list[str], shown: list[str]
+) -> None:
+    client = login(alice)
+    response = client.post(NEW_TOKEN, {"name": "scoped", "expires": "30", "limit_to": chosen})
+    assert response.status_code == 200, response.context["form"].errors
+    token = AccessToken.objects.get(user=alice, name="scoped")
+    assert token.scopes == scopes
+    created = response.content.decode()
+    assert all(words in created for words in shown)
+    row = client.get(INDEX).content.decode().split("scoped</th>")[1].split("</tr>")[0]
+    assert all(words in row for words in shown) if scopes else "Not limited" in row
+
+
+def test_the_form_offers_only_what_the_user_may_use(alice: Any, make_user: Any) -> None:
+    offered = login(alice).get(NEW_TOKEN).context["form"].fields["limit_to"].offered
+    assert {"mcp:tools", "mcp:tools:echo", "mcp:tools:whoami", "mcp:tools:add_note"} <= set(offered)
+    assert not {"mcp", "mcp:tools:note_stats", "mcp:tools:delete_note"} & set(offered)
+    staff = make_user("carla", is_staff=True)
+    assert "mcp:tools:note_stats" in login(staff).get(NEW_TOKEN).context["form"].fields["limit_to"].offered
+
+
+@pytest.mark.parametrize(
+    "chosen",
+    [
+        pytest.param(["mcp:tools:note_stats"], id="a-tool-for-staff-only"),
+        pytest.param(["mcp:tools:delete_note"], id="a-tool-needing-a-permission"),
+        pytest.param(["mcp:tools:no_such_tool"], id="a-tool-the-server-lacks"),
+        pytest.param(["mcp"], id="everything-is-no-limit"),
+        pytest.param(["mcp:bogus"], id="not-a-scope"),
+        pytest.param(["mcp:tools:"], id="a-tool-without-a-name"),
+        pytest.param(["note_stats"], id="a-staff-tool-by-its-bare-name"),
+        pytest.param(["mcp:tools:echo", "mcp:tools:note_stats"], id="one-offered-one-not"),
+    ],
+)
+def test_a_limit_outside_what_is_offered_is_a_form_error(alice: Any, chosen: list[str]) -> None:
+    response = login(alice).post(NEW_TOKEN, {"name": "scoped", "expires": "30", "limit_to": chosen})
+    assert response.status_code == 200
+    assert "limit_to" in response.context["form"].errors
+    assert 'aria-invalid="true"' in response.content.decode()
+    assert not AccessToken.objects.exists() and not AuditEvent.objects.exists()
+
+
+def make_call(user: Any, name: str, **fields: Any) -> CallRecord:
+    fields = {
+        "credential_kind": CredentialKind.LOGIN,
+        "credential_ref": "abcdefabcdef",
+        "session_ref": "0123456789ab",
+        "server": "/mcp/",
+        "transport": Transport.STREAMABLE_HTTP,
+        "method": "tools/call",
+        "arguments_digest": "f" * 64,
+        "outcome": CallOutcome.OK,
+        "duration_ms": 12.34,
+        **fields,
+    }
+    return CallRecord.objects.create(user=user, username=user.get_username(), name=name, **fields)
+
+
+def activity(page: str) -> str:
+    return page.split('id="activity"')[1]
+
+
+def test_the_activity_section_shows_the_users_own_calls_and_nothing_of_their_arguments(world: dict[str, Any]) -> None:
+    alice, bob = world["alice"], world["bob"]
+    make_call(alice, "echo", arguments={"text": "alice-secret-argument"}, duration_ms=3.21)
+    make_call(
+        alice,
+        "notes://alice/notes",
+        method="resources/read",
+        outcome=CallOutcome.REFUSED,
+        credential_kind=CredentialKind.TOKEN,
+        token=world["alice-token"],
+        session_ref="",
+    )
+    make_call(bob, "bob-only-tool", token=world["bob-token"], credential_kind=CredentialKind.TOKEN)
+    make_call(bob, "bob-other-tool", arguments={"text": "bob-argument"})
+    section = activity(login(alice).get(INDEX).content.decode())
+    for shown in ("echo", "3.2 ms", "OK", "Another login", "Session 0123456789ab"):
+        assert shown in section
+    for shown in ("notes://alice/notes", "Resource", "Refused", "Token “alice-laptop”", "2026-07-28, no session"):
+        assert shown in section
+    for hidden in ("bob-only-tool", "bob-other-tool", "bob-laptop", "bob-argument", "alice-secret-argument"):
+        assert hidden not in section
+    assert "Your calls 1 to 2 of 2" in section
+    assert section.index("notes://alice/notes") < section.index("echo"), "newest first"
+
+
+@pytest.mark.parametrize(
+    ("fields", "shown"),
+    [
+        pytest.param({"credential_ref": "this-browser"}, "This browser", id="this-browsers-login"),
+        pytest.param({}, "Another login", id="another-login"),
+        pytest.param({"credential_kind": CredentialKind.TOKEN}, "A deleted token", id="a-token-gone"),
+        pytest.param(
+            {"credential_kind": CredentialKind.OTHER, "client_id": "<b>app</b>"}, "The app “&lt;b&gt;app", id="oauth"
+        ),
+        pytest.param({"credential_kind": CredentialKind.OTHER}, "Other", id="other"),
+    ],
+)
+def test_each_call_names_its_credential(alice: Any, fields: dict[str, Any], shown: str) -> None:
+    client = login(alice)
+    if fields.get("credential_ref") == "this-browser":
+        fields = {"credential_ref": this_browser(client)[:12]}
+    make_call(alice, "whoami", **fields)
+    assert shown in activity(client.get(INDEX).content.decode())
+
+
+def test_a_user_without_calls_is_told_so(world: dict[str, Any]) -> None:
+    make_call(world["bob"], "bob-only-tool")
+    section = activity(login(world["alice"]).get(INDEX).content.decode())
+    assert "No call yet" in section and "bob-only-tool" not in section
+
+
+@pytest.mark.parametrize(
+    ("asked", "first", "last", "links"),
+    [
+        pytest.param("", PER_PAGE + 4, 5, ["Older calls"], id="the-first-page"),
+        pytest.param("?page=1", PER_PAGE + 4, 5, ["Older calls"], id="page-1"),
+        pytest.param("?page=2", 4, 0, ["Newer calls"], id="the-last-page"),
+        pytest.param("?page=9", 4, 0, ["Newer calls"], id="past-the-end-is-the-last"),
+        pytest.param("?page=nonsense", PER_PAGE + 4, 5, ["Older calls"], id="nonsense-is-the-first"),
+    ],
+)
+def test_the_activity_is_paginated(world: dict[str, Any], asked: str, first: int, last: int, links: list[str]) -> None:
+    for n in range(PER_PAGE + 5):
+        make_call(world["alice"], f"call-{n:03d}", created_at=timezone.now() - timedelta(minutes=100 - n))
+    make_call(world["bob"], "bob-only-tool")
+    section = activity(login(world["alice"]).get(INDEX + asked).content.decode())
+    shown = [n for n in range(PER_PAGE + 5) if f"call-{n:03d}" in section]
+    assert shown[-1] == first and shown[0] == last
+    assert len(shown) == (PER_PAGE if first == PER_PAGE + 4 else 5)
+    assert all(link in section for link in links)
+    assert "bob-only-tool" not in section
+
+
+def test_for_user_gives_only_the_users_own_records(world: dict[str, Any]) -> None:
+    mine = make_call(world["alice"], "echo")
+    make_call(world["bob"], "echo")
+    assert list(CallRecord.objects.for_user(world["alice"])) == [mine]
+    assert not CallRecord.objects.for_user(AnonymousUser()).exists()
+
+
+@pytest.mark.parametrize(
+    ("stored", "shown"), [pytest.param(True, True, id="stored"), pytest.param(False, False, id="signal-only")]
+)
+def test_the_activity_section_is_there_when_calls_are_stored(alice: Any, stored: bool, shown: bool) -> None:
+    with override_settings(MCP_GATEWAY_CALL_RECORDS=stored):
+        page = login(alice).get(INDEX).content.decode()
+    assert ('id="activity"' in page) is shown and ('href="#activity"' in page) is shown

@@ -19,7 +19,7 @@ from mcp_gateway.exceptions import InsufficientScope
 from mcp_gateway.mounts import Mount
 from mcp_gateway.permissions import usable
 from mcp_sessions.models import AccessToken
-from mcp_sessions.scoping import token_scopes
+from mcp_sessions.scoping import offered_scopes, token_scopes
 
 from .permission_servers import guarded, lowlevel
 
@@ -158,3 +158,37 @@ def test_the_call_arguments_hook_is_checked(value: str | None, errors: list[str]
     with override_settings(MCP_GATEWAY_CALL_ARGUMENTS=value):
         found = [m.id for m in run_checks(tags=["mcp_gateway"]) if m.id == "mcp_gateway.E016"]
     assert found == errors
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("server", "view_note", "offered", "not_offered"),
+    [
+        pytest.param(None, False, [], ["mcp:tools:public"], id="no-server"),
+        pytest.param(
+            "tests.permission_servers.guarded",
+            False,
+            ["mcp:tools:public", "mcp:resources:notes://public"],
+            ["mcp:tools:notes", "mcp:resources:notes://by-id/{pk}", "mcp:tools:staff_only"],
+            id="a-plain-user",
+        ),
+        pytest.param(
+            "tests.permission_servers.guarded",
+            True,
+            ["mcp:tools:notes", "mcp:resources:notes://by-id/{pk}"],
+            ["mcp:tools:staff_only"],
+            id="a-user-with-the-permission",
+        ),
+    ],
+)
+def test_offered_names_what_the_user_may_use_on_the_default_mount(
+    make_user: Any, server: str | None, view_note: bool, offered: list[str], not_offered: list[str]
+) -> None:
+    user = make_user("someone")
+    if view_note:
+        user.user_permissions.add(Permission.objects.get(codename="view_note"))
+    with override_settings(MCP_GATEWAY_SERVER=server):
+        found = scopes.offered(user)
+        shown = offered_scopes(user)
+    assert set(offered) <= set(found) and not set(not_offered) & set(found)
+    assert shown[:3] == ["mcp:tools", "mcp:resources", "mcp:prompts"] and set(found) <= set(shown)

@@ -1,4 +1,4 @@
-"""Your MCP access: the pages where every user sees and ends their own sessions and tokens.
+"""Your MCP access: the pages where every user sees and ends their own sessions and tokens, and sees their calls.
 
 Mounted by the site with ``path("account/mcp/", include("mcp_sessions.urls"))``. Everything on them is the
 logged-in user's own, looked up through the owner-scoped managers (``for_user``); what they change, the

@@ -1,14 +1,16 @@
-"""The form a user creates a token of their own with: a name and how long it lasts."""
+"""The form a user creates a token of their own with: a name, how long it lasts, and what it is limited to."""
 
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext_lazy
 
+from ..scope_field import ScopesField
+from ..scoping import offered_scopes
 from ..text import clean_text
 
 # The lifetimes offered, in days; None: the token never expires (revoke it by hand).
@@ -38,6 +40,19 @@ class NewTokenForm(forms.Form):
         initial=str(DEFAULT_LIFETIME),
         help_text=_("A token that expires ends by itself if it is forgotten; you can revoke it sooner."),
     )
+    limit_to = ScopesField(
+        label=_("Limit to"),
+        widget=forms.CheckboxSelectMultiple,
+        help_text=_(
+            "Tick what the token may reach, among what you may use; none: all you may use. A limited token "
+            "stops at both its limit and your permissions."
+        ),
+    )
+
+    def __init__(self, data: Any = None, *, user: Any) -> None:
+        """The form for ``user``: ``limit_to`` offers what ``user`` may use (:func:`offered_scopes`), nothing else."""
+        super().__init__(data)
+        cast(ScopesField, self.fields["limit_to"]).offered = offered_scopes(user)
 
     def clean_name(self) -> str:
         """The name as the token record stores it (no control or format characters), and not left empty by that."""

@@ -28,7 +28,7 @@ from mcp_gateway.conf import gateway_settings
 from ..models import AccessToken, McpSession
 from .clients import client_configs, endpoints, token_export
 from .forms import NewTokenForm
-from .sections import current_login_hash, render_sections
+from .sections import current_login_hash, limits_of, render_sections
 
 View = Callable[..., HttpResponse]
 
@@ -91,16 +91,24 @@ def end_other_sessions(request: HttpRequest) -> HttpResponse:
 
 @account_view(require_http_methods(["GET", "POST"]))
 def new_token(request: HttpRequest) -> HttpResponse:
-    """The form (GET); its POST creates the token and answers with the page showing its secret, this once."""
-    form = NewTokenForm(request.POST if request.method == "POST" else None)
+    """The form (GET); its POST creates the token and answers with the page showing its secret, this once.
+
+    The token may be limited to what the user may use, and only that (the form's ``limit_to``).
+    """
+    form = NewTokenForm(request.POST if request.method == "POST" else None, user=request.user)
     if not form.is_valid():
         return render(request, "mcp_sessions/account/token_form.html", {"form": form})
     token, secret = AccessToken.objects.issue_own(
-        request.user, form.cleaned_data["name"], form.expires_in, remote_addr=client_address(request)
+        request.user,
+        form.cleaned_data["name"],
+        form.expires_in,
+        scopes=form.cleaned_data["limit_to"],
+        remote_addr=client_address(request),
     )
     site = endpoints(request)
     context = {
         "token": token,
+        "limits": limits_of(token),
         "secret": secret,
         "site": site,
         "export": token_export(secret),
