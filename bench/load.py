@@ -270,13 +270,18 @@ async def task_counts(http: httpx2.AsyncClient, workers: list[str]) -> dict[str,
 
 
 async def redis_keys(redis_url: str, prefix: str) -> list[str]:
+    """The channel-layer keys under ``prefix``, less the worker-wide groups every live worker belongs to."""
     from redis import asyncio as aioredis
 
+    from mcp_gateway.wire import CREDENTIALS_GROUP, LISTEN_EVENTS_GROUP
+
+    worker_wide = {f"{prefix}:group:{group}" for group in (CREDENTIALS_GROUP, LISTEN_EVENTS_GROUP)}
     client = aioredis.from_url(redis_url)
     try:
-        return [key.decode() async for key in client.scan_iter(match=f"{prefix}*", count=1000)]
+        keys = [key.decode() async for key in client.scan_iter(match=f"{prefix}*", count=1000)]
     finally:
         await client.aclose()
+    return [key for key in keys if key not in worker_wide]
 
 
 async def settle(check: Callable[[], Awaitable[bool]], within: float) -> float | None:

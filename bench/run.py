@@ -57,8 +57,10 @@ class Server(Launcher):
 
     sse_path = "mcp/sse"
 
-    def __init__(self, name: str, app: str, env: dict[str, str], module: str = "daphne") -> None:
-        super().__init__(app, module=module, env=env, args=("-v", "0"), log=False, name=name)
+    def __init__(
+        self, name: str, app: str, env: dict[str, str], module: str = "daphne", args: tuple[str, ...] = ("-v", "0")
+    ) -> None:
+        super().__init__(app, module=module, env=env, args=args, log=False, name=name)
 
     def rss(self) -> int:
         return self.rss_bytes()

@@ -134,6 +134,8 @@ MCP_GATEWAY_AUTHENTICATORS = [
     "mcp_gateway.auth.BearerTokenAuthenticator",
     "mcp_gateway.auth.SessionCookieAuthenticator",
 ]
+# Your MCP access (account/mcp/) in the demo's own look.
+MCP_GATEWAY_ACCOUNT_BASE_TEMPLATE = "demo/base.html"
 
 LOGGING = {
     "version": 1,

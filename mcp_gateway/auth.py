@@ -65,10 +65,16 @@ class Credential:
     # What issued the credential, when it is neither a personal token (``token_id``) nor a login: a non-secret
     # reference its sessions and stream tickets record, so that revoking it ends them (an OAuth grant: "oauth:<pk>").
     credential_ref: str = ""
-    # The scopes it was granted; None: unrestricted (a login, a personal token).
-    scopes: frozenset[str] | None = None
     # The resource (RFC 8707) it was issued for, when it is bound to one: reused only for requests to that resource.
     audience: str = ""
+    # What the credential may reach (:mod:`mcp_gateway.scopes`): None for the login and an unscoped token, whose
+    # reach is their user's permissions; a scoped token's or an OAuth grant's scopes otherwise.
+    scopes: frozenset[str] | None = None
+    # Whether a request beyond ``scopes`` is answered 403 insufficient_scope (an OAuth grant: the client can ask
+    # for more) rather than as if what it names did not exist (a personal token: its scope was chosen for good).
+    step_up: bool = False
+    # The OAuth client the grant is for, if it is one: call records name it.
+    client_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +215,7 @@ class BearerTokenAuthenticator:
             token_id=token.pk,
             expires_at=token.expires_at,
             fingerprint=token_fingerprint(token.token_hash),
+            scopes=token.scope_set,
         )
 
 

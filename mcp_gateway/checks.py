@@ -46,6 +46,7 @@ POSITIVE_NUMBERS = (
     "USAGE_RETENTION_DAYS",
     "OAUTH_ACCESS_TOKEN_LIFETIME",
     "OAUTH_CODE_LIFETIME",
+    "CALL_RECORDS_PER_MINUTE",
 )
 # Zero is meaningful here: a dropped HTTP+SSE stream ends its session at once.
 NON_NEGATIVE_NUMBERS = ("RESUME_TIMEOUT", "RECHECK_INTERVAL")
@@ -81,7 +82,44 @@ def check_settings(app_configs: Iterable[Any] | None = None, **kwargs: Any) -> l
     errors += _check_server()
     errors += _check_authenticators()
     errors += check_oauth()
+    errors += _check_account_template()
+    errors += _check_call_arguments()
+    errors += _check_permission_cache()
     return errors
+
+
+def _check_permission_cache() -> list[CheckMessage]:
+    ttl = gateway_settings.PERMISSION_CACHE_TTL
+    if ttl is None or (not isinstance(ttl, bool) and isinstance(ttl, int | float) and ttl >= 0):
+        return []
+    return [
+        Error(
+            f"MCP_GATEWAY_PERMISSION_CACHE_TTL must be a number ≥ 0 or None, not {ttl!r}.",
+            hint="Seconds; 0 reads permissions again for every request, None follows MCP_GATEWAY_RECHECK_INTERVAL.",
+            id="mcp_gateway.E017",
+        )
+    ]
+
+
+def _check_call_arguments() -> list[CheckMessage]:
+    path = gateway_settings.CALL_ARGUMENTS
+    if path is None:
+        return []
+    try:
+        hook = import_string(path) if isinstance(path, str) else None
+    except ImportError as exc:
+        hook, reason = None, str(exc)
+    else:
+        reason = "not a dotted path to a callable"
+    if callable(hook):
+        return []
+    return [
+        Error(
+            f"MCP_GATEWAY_CALL_ARGUMENTS {path!r} names no redaction hook: {reason}",
+            hint="A function (*, method, name, arguments, user) -> dict | None; or None to store no arguments.",
+            id="mcp_gateway.E016",
+        )
+    ]
 
 
 def _check_server() -> list[CheckMessage]:
@@ -228,6 +266,29 @@ def _check_credential_cache() -> list[CheckMessage]:
             )
         )
     return messages
+
+
+def _check_account_template() -> list[CheckMessage]:
+    """The base template of the account pages (``mcp_sessions.urls``) loads: else each of them answers 500."""
+    from django.template import TemplateDoesNotExist, TemplateSyntaxError
+    from django.template.loader import get_template
+
+    name = gateway_settings.ACCOUNT_BASE_TEMPLATE
+    try:
+        if not isinstance(name, str) or not name:
+            raise TemplateDoesNotExist(repr(name))
+        get_template(name)
+    except (TemplateDoesNotExist, TemplateSyntaxError) as exc:
+        return [
+            Error(
+                f"MCP_GATEWAY_ACCOUNT_BASE_TEMPLATE {name!r} cannot be loaded ({type(exc).__name__}: {exc}): "
+                "every page of Your MCP access would answer 500.",
+                hint="Name a template of the site that defines the blocks title and content, or leave the "
+                "setting unset for the package's own.",
+                id="mcp_gateway.E015",
+            )
+        ]
+    return []
 
 
 def _check_authenticators() -> list[CheckMessage]:

@@ -35,7 +35,7 @@ def check_oauth() -> list[CheckMessage]:
                 f"{OAUTH_AUTHENTICATOR} is in MCP_GATEWAY_AUTHENTICATORS but mcp_oauth is not in INSTALLED_APPS: "
                 "its tables do not exist and every OAuth request fails.",
                 hint="Add 'mcp_oauth' to INSTALLED_APPS (pip install django-mcp-gateway[oauth]) and migrate.",
-                id="mcp_gateway.E015",
+                id="mcp_gateway.E018",
             )
         )
     if (
@@ -48,7 +48,7 @@ def check_oauth() -> list[CheckMessage]:
                 f"{BEARER_AUTHENTICATOR} comes before {OAUTH_AUTHENTICATOR}: it refuses every bearer token that is "
                 "not a personal access token, so OAuth tokens never reach their authenticator.",
                 hint="List the OAuth authenticator first.",
-                id="mcp_gateway.E016",
+                id="mcp_gateway.E019",
             )
         )
     issuer = gateway_settings.OAUTH_ISSUER
@@ -57,7 +57,7 @@ def check_oauth() -> list[CheckMessage]:
             Error(
                 f"MCP_GATEWAY_OAUTH_ISSUER {issuer!r} is not an issuer identifier: clients refuse the metadata.",
                 hint="An https URL with no query or fragment, e.g. 'https://site.example' (http on loopback only).",
-                id="mcp_gateway.E017",
+                id="mcp_gateway.E020",
             )
         )
     for prefix in gateway_settings.OAUTH_RESOURCES or ():
@@ -66,7 +66,7 @@ def check_oauth() -> list[CheckMessage]:
                 Error(
                     f"MCP_GATEWAY_OAUTH_RESOURCES entry {prefix!r} is not a mount prefix: no token is issued for it.",
                     hint="Mount prefixes start and end with '/', e.g. '/mcp/'.",
-                    id="mcp_gateway.E018",
+                    id="mcp_gateway.E021",
                 )
             )
     return messages

@@ -137,6 +137,22 @@ class GatewaySettings:
     USAGE_MAX_CLIENTS = Setting[int](10_000)
     # Days a client usage row is kept after it was last seen, before clear_mcp_sessions deletes it.
     USAGE_RETENTION_DAYS = Setting[float](90)
+    # The template the "Your MCP access" pages (``mcp_sessions.urls``) extend, so they take the site's look; it
+    # must define the blocks ``title`` and ``content``. The default is a bare page of the package's own.
+    ACCOUNT_BASE_TEMPLATE = Setting[str]("mcp_sessions/account/base.html")
+    # Seconds a worker may reuse a user it read to decide permissions (mcp_gateway.permcache): a change to the
+    # user, their groups or permissions drops it from every worker at once; what no signal tells (a custom
+    # backend's own data, a bulk update()) is seen within this many seconds. None: RECHECK_INTERVAL; 0: read the
+    # user and their permissions again for every request.
+    PERMISSION_CACHE_TTL = Setting[float | None](None)
+    # Store a record of every tools/call, resources/read and prompts/get (mcp_sessions.models.CallRecord); off,
+    # the call_recorded signal is still sent for each.
+    CALL_RECORDS = Setting[bool](True)
+    # Call records stored per user per minute in each worker; the rest are counted in the log (and still signalled).
+    CALL_RECORDS_PER_MINUTE = Setting[int](600)
+    # Dotted path to the site's redaction hook ``(*, method, name, arguments, user) -> dict | None``: what a call
+    # record stores of the arguments (None: nothing). Unset: no record stores argument values, only their digest.
+    CALL_ARGUMENTS = Setting[str | None](None)
 
     # OAuth 2.1 (the optional app mcp_oauth: pip install django-mcp-gateway[oauth]).
     # The authorization server's issuer identifier (RFC 8414), e.g. "https://site.example"; None: the origin of

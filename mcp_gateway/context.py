@@ -30,6 +30,14 @@ class GatewayRequestContext:
     # The fingerprint of the credential the request presented (:class:`~mcp_gateway.auth.Credential`): a digest,
     # never the secret. What a multi-round-trip request's state is bound to (:mod:`mcp_gateway.request_state`).
     credential_fingerprint: str = field(default="", repr=False)
+    # What call records name the credential by (:func:`mcp_gateway.usage.credential_ref`: never a secret), the
+    # access token's pk and the OAuth client's id when it is one of those.
+    credential_kind: str = ""
+    credential_ref: str = ""
+    token_id: int | None = None
+    client_id: str = ""
+    # What the credential may reach (:mod:`mcp_gateway.scopes`); None: what its user may use, unnarrowed.
+    scopes: frozenset[str] | None = None
 
 
 def get_request_context(ctx: Any) -> GatewayRequestContext:

@@ -48,6 +48,7 @@ from django.utils import timezone
 
 from .auth import Credential
 from .conf import gateway_settings
+from .permcache import permission_cache
 from .wire import CREDENTIALS_GROUP, ForgetCredentialsMessage
 
 logger = logging.getLogger("mcp_gateway")
@@ -201,6 +202,7 @@ class RevocationFeed:
         """The inbox's channel layer failed: revocations sent meanwhile may be lost, and the membership too."""
         self._joined = None
         credential_cache.clear()
+        permission_cache.clear()
 
 
 def _clear(**kwargs: object) -> None:

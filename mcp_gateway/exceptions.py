@@ -176,11 +176,21 @@ class Forbidden(GatewayError, PermissionDenied):
 
 
 class InsufficientScope(Forbidden):
-    """An OAuth token without a scope the request needs: 403 naming it (``scope=``), so the client can step up."""
+    """A step-up credential (an OAuth grant) whose scopes miss what the request uses: RFC 6750's insufficient_scope.
+
+    The challenge names the scope that would do (:mod:`mcp_gateway.scopes`), so the client can ask for it.
+    """
 
     audit_kind = "insufficient_scope"
     reason = "insufficient_scope"
-    message = "The access token lacks a scope this request needs"
+    message = "The credential's scope does not cover this request"
+
+    def __init__(self, scope: str) -> None:
+        self.scope = scope
+        # A scope is a name of the server's own (the vocabulary's); a quote in it could not be escaped in the header.
+        quoted = scope.replace("\\", "").replace('"', "")
+        challenge = f'Bearer realm="mcp", error="insufficient_scope", scope="{quoted}"'
+        super().__init__(headers=[(b"www-authenticate", challenge.encode("utf-8", "replace"))])
 
 
 class OriginNotAllowed(Forbidden):

@@ -40,7 +40,7 @@ class Mount(Protocol):
     def prefix(self) -> str: ...
 
     @property
-    def server(self) -> Any: ...  # the MCP server: the SDK's servers share no base class
+    def session_server(self) -> Any: ...  # the MCP server as sessions run it: the SDK's servers share no base class
 
 
 async def open_session(
@@ -74,16 +74,7 @@ async def open_session(
         "credential_ref": credential.credential_ref,
         "in_use": transport == Transport.SSE,  # its stream, the caller's, is attached before anything else happens
     }
-    opening = asyncio.ensure_future(_insert_record(credential.user, fields))
-    try:
-        # Shielded: a cancelled caller (its client left, the server is stopping) cannot stop the insert in its
-        # thread, only stop waiting for it; the record it writes is then closed here rather than left open.
-        record = await asyncio.shield(opening)
-    except asyncio.CancelledError:
-        opening.add_done_callback(_close_abandoned)
-        raise
-    except SessionLimitReached:
-        raise TooManySessions() from None
+    record = await insert_record(credential.user, fields)
     audit.record(
         AuditKind.SESSION_OPENED,
         user=credential.user,
@@ -97,14 +88,31 @@ async def open_session(
         inbox=inbox,
         record=record,
         credential=credential,
-        server=mount.server,
-        deadline=_deadline(credential),
+        server=mount.session_server,
+        deadline=deadline_for(credential),
         resume_timeout=gateway_settings.RESUME_TIMEOUT if transport == Transport.SSE else None,
     )
     return host, session_id
 
 
-async def _insert_record(user: Any, fields: dict[str, Any]) -> McpSession:
+async def insert_record(user: Any, fields: dict[str, Any]) -> McpSession:
+    """Write the record of what ``user`` opens (``McpSessionManager.open_for``'s ``fields``), within their cap.
+
+    :class:`TooManySessions` when the cap is reached (counted in the database, exactly under concurrency).
+    """
+    opening = asyncio.ensure_future(_write_record(user, fields))
+    try:
+        # Shielded: a cancelled caller (its client left, the server is stopping) cannot stop the insert in its
+        # thread, only stop waiting for it; the record it writes is then closed here rather than left open.
+        return await asyncio.shield(opening)
+    except asyncio.CancelledError:
+        opening.add_done_callback(_close_abandoned)
+        raise
+    except SessionLimitReached:
+        raise TooManySessions() from None
+
+
+async def _write_record(user: Any, fields: dict[str, Any]) -> McpSession:
     open_for = database_sync_to_async(McpSession.objects.open_for)
     try:
         record: McpSession = await open_for(user, **fields)
@@ -140,7 +148,7 @@ async def _close_hostless(record: McpSession) -> None:
     )
 
 
-def _deadline(credential: Credential) -> datetime | None:
+def deadline_for(credential: Credential) -> datetime | None:
     """When a session must close: its maximum lifetime, or its token's expiry if sooner."""
     lifetime = gateway_settings.MAX_LIFETIME
     candidates = [credential.expires_at]

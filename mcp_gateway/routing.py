@@ -62,6 +62,11 @@ def gateway_path(path: str, root_path: str = "") -> bool:
     return any(_under(mount.prefix, route) for router in list(_routers) for mount in router.mounts)
 
 
+def mount_at(prefix: str) -> Mount | None:
+    """The mount of this process's routers at ``prefix``, if one is mounted there (OAuth metadata names its scopes)."""
+    return next((mount for router in list(_routers) for mount in router.mounts if mount.prefix == prefix), None)
+
+
 class MountApplication:
     """Dispatch a mount's paths to its consumers, by path then method; a browser's GET gets the endpoint's page.
 

@@ -6,7 +6,9 @@ below; their ``type`` names the Channels handler that receives them
 
 - a worker's one inbox (:class:`~mcp_gateway.worker.WorkerInbox`), shared by
   every session it runs: :data:`InboxMessage`, tagged with the session's
-  record pk (``session``, or ``sessions`` for a revocation of several);
+  record pk (``session``, or ``sessions`` for a revocation of several); as a
+  member of :data:`LISTEN_EVENTS_GROUP`, it also receives every
+  :class:`ListenEventMessage`, which no pk tags;
 - a connection's own channel, while it carries a stream of a session that
   another worker runs: :data:`ConnectionMessage`.
 
@@ -59,19 +61,35 @@ class OutletClosed(Exception):
 # To a worker's inbox
 
 
+class CallerFields(TypedDict):
+    """The credential a client message came with, as its context names it (:func:`mcp_gateway.caller.caller_fields`).
+
+    A session may be reached with another credential of its user than the one that opened it (a scoped token,
+    a login): each message is decided by its own (the scopes it allows) and recorded under it.
+    """
+
+    credential_kind: str
+    credential_ref: str
+    token_id: int | None
+    client_id: str
+    scopes: list[str] | None
+
+
 class InboundBody(TypedDict):
     """A client message for its session: what the host reads of an ``mcp.inbound`` message.
 
     ``body`` is the JSON-RPC message as the client sent it; ``parsed`` is
     that message validated already, set only when the sender is in the
     session's own process (never serialised). With ``reply_to``, a request
-    whose own stream goes to the connection at that channel.
+    whose own stream goes to the connection at that channel. ``credential``:
+    what the request presented (:class:`CallerFields`).
     """
 
     body: NotRequired[bytes | str]
     parsed: NotRequired[Any]  # a JSONRPCMessage; Any: it never crosses the layer, and the host validates bodies
     headers: NotRequired[dict[str, str]]
     reply_to: NotRequired[str]
+    credential: NotRequired[CallerFields]
 
 
 class InboundMessage(InboundBody):
@@ -127,14 +145,47 @@ class ForgetCredentialsMessage(TypedDict):
     keep_tokens: NotRequired[bool]
 
 
+class ForgetPermissionsMessage(TypedDict):
+    """A user's permissions changed (or, without ``user``, anyone's): every worker drops them from its
+    :mod:`~mcp_gateway.permcache` (a group message to :data:`CREDENTIALS_GROUP`). ``user``: the pk, as a string."""
+
+    type: Literal["mcp.forget_permissions"]
+    user: NotRequired[str]
+
+
 class LayerLostMessage(TypedDict):
     """The channel layer failed under a receiver: what it was waiting for may be gone."""
 
     type: Literal["mcp.layer_lost"]
 
 
+# The channel-layer group every worker's inbox joins: events for listen streams, sent once, reach them all.
+LISTEN_EVENTS_GROUP = "mcp_gateway.listen_events"
+
+# A listen event's kind: a list that changed, or one resource (then ``uri`` names it).
+ListenEventKind = Literal["tools_list_changed", "prompts_list_changed", "resources_list_changed", "resource_updated"]
+
+
+class ListenEventMessage(TypedDict):
+    """A server event for ``subscriptions/listen`` streams, sent to :data:`LISTEN_EVENTS_GROUP`.
+
+    ``user`` is the pk (as text) of the only user whose streams may receive it; ``None``: every user's.
+    """
+
+    type: Literal["mcp.listen_event"]
+    kind: ListenEventKind
+    uri: NotRequired[str]
+    user: str | None
+
+
 InboxMessage = (
-    InboundMessage | AttachMessage | DetachMessage | CloseMessage | ForgetCredentialsMessage | LayerLostMessage
+    InboundMessage
+    | AttachMessage
+    | DetachMessage
+    | CloseMessage
+    | ForgetCredentialsMessage
+    | LayerLostMessage
+    | ListenEventMessage
 )
 
 

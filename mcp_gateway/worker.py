@@ -42,7 +42,9 @@ from .conf import gateway_settings
 from .credcache import RevocationFeed, credential_cache
 from .exceptions import ServiceUnavailable, SessionNotFound
 from .lease import WorkerLease
+from .listeners import ListenRegistry, Swept
 from .modern.lifespan import lifespans
+from .permcache import permission_cache
 from .sessions.events import EventId
 from .sessions.host import SessionHost
 from .sessions.streams import Outlet
@@ -66,11 +68,13 @@ class Worker:
         self._hosts_by_id_hash: dict[str, SessionHost] = {}
         self._outlets: dict[str, Outlet] = {}
         self._background: set[asyncio.Task[None]] = set()  # held until done: the loop keeps only weak references
+        # The listen streams (2026-07-28) it holds: revoked, swept, leased and shut down as its session hosts are.
+        self.listens = ListenRegistry()
         self.inbox = WorkerInbox(self)
         self.sweeper = Sweeper(self)
         self.keepalive = Keepalive(self)
         # Its heartbeat closes the records open on this worker that no host here holds.
-        self.lease = WorkerLease(start=self.start, live_sessions=self._hosts.keys)
+        self.lease = WorkerLease(start=self.start, live_sessions=self.live_records)
         # Joins the inbox to the group that hears of revoked credentials, before this worker caches one.
         self.revocations = RevocationFeed(self.inbox.address)
         # Who calls with which client (protocol 2026-07-28 has no session records to say it), saved in batches.
@@ -99,7 +103,15 @@ class Worker:
             del self._hosts_by_id_hash[host.id_hash]
 
     def has_sessions(self) -> bool:
-        return bool(self._hosts)
+        return bool(self._hosts) or bool(self.listens)
+
+    def live_records(self) -> list[int]:
+        """The pks of the records this worker holds live: its sessions' and its listen streams'."""
+        return [*self._hosts, *self.listens.pks()]
+
+    def swept(self) -> list[Swept]:
+        """What the sweep looks after: the session hosts and the listen streams."""
+        return [*self._hosts.values(), *self.listens]
 
     def local_host(self, pk: int | None) -> SessionHost | None:
         """The host of session ``pk`` if this worker runs it."""
@@ -213,8 +225,10 @@ class Worker:
 
     async def close_all(self, reason: str = CloseReason.SERVER_SHUTDOWN) -> None:
         """Close every session this process runs and save its usage counts (the server is shutting down)."""
-        await asyncio.gather(*(host.close(reason) for host in self.local_hosts()), return_exceptions=True)
+        closing = [*(host.close(reason) for host in self.local_hosts()), *(s.close(reason) for s in self.listens)]
+        await asyncio.gather(*closing, return_exceptions=True)
         await self.revocations.leave()
+        await self.listens.leave()
         try:
             await self.usage.flush()
         except Exception:
@@ -274,6 +288,7 @@ class WorkerInbox:
             named.set_exception(exc)
             return
         named.set_result(channel)
+        await self._worker.listens.join(layer, channel)
         await self._receive(layer, channel)
 
     async def _receive(self, layer: BaseChannelLayer, channel: str) -> None:
@@ -287,6 +302,8 @@ class WorkerInbox:
                 self._worker.revocations.lost()  # and so may revocations sent meanwhile
                 for host in self._worker.hosts_on(asyncio.get_running_loop()):
                     host.post({"type": "mcp.layer_lost"}, force=True)
+                for stream in self._worker.listens:
+                    stream.post({"type": "mcp.layer_lost"})
                 await asyncio.sleep(1.0)
                 continue
             try:
@@ -295,19 +312,29 @@ class WorkerInbox:
                 logger.exception("Could not dispatch a message of type %r", message.get("type"))
 
     def dispatch(self, layer: BaseChannelLayer, message: dict[str, Any]) -> None:
-        """Hand ``message`` to its session's host; answer for a session that is not here (any more).
+        """Hand ``message`` to its session's host (or listen stream); answer for one that is not here (any more).
 
-        Revoked credentials concern the whole worker: its cache forgets them.
+        Revoked credentials and changed permissions concern the whole worker: its caches forget them. A listen
+        event is for no session: it goes to this worker's listeners.
         """
         if message.get("type") == "mcp.forget_credentials":
             credential_cache.forget_received(message)
             self._worker.keepalive.credentials_revoked(message)
+            return
+        if message.get("type") == "mcp.listen_event":
+            self._worker.listens.fanout.receive(message)
+            return
+        if message.get("type") == "mcp.forget_permissions":
+            permission_cache.forget_received(message)
             return
         pks = message.pop("sessions", None)
         if not isinstance(pks, list):
             pks = [message.pop("session", None)]
         for pk in pks:
             host = self._worker.local_host(pk) if isinstance(pk, int) else None
+            listen = self._worker.listens.get(pk) if host is None else None
+            if listen is not None and listen.post(message):
+                continue
             if host is None or not host.accepting:
                 self._worker.refuse(layer, message, "gone")
                 continue
@@ -353,9 +380,11 @@ class Sweeper:
 
     async def sweep(self) -> None:
         loop = asyncio.get_running_loop()
-        for host in [host for host in self._worker.local_hosts() if host.close_unwritten and host.loop is loop]:
+        for host in [host for host in self._worker.swept() if host.close_unwritten and host.loop is loop]:
             await host.retry_close()
-        hosts = self._worker.hosts_on(loop)
+        if self._worker.listens:
+            await self._worker.listens.refresh()
+        hosts = [host for host in self._worker.swept() if host.running_on(loop)]
         if not hosts:
             return
         for host in hosts:

@@ -1,7 +1,7 @@
 """The gateway's side of OAuth: accepting the access tokens this site issues, as any other credential.
 
 Add it to ``MCP_GATEWAY_AUTHENTICATORS`` before the personal token
-authenticator (which refuses every bearer token not its own, check E016)::
+authenticator (which refuses every bearer token not its own, check E019)::
 
     MCP_GATEWAY_AUTHENTICATORS = [
         "mcp_oauth.auth.OAuthTokenAuthenticator",
@@ -93,13 +93,11 @@ class OAuthTokenAuthenticator:
         audience = resource_url(request)
         if not _oauth_mount(request) or grant.resource != audience:
             raise self._invalid(request, "OAuth access token not issued for this resource")
-        from .scopes import required_scopes
+        from .scopes import grants_access, required_scopes
 
         granted = frozenset(grant.scope.split())
-        missing = [s for s in required_scopes(request.mount_prefix or "") if s not in granted]
-        if missing:
-            challenge = self.challenge_for(request, "insufficient_scope")
-            raise InsufficientScope(headers=[(b"www-authenticate", challenge.encode())])
+        if not grants_access(granted):
+            raise InsufficientScope(" ".join(required_scopes(request.mount_prefix or "")))
         return Credential(
             user=grant.user,
             scheme=self.scheme,
@@ -109,6 +107,9 @@ class OAuthTokenAuthenticator:
             credential_ref=grant.ref,
             scopes=granted,
             audience=audience,
+            # Beyond its scopes, 403 insufficient_scope naming the one needed (mcp_gateway.scopes.step_up).
+            step_up=True,
+            client_id=grant.client.client_id,
         )
 
     def _invalid(self, request: GatewayRequest, message: str) -> InvalidToken:

@@ -21,11 +21,14 @@ from django.utils.html import format_html
 from django.utils.timesince import timesince
 from django.utils.translation import gettext_lazy as _
 
+from . import admin_calls as admin_calls  # registers the call records' admin
 from . import admin_usage as admin_usage  # registers the client usage admin
 from .admin_base import ADMIN_CSS, shortened, who
 from .admin_base import ReadOnlyAdmin as ReadOnlyAdmin
 from .admin_revoke import RevokeButtonMixin
 from .models import AccessToken, AccessTokenQuerySet, AuditEvent, McpSession, McpSessionQuerySet, TokenState
+from .scope_field import ScopesField
+from .subscriptions import describe_listen_filter
 
 if TYPE_CHECKING:
     from django.contrib.admin.options import _FieldsetSpec
@@ -107,6 +110,8 @@ class McpSessionAdmin(RevokeButtonMixin, ReadOnlyAdmin):
         "close_reason",
         "messages_in",
         "messages_out",
+        "subscribed",
+        "last_event_at",
     )
     readonly_fields = fields
 
@@ -131,6 +136,11 @@ class McpSessionAdmin(RevokeButtonMixin, ReadOnlyAdmin):
     @admin.display(description=_("duration"))
     def duration(self, obj: McpSession) -> str:
         return timesince(obj.created_at, obj.closed_at or timezone.now())
+
+    @admin.display(description=_("subscribed to"))
+    def subscribed(self, obj: McpSession) -> str:
+        """A listen stream's filter, in words; a dash for a session."""
+        return describe_listen_filter(obj.listen_filter) or "—"
 
     def has_revoke_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm(f"{self.opts.app_label}.revoke_mcpsession")
@@ -195,6 +205,15 @@ class AccessTokenAddForm(TokenForm):
 
     creator: Any = None  # the admin user adding the token; set per request by AccessTokenAdmin.get_form
 
+    limit_to = ScopesField(
+        label=_("Limit to"),
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text=_(
+            "Tool names or scopes (mcp:tools, mcp:resources, mcp:prompts, mcp:prompts:<name>, …), one per line or "
+            "separated by commas. Empty: the token reaches all its user may use."
+        ),
+    )
+
     def clean_user(self) -> Any:
         target = self.cleaned_data["user"]
         refusal = token_refusal(self.creator, target)
@@ -227,8 +246,8 @@ class AccessTokenAdmin(RevokeButtonMixin, TokenAdminBase):
     actions = ("revoke",)
     revoke_action = "revoke"
     form = AccessTokenAddForm
-    add_fields = ("user", "name", "expires_at")
-    own_add_fields = ("name", "expires_at")
+    add_fields = ("user", "name", "expires_at", "limit_to")
+    own_add_fields = ("name", "expires_at", "limit_to")
     change_fields = (
         "name",
         "user",
@@ -238,6 +257,7 @@ class AccessTokenAdmin(RevokeButtonMixin, TokenAdminBase):
         "last_used_at",
         "expires_at",
         "revoked_at",
+        "scopes",
     )
     raw_id_fields = ("user",)
 
@@ -292,6 +312,7 @@ class AccessTokenAdmin(RevokeButtonMixin, TokenAdminBase):
             form.cleaned_data.get("user") or request.user,
             form.cleaned_data["name"],
             expires_at=form.cleaned_data.get("expires_at"),
+            scopes=form.cleaned_data.get("limit_to") or (),
         )
         request._mcp_token_secret = secret  # type: ignore[attr-defined]
         return token

@@ -11,7 +11,7 @@ from django.utils.text import Truncator
 from django.utils.translation import gettext_lazy as _
 
 if TYPE_CHECKING:
-    from .models import AuditEvent, ClientUsage
+    from .models import AuditEvent, CallRecord, ClientUsage
 
     # Generic in the type stubs only: Django's classes take no parameters at run time.
     RecordAdmin = admin.ModelAdmin[Any]
@@ -48,7 +48,7 @@ class ReadOnlyAdmin(RecordAdmin):
         return False
 
 
-def who(obj: AuditEvent | ClientUsage) -> str:
+def who(obj: AuditEvent | CallRecord | ClientUsage) -> str:
     """The username a row was written with; marked when that user has been deleted since."""
     try:
         user = obj.user

@@ -87,8 +87,6 @@ class RevokeButtonMixin(Base):
         queryset = self.get_queryset(request).filter(pk=obj.pk)
         if request.method != "POST" or request.POST.get("post") != "yes":
             return self.revoke_confirmation(request, queryset)
-        action = self.get_action(self.revoke_action)
-        if action is None:
-            raise PermissionDenied
-        action[0](self, request, queryset)
+        # The action's own method (the permission was checked above): get_action's result changed shape in 6.1.
+        getattr(self, self.revoke_action)(request, queryset)
         return HttpResponseRedirect(change_url)

@@ -15,7 +15,9 @@ fill the table: at most ``MCP_GATEWAY_AUDIT_ROWS_PER_MINUTE`` rows per refusal
 kind and client address per minute in each worker; refusals over the cap are
 only logged (and counted in the log line). Session events (opened, closed,
 revoked) are always stored: they are the sessions' own record, and they are
-bounded by what may be opened (the per-user session cap and rate limit). An
+bounded by what may be opened (the per-user session cap and rate limit). So
+are a user's own changes to their tokens (created, revoked), made on a page
+behind the login and CSRF checks. An
 admin revoking a hundred sessions at once, or the sweep closing a thousand
 idle ones, must leave a row for each. From the event loop, rows are
 queued (at most ``MAX_PENDING``) and written in batches by a short-lived task,
@@ -74,12 +76,23 @@ class AuditKind(models.TextChoices):
     PAYLOAD_TOO_LARGE = "payload_too_large", _("Body too large")
     REQUEST_STATE_REFUSED = "request_state_refused", _("Multi-round-trip request state refused")
     INSUFFICIENT_SCOPE = "insufficient_scope", _("OAuth token lacks a needed scope")
+    TOKEN_CREATED = "token_created", _("Access token created")
+    TOKEN_REVOKED = "token_revoked", _("Access token revoked")
 
 
 # The lengths of AuditEvent's columns that hold text of the caller's.
 DETAIL_LENGTH = 200
 USERNAME_LENGTH = 150
-LIFECYCLE = frozenset({AuditKind.SESSION_OPENED, AuditKind.SESSION_CLOSED, AuditKind.SESSION_REVOKED})
+# Events of what a user or the gateway did, not refusals: always stored, logged at INFO.
+LIFECYCLE = frozenset(
+    {
+        AuditKind.SESSION_OPENED,
+        AuditKind.SESSION_CLOSED,
+        AuditKind.SESSION_REVOKED,
+        AuditKind.TOKEN_CREATED,
+        AuditKind.TOKEN_REVOKED,
+    }
+)
 MAX_PENDING = 10_000
 FLUSH_DELAY = 0.2
 # Seconds between a refusal's answer and its record (see record_refusal_after_answer).

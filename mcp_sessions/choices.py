@@ -15,8 +15,11 @@ class TokenState(models.TextChoices):
 
 
 class Transport(models.TextChoices):
+    """How a session's client reaches it; ``LISTEN`` records a ``subscriptions/listen`` stream (no session ID)."""
+
     SSE = "sse", _("HTTP+SSE")
     STREAMABLE_HTTP = "streamable_http", _("Streamable HTTP")
+    LISTEN = "listen", _("Listen stream (2026-07-28)")
 
 
 class CloseReason(models.TextChoices):
@@ -51,3 +54,12 @@ class CredentialKind(models.TextChoices):
     LOGIN = "login", _("Login")
     TOKEN = "token", _("Access token")
     OTHER = "other", _("Other")
+
+
+class CallOutcome(models.TextChoices):
+    """How a tools/call, resources/read or prompts/get ended (``CallRecord.outcome``)."""
+
+    OK = "ok", _("OK")
+    TOOL_ERROR = "tool_error", _("Tool error")
+    REFUSED = "refused", _("Refused")
+    FAILED = "failed", _("Failed")

@@ -32,11 +32,12 @@ busy does not refuse, because the record is already closed and the new
 session counted, which is what keeps the cap exact (refusing would mean
 reopening the record, one session over the cap). It finishes instead: it
 takes no new message and answers the requests it has in progress, for a short
-while (:data:`mcp_gateway.sessions.host.EVICTION_GRACE`), before it closes.
+while (:data:`mcp_gateway.sessions.site.EVICTION_GRACE`), before it closes.
 
 HTTP+SSE sessions are never chosen: their stream is the session, so one whose
 stream is open is in use by definition, and one whose stream dropped closes
-on its own within ``RESUME_TIMEOUT``.
+on its own within ``RESUME_TIMEOUT``. Nor are listen streams (2026-07-28),
+for the same reason: their record is written in use, and closed with the stream.
 
 Choosing and closing happen in :meth:`~mcp_sessions.models.McpSessionManager.open_for`'s
 transaction, with the user's row locked: concurrent opens on any number of
@@ -59,8 +60,8 @@ class SessionLimitReached(Exception):
 
 
 def evictable(sessions: McpSessionQuerySet) -> McpSessionQuerySet:
-    """Those of ``sessions`` that may be closed to make room: not in use, and not HTTP+SSE (see the module)."""
-    return sessions.filter(in_use=False).exclude(transport=Transport.SSE)
+    """Those of ``sessions`` that may be closed to make room: not in use, nor HTTP+SSE or listen (see the module)."""
+    return sessions.filter(in_use=False).exclude(transport__in=(Transport.SSE, Transport.LISTEN))
 
 
 def make_room(open_sessions: McpSessionQuerySet, limit: int) -> int:

@@ -36,6 +36,7 @@ from .ids import (
     new_token,
     public_ref,
 )
+from .scoping import token_scopes
 from .signals import credentials_revoked, sessions_revoked
 from .text import clean_fields
 
@@ -130,17 +131,27 @@ _AccessTokenBaseManager = models.Manager.from_queryset(AccessTokenQuerySet)
 
 class AccessTokenManager(_AccessTokenBaseManager["AccessToken"]):
     def issue(
-        self, user: Any, name: str, expires_in: timedelta | None = None, *, expires_at: datetime | None = None
+        self,
+        user: Any,
+        name: str,
+        expires_in: timedelta | None = None,
+        *,
+        expires_at: datetime | None = None,
+        tools: Collection[str] = (),
+        scopes: Collection[str] = (),
     ) -> tuple[AccessToken, str]:
         """Create a token, expiring after ``expires_in`` or at ``expires_at`` (or never); the secret is returned once.
 
-        Only its prefix and hash are stored. Who may create a token for whom is
-        the caller's to decide (the admin: :func:`mcp_sessions.admin.token_refusal`).
+        ``tools`` and ``scopes`` limit it (:func:`~mcp_sessions.scoping.token_scopes`; ``ValueError`` for an
+        ill-formed scope): none, it reaches all its user may use. Only its prefix and hash are stored. Who may
+        create a token for whom is the caller's to decide (the admin: :func:`mcp_sessions.admin.token_refusal`).
         """
         if expires_in is not None and expires_at is not None:
             raise ValueError("Give expires_in or expires_at, not both")
+        scoped = token_scopes(tools, scopes)
         secret = new_token()
         token = self.create(
+            scopes=scoped,
             user=user,
             name=name,
             prefix=secret[:TOKEN_PREFIX_LENGTH],
@@ -148,6 +159,37 @@ class AccessTokenManager(_AccessTokenBaseManager["AccessToken"]):
             expires_at=timezone.now() + expires_in if expires_in else expires_at,
         )
         return token, secret
+
+    def issue_own(
+        self,
+        user: Any,
+        name: str,
+        expires_in: timedelta | None = None,
+        *,
+        scopes: Collection[str] = (),
+        remote_addr: str | None = None,
+    ) -> tuple[AccessToken, str]:
+        """:meth:`issue` a token for ``user`` by ``user`` themselves (Your MCP access), recorded in the audit trail.
+
+        ``scopes`` limit it, as :meth:`issue`'s; which ones ``user`` may choose is the caller's to decide (the
+        page offers :func:`~mcp_sessions.scoping.offered_scopes`). The row names the token by its stored prefix,
+        never by its secret.
+        """
+        token, secret = self.issue(user, name, expires_in, scopes=scopes)
+        audit.record(AuditKind.TOKEN_CREATED, user=user, remote_addr=remote_addr, detail=_token_detail(token))
+        return token, secret
+
+    def revoke_own(self, user: Any, pk: int, *, remote_addr: str | None = None) -> tuple[int, int]:
+        """Revoke ``user``'s token ``pk`` and end its sessions (:meth:`AccessTokenQuerySet.revoke`), with an audit row.
+
+        ``DoesNotExist`` if ``user`` has no token ``pk``: another user's token is not found, the same way as one
+        that never was. One revoked already is left as it is, and recorded nowhere: ``(0, 0)``.
+        """
+        token = self.for_user(user).get(pk=pk)
+        revoked = self.filter(pk=token.pk).revoke()
+        if revoked[0]:
+            audit.record(AuditKind.TOKEN_REVOKED, user=user, remote_addr=remote_addr, detail=_token_detail(token))
+        return revoked
 
     def find_usable(self, secret: str) -> AccessToken | None:
         """The usable token with this secret, found by its hash and compared in constant time."""
@@ -169,6 +211,11 @@ class AccessTokenManager(_AccessTokenBaseManager["AccessToken"]):
         return token
 
 
+def _token_detail(token: AccessToken) -> str:
+    """How an audit row names a token: its stored prefix and its name (never the secret)."""
+    return f"{token.prefix}… {token.name}"
+
+
 class McpSessionQuerySet(OwnedQuerySet["McpSession"]):
     def open(self) -> McpSessionQuerySet:
         return self.filter(closed_at__isnull=True)
@@ -186,11 +233,12 @@ class McpSessionQuerySet(OwnedQuerySet["McpSession"]):
         stale = timezone.now() - timedelta(seconds=lease)
         return self.open().filter(models.Q(worker__heartbeat_at__lt=stale))
 
-    def revoke(self, reason: str = CloseReason.REVOKED) -> int:
+    def revoke(self, reason: str = CloseReason.REVOKED, *, remote_addr: str | None = None) -> int:
         """Close the open ones among these sessions now, and have their live sessions ended; returns how many.
 
         The records are marked closed, which already makes every later POST
-        to them 404, and each is recorded in the audit trail; once that has
+        to them 404, and each is recorded in the audit trail (with
+        ``remote_addr``, the address of whoever revoked them, if given); once that has
         committed, :data:`~mcp_sessions.signals.sessions_revoked` says which
         pks closed, by the channel-layer address of the worker running them
         (the gateway ends them there). A worker that is not told finds its
@@ -207,7 +255,13 @@ class McpSessionQuerySet(OwnedQuerySet["McpSession"]):
             by_worker.setdefault(channel, []).append(pk)
         transaction.on_commit(lambda: _announce_revoked(by_worker, reason))
         for _pk, id_hash, _channel, user_id in targets:
-            audit.record(AuditKind.SESSION_REVOKED, user_id=user_id, session_ref=public_ref(id_hash), detail=reason)
+            audit.record(
+                AuditKind.SESSION_REVOKED,
+                user_id=user_id,
+                remote_addr=remote_addr,
+                session_ref=public_ref(id_hash),
+                detail=reason,
+            )
         return len(targets)
 
     def clear_expired(self, days: float) -> int:
@@ -266,6 +320,26 @@ class McpSessionManager(_McpSessionBaseManager["McpSession"]):
                 get_user_model()._default_manager.select_for_update().filter(pk=user.pk).exists()
                 make_room(self.filter(user=user).open().leased(lease), limit)
             return self.create(user=user, **fields)
+
+    def end_own(self, user: Any, pk: int, *, remote_addr: str | None = None) -> int:
+        """End ``user``'s session ``pk`` as the admin's revoke does (live, from any process): 1, or 0 if it had ended.
+
+        ``DoesNotExist`` if ``user`` has no session ``pk``: another user's session is not found, the same way as
+        one that never was.
+        """
+        session = self.for_user(user).get(pk=pk)
+        return self.filter(pk=session.pk).revoke(remote_addr=remote_addr)
+
+    def end_others(self, user: Any, *, keep_login_hash: str, remote_addr: str | None = None) -> int:
+        """End every open session of ``user``'s but those opened with the login ``keep_login_hash``; how many.
+
+        ``keep_login_hash`` is the :func:`~mcp_sessions.revocation.login_session_hash` of the login asking
+        (this browser); sessions opened with tokens, or with the user's other logins, all end.
+        """
+        others = self.for_user(user).open()
+        if keep_login_hash:
+            others = others.exclude(login_session_hash=keep_login_hash)
+        return int(others.revoke(remote_addr=remote_addr))
 
     def mark_in_use(self, pk: int, in_use: bool) -> None:
         """Note whether the open session ``pk`` is in use (:mod:`mcp_sessions.eviction`); a closed one is left as is."""

@@ -18,6 +18,8 @@ from django.utils.translation import gettext_lazy as _
 
 from .audit import DETAIL_LENGTH, USERNAME_LENGTH
 from .audit import AuditKind as AuditKind  # part of the models' API: the kind column's choices
+from .calls import ARGUMENTS_DIGEST_LENGTH, NAME_LENGTH, CallRecordManager
+from .choices import CallOutcome as CallOutcome
 from .choices import CloseReason as CloseReason
 from .choices import CredentialKind as CredentialKind
 from .choices import TokenState as TokenState
@@ -54,6 +56,15 @@ class AccessToken(models.Model):
     last_used_at = models.DateTimeField(_("last used"), null=True, blank=True)
     expires_at = models.DateTimeField(_("expires"), null=True, blank=True)
     revoked_at = models.DateTimeField(_("revoked"), null=True, blank=True)
+    scopes = models.JSONField(
+        _("scopes"),
+        default=list,
+        blank=True,
+        help_text=_(
+            "What the token may reach besides its user's permissions: mcp:tools:<name> for one tool, mcp:tools, "
+            "mcp:resources, mcp:prompts, mcp. Empty: everything its user may use."
+        ),
+    )
 
     objects = AccessTokenManager()
 
@@ -70,6 +81,11 @@ class AccessToken(models.Model):
     def is_active(self) -> bool:
         """Neither revoked nor expired: the rule of :meth:`AccessTokenQuerySet.active`, for this row."""
         return _token_is_active(self.revoked_at, self.expires_at, timezone.now())
+
+    @property
+    def scope_set(self) -> frozenset[str] | None:
+        """The token's scopes, or None when it has none (it reaches what its user may use)."""
+        return frozenset(self.scopes) if self.scopes else None
 
     @property
     def state(self) -> TokenState:
@@ -174,6 +190,15 @@ class McpSession(models.Model):
             "room for another session of its user."
         ),
     )
+    # Of a listen stream (transport "listen") only: what it subscribed to, and when it was last sent an event.
+    listen_filter = models.JSONField(
+        _("listen filter"),
+        null=True,
+        blank=True,
+        editable=False,
+        help_text=_("The events a listen stream subscribed to (the filter its server acknowledged)."),
+    )
+    last_event_at = models.DateTimeField(_("last event"), null=True, blank=True)
 
     objects = McpSessionManager()
 
@@ -324,3 +349,72 @@ class ClientUsage(models.Model):
     def __str__(self) -> str:
         client = " ".join(filter(None, (self.client_name, self.client_version))) or "?"
         return f"{self.username or '?'} with {Truncator(client).chars(30)}"
+
+
+class CallRecord(models.Model):
+    """One ``tools/call``, ``resources/read`` or ``prompts/get``: who, with what credential, what, how it ended.
+
+    Written in batches by the workers (:mod:`mcp_sessions.calls`), never on the request's path. The arguments are
+    named by a digest (SHA-256 of their canonical JSON); they are stored only through the site's redaction hook
+    (``MCP_GATEWAY_CALL_ARGUMENTS``). No secret, no credential, no result is stored: the result's size is.
+    """
+
+    created_at = models.DateTimeField(_("time"), default=timezone.now, db_index=True)
+    # No database constraints, as for audit events: a batch must never fail or block a deletion.
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_constraint=False,
+        verbose_name=_("user"),
+    )
+    username = models.CharField(_("username"), max_length=USERNAME_LENGTH, blank=True)
+    credential_kind = models.CharField(_("credential"), max_length=10, choices=CredentialKind.choices)
+    credential_ref = models.CharField(
+        _("credential reference"),
+        max_length=12,
+        blank=True,
+        help_text=_("Start of the credential's digest: tells a user's logins and tokens apart, reveals neither."),
+    )
+    token = models.ForeignKey(
+        AccessToken,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_constraint=False,
+        verbose_name=_("access token"),
+    )
+    client_id = models.CharField(_("OAuth client"), max_length=200, blank=True)
+    session_ref = models.CharField(
+        _("session"), max_length=12, blank=True, help_text=_("Empty for a 2026-07-28 request, which has none.")
+    )
+    request_id = models.CharField(_("request id"), max_length=40, blank=True)
+    server = models.CharField(_("mount"), max_length=200)
+    transport = models.CharField(_("transport"), max_length=20, choices=Transport.choices)
+    protocol_version = models.CharField(_("protocol version"), max_length=40, blank=True)
+    method = models.CharField(_("method"), max_length=20)
+    name = models.CharField(_("name"), max_length=NAME_LENGTH, db_index=True, help_text=_("Tool, prompt or URI."))
+    arguments_digest = models.CharField(_("arguments digest"), max_length=ARGUMENTS_DIGEST_LENGTH)
+    arguments = models.JSONField(
+        _("arguments"),
+        null=True,
+        blank=True,
+        help_text=_("Only what the site's redaction hook kept, when MCP_GATEWAY_CALL_ARGUMENTS names one."),
+    )
+    outcome = models.CharField(_("outcome"), max_length=10, choices=CallOutcome.choices, db_index=True)
+    error_code = models.IntegerField(_("JSON-RPC error code"), null=True, blank=True)
+    duration_ms = models.FloatField(_("duration (ms)"))
+    result_size = models.PositiveIntegerField(_("result size (bytes)"), default=0)
+
+    objects = CallRecordManager()
+
+    class Meta:
+        verbose_name = _("MCP call")
+        verbose_name_plural = _("MCP calls")
+        ordering = ("-created_at", "-pk")
+
+    def __str__(self) -> str:
+        return f"{Truncator(self.name).chars(40)} by {self.username or '?'} at {self.created_at:%Y-%m-%d %H:%M:%S}"

@@ -43,3 +43,13 @@ arguments (each may be empty):
 
 A receiver must not raise (:func:`~django.dispatch.Signal.send_robust`).
 """
+
+call_recorded = Signal()
+"""Sent for each ``tools/call``, ``resources/read`` and ``prompts/get`` the gateway served (:mod:`mcp_sessions.calls`).
+
+Sent with ``sender`` the :class:`~mcp_sessions.models.CallRecord` class and ``record``, the row (unsaved: it is
+stored after the signal, unless ``MCP_GATEWAY_CALL_RECORDS`` is off or the per-minute cap was reached, and then
+never), from the worker's event loop, in batches, after the answers went out: a receiver shipping records
+elsewhere (a SIEM) should hand them to a queue of its own rather than block. A receiver must not raise
+(:func:`~django.dispatch.Signal.send_robust`: a failure is logged).
+"""

@@ -14,6 +14,9 @@ application = mcp_application(
     servers={
         "/mcp/": "demo.mcp_server.mcp",
         "/mcp-test/": "tests.servers.lowlevel",
+        # Tools, resources and prompts behind permissions (tests/test_permissions.py).
+        "/mcp-perms/": "tests.permission_servers.guarded",
+        "/mcp-perms-low/": "tests.permission_servers.lowlevel",
         # The official conformance suite's fixtures (test_* tools, resources, prompts); never in the demo.
         "/mcp-conformance/": "tests.conformance_server.conformance",
     },

@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from mcp_sessions.ids import hash_session_id, hash_token, new_session_id
 from mcp_sessions.models import AccessToken, ClientUsage, CredentialKind, McpSession, Transport, UsageRow
+from mcp_sessions.subscriptions import stored_filter
 
 
 @pytest.fixture
@@ -39,6 +40,14 @@ def sessions(make_user: Any) -> dict[str, McpSession]:
             close_reason="client_disconnect",
             **common,
         ),
+        "erin-listen": McpSession.objects.create(
+            user=make_user("erin"),
+            id_hash=hash_session_id(new_session_id()),
+            transport=Transport.LISTEN,
+            client_name="watcher",
+            listen_filter=stored_filter(tools=True, prompts=False, resources=False, uris=["notes://42"]),
+            **common,
+        ),
     }
 
 
@@ -52,11 +61,12 @@ def admin_client(make_user: Any) -> Client:
 CHANGELIST = reverse("admin:mcp_sessions_mcpsession_changelist")
 
 FILTER_CASES = [
-    ("all", "", {"carol-open", "dave-closed"}),
-    ("state-open", "?state=open", {"carol-open"}),
+    ("all", "", {"carol-open", "dave-closed", "erin-listen"}),
+    ("state-open", "?state=open", {"carol-open", "erin-listen"}),
     ("state-closed", "?state=closed", {"dave-closed"}),
     ("transport-sse", "?transport=sse", {"carol-open"}),
     ("transport-streamable-http", "?transport=streamable_http", {"dave-closed"}),
+    ("transport-listen", "?transport=listen", {"erin-listen"}),
     ("reason-terminated", "?close_reason=terminated", set()),
     ("search-username", "?q=dave", {"dave-closed"}),
     ("search-email", "?q=corp.example", {"carol-open"}),
@@ -85,6 +95,25 @@ def test_list_shows_user_client_state_and_times(admin_client: Client, sessions: 
     page = admin_client.get(CHANGELIST).content.decode()
     for text in ("carol", "claude 1.2", "open", "closed", "Last seen", "Created"):
         assert text in page
+
+
+def test_listen_streams_are_listed_beside_sessions_with_what_they_subscribed_to(
+    admin_client: Client, sessions: dict[str, McpSession]
+) -> None:
+    listing = admin_client.get(CHANGELIST).content.decode()
+    assert "Listen stream (2026-07-28)" in listing
+    assert "?transport__exact=listen" in listing, "the transport filter offers listen streams"
+    stream = sessions["erin-listen"]
+    page = admin_client.get(reverse("admin:mcp_sessions_mcpsession_change", args=[stream.pk])).content.decode()
+    assert "tools; 1 resource: notes://42" in html.unescape(page)
+    assert "Last event" in page
+
+
+def test_the_revoke_action_closes_listen_streams_too(admin_client: Client, sessions: dict[str, McpSession]) -> None:
+    stream = sessions["erin-listen"]
+    admin_client.post(CHANGELIST, {"action": "revoke_sessions", "_selected_action": [stream.pk], "post": "yes"})
+    stream.refresh_from_db()
+    assert stream.close_reason == "revoked" and stream.closed_at is not None
 
 
 def test_sessions_cannot_be_added_edited_or_deleted(admin_client: Client, sessions: dict[str, McpSession]) -> None:

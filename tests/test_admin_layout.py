@@ -15,7 +15,17 @@ from django.urls import reverse
 from django.utils import timezone
 
 from mcp_sessions.ids import hash_session_id, new_session_id
-from mcp_sessions.models import AccessToken, AuditEvent, AuditKind, CloseReason, McpSession, Transport
+from mcp_sessions.models import (
+    AccessToken,
+    AuditEvent,
+    AuditKind,
+    CallOutcome,
+    CallRecord,
+    CloseReason,
+    CredentialKind,
+    McpSession,
+    Transport,
+)
 
 from .conftest import off_loop
 
@@ -63,12 +73,32 @@ def make_rows() -> None:
             session_ref="abcdefabcdef",
             detail=long("/mcp/messages/?path", 200),
         )
+    for outcome in CallOutcome.values:
+        CallRecord.objects.create(
+            user=owner,
+            username="u" * 150,
+            credential_kind=CredentialKind.TOKEN,
+            credential_ref="abcdefabcdef",
+            client_id=long("client", 200),
+            session_ref="abcdefabcdef",
+            server=long("/mcp", 200) + "/",
+            transport=Transport.STREAMABLE_HTTP,
+            protocol_version=long("protocol", 40),
+            method="resources/read",
+            name=long("notes://a-long-uri", 400),
+            arguments_digest="f" * 64,
+            outcome=outcome,
+            error_code=-32602,
+            duration_ms=12345.678,
+            result_size=4_000_000_000,
+        )
 
 
 CHANGELISTS = [
     pytest.param("admin:mcp_sessions_mcpsession_changelist", id="sessions"),
     pytest.param("admin:mcp_sessions_accesstoken_changelist", id="tokens"),
     pytest.param("admin:mcp_sessions_auditevent_changelist", id="audit-events"),
+    pytest.param("admin:mcp_sessions_callrecord_changelist", id="call-records"),
 ]
 
 

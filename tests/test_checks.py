@@ -59,7 +59,7 @@ CASES = [
                 "mcp_gateway", "mcp_sessions",
             ]
         },
-        "mcp_gateway.E015",
+        "mcp_gateway.E018",
     ),
     (
         "oauth-after-personal-tokens",
@@ -68,11 +68,11 @@ CASES = [
                 "mcp_gateway.auth.BearerTokenAuthenticator", "mcp_oauth.auth.OAuthTokenAuthenticator",
             ]
         },
-        "mcp_gateway.E016",
+        "mcp_gateway.E019",
     ),
-    ("oauth-issuer-plain-http", {"MCP_GATEWAY_OAUTH_ISSUER": "http://site.example"}, "mcp_gateway.E017"),
-    ("oauth-issuer-with-query", {"MCP_GATEWAY_OAUTH_ISSUER": "https://site.example/?x=1"}, "mcp_gateway.E017"),
-    ("oauth-resource-not-a-prefix", {"MCP_GATEWAY_OAUTH_RESOURCES": ["mcp"]}, "mcp_gateway.E018"),
+    ("oauth-issuer-plain-http", {"MCP_GATEWAY_OAUTH_ISSUER": "http://site.example"}, "mcp_gateway.E020"),
+    ("oauth-issuer-with-query", {"MCP_GATEWAY_OAUTH_ISSUER": "https://site.example/?x=1"}, "mcp_gateway.E020"),
+    ("oauth-resource-not-a-prefix", {"MCP_GATEWAY_OAUTH_RESOURCES": ["mcp"]}, "mcp_gateway.E021"),
     ("zero-oauth-code-lifetime", {"MCP_GATEWAY_OAUTH_CODE_LIFETIME": 0}, "mcp_gateway.E006"),
     ("zero-oauth-refresh-lifetime", {"MCP_GATEWAY_OAUTH_REFRESH_TOKEN_LIFETIME": 0}, "mcp_gateway.E009"),
 ]  # fmt: skip

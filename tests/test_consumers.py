@@ -277,6 +277,7 @@ async def test_a_message_the_channel_layer_fails_to_take_is_refused_503_on_both_
     from channels.layers import get_channel_layer
     from mcp_types import JSONRPCNotification
 
+    from mcp_gateway.auth import Credential
     from mcp_gateway.binding import BoundSession
     from mcp_gateway.exceptions import ServiceUnavailable
     from mcp_gateway.http import GatewayRequest
@@ -297,4 +298,6 @@ async def test_a_message_the_channel_layer_fails_to_take_is_refused_503_on_both_
         consumer.request = GatewayRequest(http_scope(method="POST", path="/mcp/"))
         consumer.channel_layer = get_channel_layer()
         with pytest.raises(ServiceUnavailable):
-            await consumer.send_to_session(BoundSession(pk=1, ref="0" * 12, channel_name="c"), b"{}", message)
+            session = BoundSession(pk=1, ref="0" * 12, channel_name="c")
+            credential = Credential(user=None, scheme="bearer", ambient=False)
+            await consumer.send_to_session(session, b"{}", message, credential=credential)

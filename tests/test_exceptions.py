@@ -31,6 +31,7 @@ ANSWERS = {
     "TicketRequired": (401, "ticket_required", -32600),
     "Forbidden": (403, "forbidden", -32600),
     "OriginNotAllowed": (403, "origin_not_allowed", -32600),
+    "InsufficientScope": (403, "insufficient_scope", -32600),
     "CsrfFailed": (403, "csrf_failed", -32600),
     "SessionNotFound": (404, "session_not_found", -32600),
     "NotFound": (404, "not_found", -32600),

@@ -7,6 +7,7 @@ first use (``tests/interop/harness.py``): without npm or network the module skip
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import httpx2
@@ -62,6 +63,7 @@ async def test_official_clients_connect_list_and_call(
     )
     assert {"whoami", "blob", "sleep"} <= set(run.tools)
     assert run.text == "alice" and not run.is_error
+    assert not harness.error_lines(run.output), run.output
     expected = Transport.SSE if transport == "sse" else Transport.STREAMABLE_HTTP
     assert await McpSession.objects.filter(user=alice, transport=expected).aexists()
 
@@ -84,6 +86,115 @@ async def test_official_clients_without_credentials_get_401(
     else:
         assert failed.value.unauthorized, failed.value
     assert not await McpSession.objects.aexists()
+
+
+MODERN = "2026-07-28"
+MODERN_SERVER_INFO = "io.modelcontextprotocol/serverInfo"  # a 2026-07-28 result's _meta names the server
+
+
+def server_error_lines(server: Any, since: int) -> list[str]:
+    """The lines the gateway logged at ERROR or above (or a traceback) after offset ``since`` of its log."""
+    return [line for line in server.log()[since:].splitlines() if line.startswith(("ERROR", "CRITICAL", "Traceback"))]
+
+
+@pytest.mark.parametrize("mode", ["auto", "pin"])
+@pytest.mark.parametrize("credential", ["cookie", "bearer"])
+async def test_ts_sdk_2_client_negotiates_2026_07_28_without_initialize(
+    interop_tools: None,
+    daphne: Any,
+    alice_headers: dict[str, str],
+    bearer_headers: dict[str, str],
+    credential: str,
+    mode: str,
+) -> None:
+    """``@modelcontextprotocol/client`` (v2) probes with ``server/discover`` and stays on 2026-07-28: no session."""
+    headers = alice_headers if credential == "cookie" else bearer_headers
+    since = len(daphne.log())
+    run = await sync_to_async(harness.run_ts2_client, thread_sensitive=False)(
+        daphne.url + TRANSPORTS["http"], headers=headers, tool="whoami", mode=mode, timeout=90
+    )
+    assert run.text == "alice" and not run.is_error
+    assert {"whoami", "blob", "sleep"} <= set(run.tools)
+    assert (run.details["era"], run.details["protocolVersion"]) == ("modern", MODERN), run.details
+    assert run.details["methods"] == ["server/discover", "tools/list", "tools/call"], run.details
+    assert not harness.error_lines(run.output), run.output
+    assert not server_error_lines(daphne, since)
+    assert not await McpSession.objects.aexists()  # served per request
+
+
+@pytest.mark.parametrize("mode", ["auto", "pin"])
+async def test_ts_sdk_2_client_without_credentials_gets_401(interop_tools: None, daphne: Any, mode: str) -> None:
+    with pytest.raises(harness.ClientFailed) as failed:
+        await sync_to_async(harness.run_ts2_client, thread_sensitive=False)(
+            daphne.url + TRANSPORTS["http"], headers={}, tool="whoami", mode=mode, timeout=90
+        )
+    assert failed.value.unauthorized, failed.value
+    assert "initialize" not in (harness._last_json_line(failed.value.stdout) or {}).get("methods", [])
+
+
+@pytest.mark.parametrize("era", ["legacy", "auto", "modern"])
+@pytest.mark.parametrize("credential", ["cookie", "bearer"])
+async def test_inspector_cli_on_each_protocol_era_prints_no_error(
+    interop_tools: None,
+    daphne: Any,
+    alice: Any,
+    alice_headers: dict[str, str],
+    bearer_headers: dict[str, str],
+    credential: str,
+    era: str,
+) -> None:
+    """``--protocol-era``: ``legacy`` (its default) opens a session; ``auto`` and ``modern`` speak 2026-07-28.
+
+    No line of its output, stdout or stderr, matches /error/i (other than ``"isError": false``), nor does the
+    gateway log an error.
+    """
+    headers = alice_headers if credential == "cookie" else bearer_headers
+    since = len(daphne.log())
+    run = await sync_to_async(harness.run_inspector, thread_sensitive=False)(
+        daphne.url + TRANSPORTS["http"], transport="http", headers=headers, tool="whoami", protocol_era=era, timeout=90
+    )
+    assert run.text == "alice" and not run.is_error
+    assert not harness.error_lines(run.output), run.output
+    assert not server_error_lines(daphne, since)
+    modern = era != "legacy"
+    assert (MODERN_SERVER_INFO in run.details["call"].get("_meta", {})) is modern, run.details["call"]
+    assert await McpSession.objects.filter(user=alice).aexists() is not modern
+
+
+# mcp-remote's strategies: its default (http-first) tries Streamable HTTP and falls back to HTTP+SSE when the POST
+# is refused, logging that refusal. Against the SDK's own sse_app() under the same launcher it prints the same
+# line (tests/interop/README.md): the client's design, not the gateway's.
+HTTP_FIRST_FALLBACK = r"Received error \(status 405\): Error POSTing to endpoint"
+MCP_REMOTE_STRATEGIES = [
+    pytest.param("http", "http-only", (), id="http-only"),
+    pytest.param("http", "http-first", (), id="http-first"),
+    pytest.param("sse", "sse-only", (), id="sse-only"),
+    pytest.param("sse", "http-first", (HTTP_FIRST_FALLBACK,), id="http-first-at-the-sse-url"),
+]
+
+
+@pytest.mark.parametrize(("transport", "strategy", "expected"), MCP_REMOTE_STRATEGIES)
+async def test_mcp_remote_strategies_print_no_unexpected_error(
+    interop_tools: None,
+    daphne: Any,
+    bearer_headers: dict[str, str],
+    transport: str,
+    strategy: str,
+    expected: tuple[str, ...],
+) -> None:
+    since = len(daphne.log())
+    run = await sync_to_async(harness.run_mcp_remote, thread_sensitive=False)(
+        daphne.url + TRANSPORTS[transport],
+        transport=transport,
+        headers=bearer_headers,
+        tool="whoami",
+        strategy=strategy,
+        timeout=90,
+    )
+    assert run.text == "alice" and not run.is_error
+    assert not harness.error_lines(run.output, expected), run.output
+    assert all(any(re.search(pattern, line) for line in run.output.splitlines()) for pattern in expected), run.output
+    assert not server_error_lines(daphne, since)
 
 
 # (suite, how it is run, how many scenarios it scores): 0.1.16 and the 0.2 prerelease's active suite at the handshake

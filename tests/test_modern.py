@@ -6,16 +6,20 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import anyio
 import httpx2
 import pytest
+from asgiref.sync import sync_to_async
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.subscriptions import ResourceUpdated, ToolsListChanged
 from mcp_types.version import LATEST_MODERN_VERSION
 
+from mcp_gateway import events
 from mcp_sessions.choices import CredentialKind
-from mcp_sessions.models import AccessToken, ClientUsage, McpSession
+from mcp_sessions.models import AccessToken, ClientUsage, CloseReason, McpSession, Transport
 
-from .clients import BOUND, RawStream, poll
+from .clients import BOUND, RawStream, closed_session, poll, until
 from .conftest import login_headers
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -292,3 +296,53 @@ async def test_each_request_is_counted_for_the_admin_in_batches(
     )
     assert (row.client_name, row.client_version, row.protocol_version) == ("raw", "0", LATEST_MODERN_VERSION)
     assert row.credential_kind == CredentialKind.TOKEN and row.token_id is not None and row.refusals == 0
+
+
+async def test_a_listen_stream_is_owned_hears_django_events_and_ends_when_revoked(
+    start_daphne: Any, redis_settings: dict[str, Any], alice: Any, bob: Any, bearer_headers: dict[str, str]
+) -> None:
+    """The official client listens on a real daphne; this process (another one) sends events and revokes."""
+    server = start_daphne(overrides=redis_settings)
+    heard: list[Any] = []
+    state = {"subscribed": False, "ended": False}
+
+    async with (
+        httpx2.AsyncClient(headers=bearer_headers, timeout=httpx2.Timeout(30, read=300)) as http,
+        Client(streamable_http_client(f"{server.url}/mcp/", http_client=http)) as client,
+        anyio.create_task_group() as group,
+    ):
+
+        async def consume() -> None:
+            async with client.listen(tools_list_changed=True, resource_subscriptions=["notes://1"]) as subscription:
+                state["subscribed"] = True
+                async for event in subscription:
+                    heard.append(event)
+            state["ended"] = True  # the server's graceful close, not a drop (that raises SubscriptionLost)
+
+        group.start_soon(consume)
+        await until(lambda: state["subscribed"], "the acknowledgement")
+        record = await McpSession.objects.aget(user=alice, transport=Transport.LISTEN)
+        assert record.is_open and record.token_id is not None and record.protocol_version == LATEST_MODERN_VERSION
+        assert record.listen_filter == {"lists": ["tools"], "resources": ["notes://1"], "resource_count": 1}
+
+        await sync_to_async(events.notify_resource_updated)("notes://1", user=bob)  # bob's: never reaches alice
+        await sync_to_async(events.notify_resource_updated)("notes://1", user=alice)
+        await sync_to_async(events.notify_tool_list_changed)()
+        await until(lambda: len(heard) == 2, "alice's event and everyone's")
+        assert heard == [ResourceUpdated(uri="notes://1"), ToolsListChanged()]
+
+        await sync_to_async(McpSession.objects.filter(pk=record.pk).revoke)()
+        await until(lambda: state["ended"], "the stream ended by the revocation")
+    assert (await closed_session(pk=record.pk)).close_reason == CloseReason.REVOKED
+
+
+async def test_a_listen_stream_over_the_cap_is_refused_with_429(
+    start_daphne: Any, alice: Any, bearer_headers: dict[str, str], http: httpx2.AsyncClient
+) -> None:
+    server = start_daphne(overrides={"MCP_GATEWAY_MAX_SESSIONS_PER_USER": 0})
+    listen = envelope("subscriptions/listen", "sub-1", notifications={"toolsListChanged": True})
+    response = await post(
+        http, f"{server.url}/mcp/", listen, {**modern_headers("subscriptions/listen"), **bearer_headers}
+    )
+    assert response.status_code == 429 and response.json()["id"] == "sub-1"
+    assert not await McpSession.objects.aexists()

@@ -4,9 +4,15 @@ The 2026-07-28 single-exchange entry of mcp 2.3 (``mcp.server._streamable_http_m
 dispatch context and its ``Mcp-Param-*`` check are reused as they are rather than rewritten, which is why
 ``pyproject.toml`` bounds the SDK to ``mcp>=2.3,<2.4``. A new SDK minor release is adopted by checking
 these names first.
+
+An ``MCPServer`` keeps its tools, resources and prompts in private managers; :func:`registered_functions` reads
+them (the functions a site marked with :func:`mcp_gateway.permissions.require`), here with the rest.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 from mcp.server._streamable_http_modern import (
     _is_notification_shaped as is_notification_shaped,
@@ -17,8 +23,24 @@ from mcp.server._streamable_http_modern import (
 from mcp.server._streamable_http_modern import (
     _SingleExchangeDispatchContext as SingleExchangeDispatchContext,
 )
+from mcp.server.lowlevel import Server
 from mcp.server.runner import _has_modern_envelope as has_modern_envelope
 from mcp.server.runner import modern_error_data
+
+
+def registered_functions(server: Any) -> dict[str, list[tuple[str, Callable[..., Any] | None]]]:
+    """An ``MCPServer``'s registrations by kind: ``(name, function)`` of each tool, resource, template and prompt.
+
+    Tools and prompts by name, resources by URI, templates by URI template; a resource made from a value rather
+    than a function has ``None``.
+    """
+    return {
+        "tools": [(tool.name, tool.fn) for tool in server._tool_manager.list_tools()],
+        "resources": [(str(r.uri), getattr(r, "fn", None)) for r in server._resource_manager.list_resources()],
+        "resource_templates": [(t.uri_template, t.fn) for t in server._resource_manager.list_templates()],
+        "prompts": [(prompt.name, prompt.fn) for prompt in server._prompt_manager.list_prompts()],
+    }
+
 
 __all__ = [
     "SingleExchangeDispatchContext",
@@ -26,4 +48,14 @@ __all__ = [
     "is_notification_shaped",
     "mcp_param_rejection",
     "modern_error_data",
+    "own_request_handlers",
+    "registered_functions",
 ]
+
+
+def own_request_handlers(server: Server[Any]) -> None:
+    """Give a copied server a request-handler table of its own, so that replacing a handler leaves the original's.
+
+    ``Server._request_handlers`` is private; ``add_request_handler`` is public but writes to the shared table.
+    """
+    server._request_handlers = dict(server._request_handlers)

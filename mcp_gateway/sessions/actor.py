@@ -40,6 +40,7 @@ from mcp_sessions.choices import Transport
 from mcp_sessions.models import McpSession
 from mcp_sessions.text import clean_field
 
+from ..caller import context_overrides
 from ..context import GatewayRequestContext
 
 Sink = Callable[[SessionMessage], Awaitable[None]]
@@ -107,7 +108,9 @@ class SessionActor:
             self._in_send.close()
             self._out_send.close()
 
-    async def deliver(self, message: JSONRPCMessage, headers: Mapping[str, str]) -> None:
+    async def deliver(
+        self, message: JSONRPCMessage, headers: Mapping[str, str], caller: Mapping[str, Any] | None = None
+    ) -> None:
         """Hand one client message to the server.
 
         Waits when the inbound queue is full, which in turn fills the session's
@@ -118,7 +121,8 @@ class SessionActor:
         memory, so their number is what bounds a session's memory.
         """
         self._observe_inbound(message)
-        context = dataclasses.replace(self.context, headers=dict(headers))
+        # The request's own credential (its scopes, what records name), which need not be the session opener's.
+        context = dataclasses.replace(self.context, headers=dict(headers), **context_overrides(caller))
         metadata = ServerMessageMetadata(request_context=context)
         if isinstance(message, JSONRPCRequest):
             if self._in_flight.total() >= self.max_in_flight:

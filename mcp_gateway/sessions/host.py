@@ -19,9 +19,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Coroutine, Mapping
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 import anyio
 from channels.db import database_sync_to_async
@@ -35,58 +35,18 @@ from mcp_sessions import audit
 from mcp_sessions.models import AuditKind, CloseReason, McpSession, error_summary
 
 from ..auth import Credential
+from ..caller import credential_fields
 from ..conf import gateway_settings
 from ..context import GatewayRequestContext
-from ..modern.state import credential_fingerprint
-from ..wire import Refusal
 from .actor import SessionActor
 from .events import EventBuffer
 from .mailbox import Mailbox
 from .pin import CredentialPin
+from .site import DEFAULT_INBOX_CAPACITY, EVICTION_GRACE, SessionClosing, Site
 from .streams import Outlet, SessionStreams
 from .usage import UsageFlag
 
 logger = logging.getLogger("mcp_gateway")
-
-# Waiting messages a session's inbox holds when the channel layer sets no capacity (as Channels' default).
-DEFAULT_INBOX_CAPACITY = 100
-
-# Seconds an evicted session still gives its requests in progress to be answered before it closes (see
-# mcp_sessions.eviction: the open that evicted it could not know of a request that began since the last sweep).
-EVICTION_GRACE = 10.0
-
-
-class Site(Protocol):
-    """What a host needs from the worker that runs it (the :class:`~mcp_gateway.worker.Worker`)."""
-
-    def adopt(self, host: SessionHost) -> None:
-        """Register ``host``: messages and connections for its session find it from now on."""
-
-    def runs(self, host: SessionHost) -> bool:
-        """Whether ``host`` is still registered (its record's close not written yet)."""
-
-    def forget(self, host: SessionHost) -> None:
-        """Unregister ``host``: its record is closed."""
-
-    def outlet_for(self, layer: BaseChannelLayer, channel: str) -> Outlet:
-        """The connection at ``channel``: this worker's own, or one reached through the layer."""
-
-    def refuse(self, layer: BaseChannelLayer, message: Mapping[str, Any], why: Refusal) -> None:
-        """Answer a message the session cannot take, for whoever waits on it."""
-
-    def sweep_soon(self) -> None:
-        """Have the worker's sweep running (it retries a close that could not be written)."""
-
-    def start(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-        """Run ``coro`` as a background task of the worker."""
-
-
-class SessionClosing(Exception):
-    """Raised inside a host's task to close the session for ``reason``."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 class SessionHost:
@@ -132,7 +92,7 @@ class SessionHost:
     def __init__(
         self,
         *,
-        site: Site,
+        site: Site[SessionHost],
         layer: BaseChannelLayer,
         inbox: str,
         record: McpSession,
@@ -469,7 +429,7 @@ class SessionHost:
             if not await self.streams.open_request(parsed.id, reply_to, self._outlet_for):
                 return
         self.last_seen = timezone.now()
-        await actor.deliver(parsed, message.get("headers") or {})
+        await actor.deliver(parsed, message.get("headers") or {}, message.get("credential"))
 
     def _outlet_for(self, channel: str) -> Outlet:
         return self._site.outlet_for(self.layer, channel)
@@ -477,11 +437,10 @@ class SessionHost:
     def _actor(self) -> SessionActor:
         if self.actor is None:
             context = GatewayRequestContext(
-                user=self.credential.user,
                 session_ref=self.ref,
                 transport=self.transport,
                 server=self.mount_prefix,
-                credential_fingerprint=credential_fingerprint(self.credential),
+                **credential_fields(self.credential),
             )
             self.actor = SessionActor(
                 self._server,

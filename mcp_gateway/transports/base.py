@@ -23,7 +23,9 @@ from pydantic import ValidationError
 from mcp_sessions import audit
 
 from .. import wire
+from ..auth import Credential
 from ..binding import BoundSession
+from ..caller import caller_fields
 from ..conf import gateway_settings
 from ..exceptions import (
     GatewayError,
@@ -148,7 +150,13 @@ class GatewayConsumer(AsyncConsumer):  # type: ignore[misc]  # Channels publishe
         return caller
 
     async def send_to_session(
-        self, session: BoundSession, body: bytes, parsed: JSONRPCMessage, *, reply_to: str | None = None
+        self,
+        session: BoundSession,
+        body: bytes,
+        parsed: JSONRPCMessage,
+        *,
+        credential: Credential,
+        reply_to: str | None = None,
     ) -> None:
         """Hand one client message to its session, in whichever worker runs it; a refusal if it is not accepted.
 
@@ -159,6 +167,7 @@ class GatewayConsumer(AsyncConsumer):  # type: ignore[misc]  # Channels publishe
             "type": "mcp.inbound",
             "body": body,
             "headers": self.request.forwardable_headers(),
+            "credential": caller_fields(credential),
         }
         if reply_to is not None:
             inbound["reply_to"] = reply_to

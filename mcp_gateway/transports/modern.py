@@ -52,6 +52,7 @@ from pydantic import ValidationError
 from mcp_sessions.models import CloseReason, Transport
 
 from .. import sse, wire
+from ..caller import credential_fields
 from ..conf import gateway_settings
 from ..context import GatewayRequestContext
 from ..credcache import names
@@ -65,10 +66,12 @@ from ..exceptions import (
     ServiceUnavailable,
 )
 from ..flow import FlowControl, flow_control_for
+from ..gatekeeper import checking_headers
 from ..http import SECURITY_HEADERS, Message, Scope, json_bytes, send_response
+from ..listening import LISTEN, ListenStream, open_listen_stream
 from ..modern import sdk
 from ..modern.lifespan import lifespans
-from ..modern.state import credential_fingerprint
+from ..scopes import step_up
 from ..worker import worker
 from .base import GatewayConsumer
 
@@ -100,6 +103,7 @@ class PerRequestConsumer(GatewayConsumer):
     _flow: FlowControl | None = None
     _mode: str | None = None  # None: nothing sent; "sse": streaming; "done": answered
     _credential: Any = None
+    _listen: ListenStream | None = None  # a subscriptions/listen request's stream, owned (mcp_gateway.listening)
 
     def __init__(self, mount: Any) -> None:
         super().__init__(mount)
@@ -133,6 +137,7 @@ class PerRequestConsumer(GatewayConsumer):
         except ValidationError:
             raise InvalidMessage() from None
         self.request.rpc_id = request.id
+        step_up(caller.credential, request, self.mount)
         raw_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in self.scope.get("headers", ())]
         duplicated = find_duplicated_routing_header(raw_headers)
         if duplicated is not None:
@@ -141,12 +146,11 @@ class PerRequestConsumer(GatewayConsumer):
         if isinstance(verdict, InboundLadderRejection):
             raise rejection(verdict)
         context = GatewayRequestContext(
-            user=caller.user,
             session_ref="",
             transport=Transport.STREAMABLE_HTTP,
             server=self.mount.prefix,
             headers=self.request.forwardable_headers(),
-            credential_fingerprint=credential_fingerprint(caller.credential),
+            **credential_fields(caller.credential),
         )
         try:
             lifespan_state = await lifespans.state(self.mount.server)
@@ -155,7 +159,8 @@ class PerRequestConsumer(GatewayConsumer):
         server = self.mount.per_request_server
         # The SDK reads the request's headers from what it is given, and hands it to a tools/list it may run:
         # the gateway's context, so that listing too knows its caller.
-        param_rejection = await sdk.mcp_param_rejection(server, context, request, verdict, lifespan_state)  # type: ignore[arg-type]
+        with checking_headers(context):
+            param_rejection = await sdk.mcp_param_rejection(server, context, request, verdict, lifespan_state)  # type: ignore[arg-type]
         # Who calls with which client, for the admin: this era leaves no session record to say it.
         worker.usage.count(
             caller.credential, verdict.client_info, verdict.protocol_version, refused=param_rejection is not None
@@ -173,6 +178,17 @@ class PerRequestConsumer(GatewayConsumer):
             progress_token=progress_token_from_params(request.params),
             sink=sink,
         )
+        if request.method == LISTEN and server.get_request_handler(LISTEN) is not None:
+            # Owned like a session: recorded and counted against the cap (TooManySessions: 429) before it streams.
+            self._listen = await open_listen_stream(
+                layer=self.channel_layer,
+                mount=self.mount,
+                request=self.request,
+                credential=caller.credential,
+                params=request.params,
+                protocol_version=verdict.protocol_version,
+                client_info=verdict.client_info,
+            )
         self.request.release()
         self._task = asyncio.get_running_loop().create_task(
             self._exchange(server, dispatch, request, connection, lifespan_state, sink, frames)
@@ -205,7 +221,7 @@ class PerRequestConsumer(GatewayConsumer):
         answer: list[JSONRPCResponse | JSONRPCError] = []
 
         async def handle() -> None:
-            async with sink:
+            async with sink, self._listen or contextlib.nullcontext():
                 try:
                     result = await serve_one(
                         server,
@@ -229,6 +245,8 @@ class PerRequestConsumer(GatewayConsumer):
                         await self._emit(frame)
                 except wire.OutletClosed:
                     stalled = True
+                    if self._listen is not None:
+                        self._listen.close_soon(CloseReason.STALLED)
                     group.cancel_scope.cancel()
             if stalled:
                 logger.info("Dropped a stalled 2026-07-28 response stream (request %r)", request.id)
@@ -316,6 +334,8 @@ class PerRequestConsumer(GatewayConsumer):
 
     async def stop(self) -> None:
         worker.keepalive.discard(self)
+        if self._listen is not None:
+            self._listen.close_soon(CloseReason.CLIENT_DISCONNECT)  # no-op once it ended; opened but never served
         for task in (self._pinging, self._task):
             if task is not None and not task.done() and task is not asyncio.current_task():
                 task.cancel()

@@ -28,6 +28,7 @@ from ..exceptions import (
     InvalidEventId,
 )
 from ..http import GatewayRequest, Message, send_response
+from ..scopes import step_up
 from ..sessions.events import MAIN_STREAM
 from ..tickets import stream_credential
 from .base import GatewayConsumer, parse_message
@@ -61,7 +62,8 @@ class MessagesConsumer(GatewayConsumer):
         session = caller.session or await bind(
             self.request, caller.credential, session_id, server=self.mount.prefix, transport=Transport.SSE
         )
-        await self.send_to_session(session, body, parsed)
+        step_up(caller.credential, parsed, self.mount)
+        await self.send_to_session(session, body, parsed, credential=caller.credential)
         await send_response(self.send, HTTPStatus.ACCEPTED, b"", content_type=None)
 
 

@@ -56,6 +56,7 @@ from ..exceptions import (
 )
 from ..http import Message, send_response
 from ..modern.sdk import has_modern_envelope
+from ..scopes import step_up
 from ..sessions.events import MAIN_STREAM
 from ..worker import worker
 from .base import GatewayConsumer, parse_message
@@ -164,13 +165,14 @@ class StreamableHTTPConsumer(StreamConsumer):
             await self._initialize(credential, body, message)
             return False
         session = await self._session(credential)
+        step_up(credential, message, self.mount)
         reply_to = None
         if is_request:
             self.host_channel, self.session_pk = session.channel_name, session.pk
             await self.open_inbox()
             self.json_allowed = True
             reply_to = self.channel_name
-        await self.send_to_session(session, body, message, reply_to=reply_to)
+        await self.send_to_session(session, body, message, credential=credential, reply_to=reply_to)
         if not is_request:
             await send_response(self.send, HTTPStatus.ACCEPTED, b"", content_type=None)
             return True

@@ -16,6 +16,7 @@ Clients (``transport`` is ``"sse"`` for HTTP+SSE, the URL being the ``sse``
 endpoint, or ``"http"`` for Streamable HTTP):
 
 - :func:`run_ts_client`: ``@modelcontextprotocol/sdk`` Client (``ts_client.mjs``);
+- :func:`run_ts2_client`: the SDK v2 ``@modelcontextprotocol/client`` at protocol 2026-07-28 (``ts2_client.mjs``);
 - :func:`run_inspector`: ``@modelcontextprotocol/inspector --cli``;
 - :func:`run_mcp_remote`: ``mcp-remote``, a stdio proxy, driven over its stdio;
 - :func:`run_py1_client`: the ``mcp`` 1.x Python client (``py1_client.py``).
@@ -78,6 +79,8 @@ class NodeTools:
     inspector: Path
     mcp_remote: Path
     ts_client: Path
+    ts2_client: Path
+    axe: Path  # axe-core's browser bundle, injected into pages by the browser tests' accessibility check
 
     def versions(self) -> dict[str, str]:
         """The installed versions, from each package's package.json."""
@@ -87,7 +90,9 @@ class NodeTools:
             "conformance-next": "@modelcontextprotocol/conformance-next",
             "inspector": "@modelcontextprotocol/inspector",
             "sdk": "@modelcontextprotocol/sdk",
+            "client": "@modelcontextprotocol/client",
             "mcp-remote": "mcp-remote",
+            "axe-core": "axe-core",
         }
         return {
             key: json.loads((self.dir / "node_modules" / pkg / "package.json").read_text())["version"]
@@ -110,6 +115,8 @@ def _node_tools() -> NodeTools:
         inspector=mcp / "inspector" / "clients" / "launcher" / "build" / "index.js",
         mcp_remote=NODE_MODULES / "mcp-remote" / "dist" / "proxy.js",
         ts_client=INTEROP_DIR / "ts_client.mjs",
+        ts2_client=INTEROP_DIR / "ts2_client.mjs",
+        axe=NODE_MODULES / "axe-core" / "axe.min.js",
     )
 
 
@@ -139,7 +146,14 @@ def ensure_node_tools(*, timeout: float = 600) -> NodeTools:
             and STAMP_FILE.read_text() == digest
             and all(
                 p.exists()
-                for p in (tools.node, tools.conformance, tools.conformance_next, tools.inspector, tools.mcp_remote)
+                for p in (
+                    tools.node,
+                    tools.conformance,
+                    tools.conformance_next,
+                    tools.inspector,
+                    tools.mcp_remote,
+                    tools.axe,
+                )
             )
         )
 
@@ -462,6 +476,12 @@ class ClientRun:
     is_error: bool = False
     details: dict[str, Any] = field(default_factory=dict)
     stderr: str = ""
+    stdout: str = ""
+
+    @property
+    def output(self) -> str:
+        """Everything the client printed, stdout and stderr."""
+        return self.stdout + self.stderr
 
 
 class ClientFailed(Exception):
@@ -495,6 +515,22 @@ class ClientFailed(Exception):
     @property
     def unauthorized(self) -> bool:
         return self.status == 401
+
+
+# A client's output is clean when no line matches /error/i, once what says there is no error is taken out:
+# ``"isError": false`` in a tool result the client prints (the Inspector's stdout, mcp-remote's protocol output).
+_ERROR = re.compile(r"error", re.IGNORECASE)
+_NO_ERROR = re.compile(r'"isError"\s*:\s*false', re.IGNORECASE)
+
+
+def error_lines(output: str, expected: Sequence[str] = ()) -> list[str]:
+    """The lines of ``output`` matching /error/i, except those matching one of the ``expected`` regular expressions."""
+    allowed = [re.compile(pattern) for pattern in expected]
+    return [
+        line
+        for line in output.splitlines()
+        if _ERROR.search(_NO_ERROR.sub("", line)) and not any(pattern.search(line) for pattern in allowed)
+    ]
 
 
 def _check_transport(transport: str) -> None:
@@ -537,9 +573,8 @@ def _from_json_client(
             stdout=done.stdout,
             stderr=done.stderr,
         )
-    return ClientRun(
-        name, transport, result["tools"], result.get("text"), bool(result.get("isError")), result, done.stderr
-    )
+    is_error = bool(result.get("isError"))
+    return ClientRun(name, transport, result["tools"], result.get("text"), is_error, result, done.stderr, done.stdout)
 
 
 def run_ts_client(
@@ -561,6 +596,31 @@ def run_ts_client(
     with _scratch_home() as home:
         done = _run(cmd, cwd=tools.dir, env=_node_env(tools, home), timeout=timeout)
     return _from_json_client("ts-sdk", transport, done, timeout)
+
+
+def run_ts2_client(
+    url: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    tool: str | None = None,
+    args: Mapping[str, Any] | None = None,
+    mode: str = "auto",
+    timeout: float = 60,
+) -> ClientRun:
+    """The TypeScript SDK v2 ``Client`` (``@modelcontextprotocol/client``) over Streamable HTTP, negotiating 2026-07-28.
+
+    ``mode`` is ``"auto"`` (probe with ``server/discover``, fall back to ``initialize`` otherwise) or ``"pin"``
+    (2026-07-28 or fail). ``details`` holds what it negotiated (``era``, ``protocolVersion``) and every JSON-RPC
+    ``method`` it POSTed, in order (from a wrapped ``fetch``).
+    """
+    tools = ensure_node_tools()
+    cmd = [str(tools.node), str(tools.ts2_client), "--url", url, "--mode", mode]
+    cmd += _header_args("--header", headers)
+    if tool:
+        cmd += ["--tool", tool, "--args", json.dumps(dict(args or {}))]
+    with _scratch_home() as home:
+        done = _run(cmd, cwd=tools.dir, env=_node_env(tools, home), timeout=timeout)
+    return _from_json_client("ts-sdk-2", "http", done, timeout)
 
 
 def run_py1_client(
@@ -597,9 +657,14 @@ def run_inspector(
     headers: Mapping[str, str] | None = None,
     tool: str | None = None,
     args: Mapping[str, Any] | None = None,
+    protocol_era: str | None = None,
     timeout: float = 60,
 ) -> ClientRun:
     """``inspector --cli URL --transport sse|http --header ... --method tools/list`` (then ``tools/call``).
+
+    ``protocol_era`` is its ``--protocol-era``: ``"legacy"`` (its default: ``initialize``), ``"auto"`` (probe
+    with ``server/discover``, fall back to ``initialize``) or ``"modern"`` (2026-07-28 only).
+    The returned run's ``stdout`` and ``stderr`` are both processes' output, in order.
 
     ``--stored-auth-only`` keeps it from starting an interactive OAuth flow on 401: it
     exits 3 at once with ``{"error": {"code": "auth_required"}}`` on stderr, which is
@@ -612,10 +677,15 @@ def run_inspector(
     base = [str(tools.node), str(tools.inspector), "--cli", url, "--transport", transport]
     base += ["--stored-auth-only", "--connect-timeout", str(int(timeout * 1000))]
     base += _header_args("--header", headers)
+    if protocol_era:
+        base += ["--protocol-era", protocol_era]
+    outputs: list[Completed] = []
     with _scratch_home() as home:
         env = _node_env(tools, home)
         started = time.monotonic()
-        listed = _inspector_call("inspector", transport, [*base, "--method", "tools/list"], tools, env, timeout)
+        listed = _inspector_call(
+            "inspector", transport, [*base, "--method", "tools/list"], tools, env, timeout, outputs
+        )
         names = [t["name"] for t in listed.get("tools", [])]
         text, is_error, called = None, False, None
         if tool:
@@ -623,16 +693,24 @@ def run_inspector(
             for key, value in (args or {}).items():
                 cmd += ["--tool-arg", f"{key}={_inspector_arg(value)}"]
             remaining = max(timeout - (time.monotonic() - started), 5)
-            called = _inspector_call("inspector", transport, cmd, tools, env, remaining)
+            called = _inspector_call("inspector", transport, cmd, tools, env, remaining, outputs)
             text = "".join(c.get("text", "") for c in called.get("content", []) if c.get("type") == "text")
             is_error = bool(called.get("isError"))
-    return ClientRun("inspector", transport, names, text, is_error, {"list": listed, "call": called})
+    stdout, stderr = "".join(o.stdout for o in outputs), "".join(o.stderr for o in outputs)
+    return ClientRun("inspector", transport, names, text, is_error, {"list": listed, "call": called}, stderr, stdout)
 
 
 def _inspector_call(
-    name: str, transport: str, cmd: list[str], tools: NodeTools, env: dict[str, str], timeout: float
+    name: str,
+    transport: str,
+    cmd: list[str],
+    tools: NodeTools,
+    env: dict[str, str],
+    timeout: float,
+    outputs: list[Completed],
 ) -> dict[str, Any]:
     done = _run(cmd, cwd=env["HOME"], env=env, timeout=timeout)
+    outputs.append(done)
     if done.timed_out:
         raise ClientFailed(
             name, transport, f"no answer within {timeout:.0f}s", stdout=done.stdout, stderr=done.stderr, timed_out=True
@@ -670,10 +748,11 @@ class _StdioPeer:
     def __init__(self, proc: subprocess.Popen[str]) -> None:
         self.proc = proc
         self.lines: queue.Queue[str | None] = queue.Queue()
+        self.stdout: list[str | None] = []  # every stdout line, read or not
         self.stderr: list[str] = []
         self.next_id = 0
         self._pumps = [
-            threading.Thread(target=self._pump, args=(proc.stdout, self.lines.put), daemon=True),
+            threading.Thread(target=self._pump, args=(proc.stdout, self._line), daemon=True),
             threading.Thread(target=self._pump, args=(proc.stderr, self.stderr.append), daemon=True),
         ]
         for pump in self._pumps:
@@ -686,6 +765,10 @@ class _StdioPeer:
         for stream in (self.proc.stdout, self.proc.stderr):
             if stream is not None:
                 stream.close()
+
+    def _line(self, line: str | None) -> None:
+        self.stdout.append(line)
+        self.lines.put(line)
 
     @staticmethod
     def _pump(stream: Any, sink: Any) -> None:
@@ -736,11 +819,14 @@ def run_mcp_remote(
     headers: Mapping[str, str] | None = None,
     tool: str | None = None,
     args: Mapping[str, Any] | None = None,
+    strategy: str | None = None,
     timeout: float = 60,
     env: Mapping[str, str] | None = None,
 ) -> ClientRun:
     """``mcp-remote URL --transport sse-only|http-only --header ...``, driven as a stdio MCP server.
 
+    ``strategy`` replaces the ``--transport`` the transport picks: ``"http-first"`` (mcp-remote's own default:
+    Streamable HTTP, falling back to HTTP+SSE) or ``"sse-first"``.
     ``env`` adds to its environment: ``BROWSER``, the command it opens an authorization URL with (an OAuth test
     hands it to a real browser).
 
@@ -749,7 +835,7 @@ def run_mcp_remote(
     """
     _check_transport(transport)
     tools = ensure_node_tools()
-    strategy = {"sse": "sse-only", "http": "http-only"}[transport]
+    strategy = strategy or {"sse": "sse-only", "http": "http-only"}[transport]
     auth_wait = max(int(timeout / 4), 2)
     cmd = [str(tools.node), str(tools.mcp_remote), url, "--transport", strategy]
     cmd += ["--auth-timeout", str(auth_wait), "--connect-timeout", "10"]
@@ -800,7 +886,8 @@ def run_mcp_remote(
         _stop(proc)
         peer.close()
         stderr = "".join(line for line in peer.stderr if line)
-    return ClientRun("mcp-remote", transport, names, text, is_error, {"initialize": init}, stderr)
+    stdout = "".join(line for line in peer.stdout if line)
+    return ClientRun("mcp-remote", transport, names, text, is_error, {"initialize": init}, stderr, stdout)
 
 
 def _stop(proc: subprocess.Popen[str]) -> None:

@@ -16,6 +16,16 @@ class Command(BaseCommand):
         parser.add_argument("username")
         parser.add_argument("--name", default="command line", help="A label to tell tokens apart.")
         parser.add_argument("--expires-in", type=float, metavar="DAYS", help="Days until the token expires.")
+        parser.add_argument(
+            "--tool", action="append", default=[], metavar="NAME", help="Limit the token to this tool (repeatable)."
+        )
+        parser.add_argument(
+            "--scope",
+            action="append",
+            default=[],
+            metavar="SCOPE",
+            help="Limit the token to this scope, e.g. mcp:prompts (repeatable). Neither: all its user may use.",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         User = get_user_model()
@@ -28,5 +38,14 @@ class Command(BaseCommand):
         days = options["expires_in"]
         if days is not None and days <= 0:
             raise CommandError("--expires-in must be a positive number of days.")
-        _, secret = AccessToken.objects.issue(user, options["name"], timedelta(days=days) if days else None)
+        try:
+            _, secret = AccessToken.objects.issue(
+                user,
+                options["name"],
+                timedelta(days=days) if days else None,
+                tools=options["tool"],
+                scopes=options["scope"],
+            )
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
         self.stdout.write(secret)
