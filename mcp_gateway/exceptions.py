@@ -185,12 +185,18 @@ class InsufficientScope(Forbidden):
     reason = "insufficient_scope"
     message = "The credential's scope does not cover this request"
 
-    def __init__(self, scope: str) -> None:
+    def __init__(self, scope: str, *, resource_metadata: str = "") -> None:
         self.scope = scope
         # A scope is a name of the server's own (the vocabulary's); a quote in it could not be escaped in the header.
         quoted = scope.replace("\\", "").replace('"', "")
         challenge = f'Bearer realm="mcp", error="insufficient_scope", scope="{quoted}"'
+        if resource_metadata:
+            challenge += f', resource_metadata="{resource_metadata}"'
         super().__init__(headers=[(b"www-authenticate", challenge.encode("utf-8", "replace"))])
+
+    def naming_metadata(self, url: str) -> InsufficientScope:
+        """The same refusal, its challenge naming the resource's metadata too (the MCP spec's scope challenge)."""
+        return InsufficientScope(self.scope, resource_metadata=url)
 
 
 class OriginNotAllowed(Forbidden):

@@ -57,7 +57,9 @@ CASES = [
             "INSTALLED_APPS": [
                 "daphne", "django.contrib.auth", "django.contrib.contenttypes", "django.contrib.sessions",
                 "mcp_gateway", "mcp_sessions",
-            ]
+            ],
+            # The demo's base template goes with the demo app.
+            "MCP_GATEWAY_ACCOUNT_BASE_TEMPLATE": "mcp_sessions/account/base.html",
         },
         "mcp_gateway.E018",
     ),

@@ -22,7 +22,7 @@ from mcp_oauth.models import Grant, OAuthAccessToken, OAuthClient, RevokeReason
 from mcp_oauth.secrets import hash_token
 from mcp_sessions.models import CloseReason, McpSession
 
-from .clients import BOUND, TRANSPORTS, RawStream, handshake, jsonrpc, mcp_client, raw_stream
+from .clients import BOUND, INITIALIZE, TRANSPORTS, RawStream, handshake, jsonrpc, mcp_client, raw_stream
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -47,13 +47,16 @@ async def test_protected_resource_metadata(daphne: Any, http: httpx2.AsyncClient
     )
     assert response.status_code == 200
     assert response.headers["access-control-allow-origin"] == "*"
-    assert response.json() == {
+    document = response.json()
+    scopes = document.pop("scopes_supported")
+    assert document == {
         "resource": f"{daphne.url}/mcp",
         "authorization_servers": [daphne.url],
-        "scopes_supported": ["mcp"],
         "bearer_methods_supported": ["header"],
         "resource_name": "MCP server at /mcp/",
     }
+    # The gateway's vocabulary (mcp_gateway.scopes): the broad scopes, then one per tool and prompt of the mount.
+    assert scopes[:4] == ["mcp", "mcp:tools", "mcp:resources", "mcp:prompts"] and "mcp:tools:whoami" in scopes
 
 
 async def test_metadata_host_checked(daphne: Any, http: httpx2.AsyncClient) -> None:
@@ -235,3 +238,21 @@ async def test_revoking_a_grant_ends_its_listen_stream_across_processes(
                     await stream.next_event(timeout=BOUND)
             except EOFError:
                 pass
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_grant_for_one_tool_steps_up_for_another(daphne: Any, alice: Any, transport: str) -> None:
+    """The grant's scopes are the gateway's vocabulary: beyond them, 403 insufficient_scope naming the tool's."""
+    _, secret = await sync_to_async(issue)(alice, f"{daphne.url}/mcp", scope="mcp:tools:whoami")
+    async with mcp_client(daphne.url, bearer(secret), transport=transport) as client:
+        assert "alice" in str((await client.call_tool("whoami", {})).content)
+    async with httpx2.AsyncClient(timeout=BOUND) as http:
+        session = {**bearer(secret), "Accept": "application/json, text/event-stream"}
+        opened = await http.post(f"{daphne.url}/mcp/", json=INITIALIZE, headers=session)
+        session["Mcp-Session-Id"] = opened.headers["mcp-session-id"]
+        call = jsonrpc("tools/call", {"name": "add_note", "arguments": {"title": "x"}}, id=9)
+        response = await http.post(f"{daphne.url}/mcp/", json=call, headers=session)
+    assert response.status_code == 403 and response.json()["id"] == 9
+    challenge = response.headers["www-authenticate"]
+    assert 'error="insufficient_scope"' in challenge and 'scope="mcp:tools:add_note"' in challenge
+    assert f'resource_metadata="{daphne.url}/.well-known/oauth-protected-resource/mcp"' in challenge

@@ -23,12 +23,13 @@ from pydantic import ValidationError
 from mcp_sessions import audit
 
 from .. import wire
-from ..auth import Credential
+from ..auth import Credential, describes_resources
 from ..binding import BoundSession
 from ..caller import caller_fields
 from ..conf import gateway_settings
 from ..exceptions import (
     GatewayError,
+    InsufficientScope,
     InvalidMessage,
     ParseError,
     PayloadTooLarge,
@@ -36,6 +37,7 @@ from ..exceptions import (
 )
 from ..http import GatewayRequest, Message, Receive, Send, send_error
 from ..identity import Caller, identify_caller
+from ..resource import metadata_url
 from ..sessions.mailbox import SourcedMailbox
 from ..worker import worker
 
@@ -239,6 +241,8 @@ async def refuse(
     consumers alike. The record comes after the answer, never on its path
     (see :func:`~mcp_sessions.audit.record_refusal_after_answer`).
     """
+    if isinstance(exc, InsufficientScope) and request.mount_prefix and describes_resources():
+        exc = exc.naming_metadata(metadata_url(request))
     try:
         if answer:
             await send_error(send, exc, request.rpc_id)
