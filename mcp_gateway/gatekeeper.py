@@ -91,7 +91,7 @@ class Gatekeeper:
     async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         listing = LISTS.get(ctx.method)
         use = USES.get(ctx.method)
-        if listing is None and use is None and ctx.method != "completion/complete":
+        if listing is None and use is None and ctx.method not in {"completion/complete", "subscriptions/listen"}:
             return await call_next(ctx)
         try:
             context = get_request_context(ctx)
@@ -99,6 +99,8 @@ class Gatekeeper:
             return await call_next(ctx)  # not through the gateway (an in-process test): nobody to decide for
         if ctx.method == "completion/complete":
             return await self._complete(ctx, call_next, context)
+        if ctx.method == "subscriptions/listen":
+            return await call_next(await self._listen(ctx, context))
         if listing is not None:
             return await self._list(ctx, call_next, context, *listing)
         assert use is not None
@@ -125,6 +127,25 @@ class Gatekeeper:
             meets = await decide(context.user, [needed])
             allowed = await meets(needed) and allowed
         return allowed
+
+    async def _listen(self, ctx: Any, context: GatewayRequestContext) -> Any:
+        """``subscriptions/listen``: subscribe only to the resources the caller may read.
+
+        The others are dropped from the request, so the acknowledgement (the
+        honoured subset) leaves them out, as for any URI the server will never
+        announce, and no update of a resource the caller may not read reaches
+        them; the list-changed kinds carry no names and stay as asked.
+        """
+        params = ctx.params if isinstance(ctx.params, Mapping) else {}
+        wanted = params.get("notifications")
+        if not isinstance(wanted, Mapping) or not isinstance(uris := wanted.get("resourceSubscriptions"), list):
+            return ctx
+        readable = [uri for uri in uris if isinstance(uri, str) and await self._allowed(context, "resources", uri)]
+        if len(readable) == len(uris):
+            return ctx
+        return dataclasses.replace(
+            ctx, params={**params, "notifications": {**wanted, "resourceSubscriptions": readable}}
+        )
 
     async def _complete(self, ctx: Any, call_next: CallNext, context: GatewayRequestContext) -> HandlerResult:
         """``completion/complete`` names a prompt or a resource template: one the caller may not use is unknown."""

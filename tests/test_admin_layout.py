@@ -7,6 +7,7 @@ to wrap at): a page wider than the window would scroll sideways.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,6 +34,10 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 WIDTH, HEIGHT = 1280, 800
 PASSWORD = "correct horse battery"
+
+
+# Screenshots of each list, for the docs (git-ignored; the docs keep copies in docs/_static/admin/).
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts" / "admin"
 
 
 def long(prefix: str, length: int) -> str:
@@ -133,3 +138,63 @@ def test_each_changelist_fits_a_1280_px_window(admin_page: Any, name: str) -> No
     assert page.evaluate("getComputedStyle(document.body).display") == "block", "the admin's stylesheet loaded"
     assert page.evaluate("document.documentElement.scrollWidth") <= WIDTH
     assert page.evaluate(SIDEWAYS) == [], f"{name} scrolls sideways in a {WIDTH} px window"
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=ARTIFACTS / f"{name.removeprefix('admin:mcp_sessions_')}.png")  # docs/_static/admin/ has some
+
+
+def make_everyday_calls() -> None:
+    """Records as a working site has them, for the docs' pictures of the call list and a call's page."""
+    users = get_user_model().objects
+    users.create_superuser("root", "root@example.com", PASSWORD)
+    alice = users.create_user("alice")
+    token, _ = AccessToken.objects.issue(alice, "laptop")
+    calls = [
+        ("tools/call", "whoami", CallOutcome.OK, None),
+        ("tools/call", "add_note", CallOutcome.OK, None),
+        ("resources/read", "notes://alice/notes", CallOutcome.OK, None),
+        ("tools/call", "note_stats", CallOutcome.REFUSED, -32602),
+        ("prompts/get", "summarise", CallOutcome.FAILED, -32603),
+        ("tools/call", "delete_note", CallOutcome.TOOL_ERROR, None),
+    ]
+    for n, (method, name, outcome, error_code) in enumerate(calls):
+        CallRecord.objects.create(
+            user=alice,
+            username="alice",
+            token=token,
+            credential_kind=CredentialKind.TOKEN,
+            credential_ref="3f9a1c0b7d2e",
+            session_ref="" if n % 2 else "k2Vd8xQ0aZ1m",
+            server="/mcp/",
+            transport=Transport.STREAMABLE_HTTP,
+            protocol_version="2026-07-28" if n % 2 else "2025-11-25",
+            method=method,
+            name=name,
+            arguments_digest=f"{n:x}" * 64,
+            outcome=outcome,
+            error_code=error_code,
+            duration_ms=1.2 + n,
+            result_size=120 * (n + 1),
+        )
+
+
+def test_the_docs_pictures_of_the_call_records(live_server: Any, chromium: Any) -> None:
+    """What docs/_static/admin/ shows: the call list and a call's page, at 1280 px (copied from tests/artifacts)."""
+    off_loop(make_everyday_calls)
+    context = chromium.new_context(viewport={"width": WIDTH, "height": HEIGHT})
+    page = context.new_page()
+    try:
+        page.goto(f"{live_server.url}{reverse('admin:login')}?next={reverse('admin:index')}")
+        page.fill("#id_username", "root")
+        page.fill("#id_password", PASSWORD)
+        page.click("input[type=submit]")
+        page.wait_for_url(f"{live_server.url}{reverse('admin:index')}")
+        page.goto(live_server.url + reverse("admin:mcp_sessions_callrecord_changelist"))
+        assert page.locator("#result_list tbody tr").count() == 6
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=ARTIFACTS / "calls.png")
+        page.locator("#result_list tbody tr th a").first.click()
+        page.wait_for_selector("#content h1")
+        assert "whoami" in page.content() or "delete_note" in page.content()
+        page.screenshot(path=ARTIFACTS / "call.png", full_page=True)
+    finally:
+        context.close()

@@ -21,7 +21,18 @@ from mcp.shared.exceptions import MCPError
 
 from mcp_sessions.models import AccessToken, CallRecord
 
-from .clients import INITIALIZE, INITIALIZED, TRANSPORTS, handshake, jsonrpc, poll, raw_stream, transport_streams
+from .clients import (
+    BOUND,
+    INITIALIZE,
+    INITIALIZED,
+    TRANSPORTS,
+    RawStream,
+    handshake,
+    jsonrpc,
+    poll,
+    raw_stream,
+    transport_streams,
+)
 from .conftest import login_headers
 from .test_modern import envelope, modern_headers, post
 
@@ -370,3 +381,31 @@ async def test_a_deactivated_user_is_refused_before_any_permission(
     body = envelope("tools/call", 7, name="public", arguments={})
     response = await post(http, f"{daphne.url}{GUARDED}", body, {**modern_headers("tools/call", "public"), **headers})
     assert response.status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("permitted", "honoured"),
+    [
+        pytest.param(False, ["notes://public"], id="unreadable-resource-left-out"),
+        pytest.param(True, ["notes://mine", "notes://public"], id="readable-resources-kept"),
+    ],
+)
+async def test_a_listen_stream_subscribes_only_to_resources_its_caller_may_read(
+    daphne: Any,
+    http: httpx2.AsyncClient,
+    alice: Any,
+    alice_headers: dict[str, str],
+    permitted: bool,
+    honoured: list[str],
+) -> None:
+    if permitted:
+        await sync_to_async(grant)(alice, "view_note")
+    wanted = {"resourceSubscriptions": ["notes://mine", "notes://public"]}
+    body = json.dumps(envelope("subscriptions/listen", "sub-1", notifications=wanted)).encode()
+    headers = {"Content-Type": "application/json", **modern_headers("subscriptions/listen"), **alice_headers}
+    async with http.stream("POST", f"{daphne.url}/mcp-perms/", content=body, headers=headers) as response:
+        assert response.status_code == 200, await response.aread()
+        _, data = await RawStream(response).next_event(timeout=BOUND)
+    ack = json.loads(data)
+    assert ack["method"] == "notifications/subscriptions/acknowledged"
+    assert ack["params"]["notifications"].get("resourceSubscriptions") == honoured
