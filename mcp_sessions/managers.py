@@ -1,8 +1,11 @@
-"""The model app's operations: querysets and managers, which own what is done to the records.
+"""The model app's operations on sessions and audit events, and what every record's manager shares.
 
-Views, the admin, management commands and the gateway call these (``for_user``,
-``issue``, ``revoke``, ``clear_expired``, ``open_for``, …) rather than writing
-queries of their own. Models are looked up through the app registry where an
+Querysets and managers own what is done to the records: views, the admin,
+management commands and the gateway call them (``for_user``, ``revoke``,
+``clear_expired``, ``open_for``, …) rather than writing queries of their own.
+Tokens' operations are in :mod:`mcp_sessions.tokens`, stream tickets' in
+:mod:`mcp_sessions.tickets`, client usage's in :mod:`mcp_sessions.usage`,
+call records' in :mod:`mcp_sessions.calls`. Models are looked up through the app registry where an
 operation reaches another model, so that this module and the models do not
 import each other.
 """
@@ -10,8 +13,6 @@ import each other.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import hmac
 import logging
 from collections.abc import Collection
 from datetime import datetime, timedelta
@@ -24,28 +25,19 @@ from django.utils import timezone
 
 from . import audit
 from .audit import AuditKind as AuditKind  # part of the models' API: the kind column's choices
-from .choices import CloseReason, TokenState
+from .choices import CloseReason
 from .eviction import SessionLimitReached as SessionLimitReached  # raised by open_for, named by the models
 from .eviction import make_room
 from .ids import (
-    TOKEN_PREFIX_LENGTH,
-    hash_token,
-    is_ticket_shaped,
-    is_token_shaped,
-    new_ticket,
-    new_token,
     public_ref,
 )
-from .scoping import token_scopes
 from .signals import credentials_revoked, sessions_revoked
 from .text import clean_fields
 
 if TYPE_CHECKING:
     from .models import (
-        AccessToken,
         AuditEvent,  # noqa: F401  (named in a string: ``models.Manager["AuditEvent"]``)
         McpSession,
-        StreamTicket,
     )
 
 logger = logging.getLogger("mcp_gateway")
@@ -54,9 +46,6 @@ logger = logging.getLogger("mcp_gateway")
 def _model(name: str) -> Any:
     """The app's model ``name``, from the app registry (the models import this module)."""
     return apps.get_model("mcp_sessions", name)
-
-
-LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
 def error_summary(exc: BaseException) -> str:
@@ -78,142 +67,6 @@ class OwnedQuerySet(models.QuerySet[_M]):
         if not getattr(user, "is_authenticated", False):
             return self.none()
         return self.filter(user=user)
-
-
-def _token_is_active(revoked_at: datetime | None, expires_at: datetime | None, now: datetime) -> bool:
-    """The one rule of an active token, for a row in memory; :func:`_active_token_q` says it to the database."""
-    return revoked_at is None and (expires_at is None or expires_at > now)
-
-
-def _active_token_q(now: datetime) -> models.Q:
-    """:func:`_token_is_active` as a filter: not revoked, and no expiry or one still ahead."""
-    return models.Q(revoked_at__isnull=True) & (models.Q(expires_at__isnull=True) | models.Q(expires_at__gt=now))
-
-
-class AccessTokenQuerySet(OwnedQuerySet["AccessToken"]):
-    def active(self) -> AccessTokenQuerySet:
-        """Neither revoked nor expired (:attr:`AccessToken.is_active`); whoever owns them."""
-        return self.filter(_active_token_q(timezone.now()))
-
-    def expired(self) -> AccessTokenQuerySet:
-        """Not revoked, but past their expiry."""
-        return self.filter(revoked_at__isnull=True, expires_at__lte=timezone.now())
-
-    def revoked(self) -> AccessTokenQuerySet:
-        return self.filter(revoked_at__isnull=False)
-
-    def in_state(self, state: str) -> AccessTokenQuerySet:
-        """The tokens in ``state`` (a :class:`TokenState`)."""
-        by_state = {TokenState.ACTIVE: self.active, TokenState.EXPIRED: self.expired, TokenState.REVOKED: self.revoked}
-        return by_state[TokenState(state)]()
-
-    def usable(self) -> AccessTokenQuerySet:
-        """Active, and owned by an active user: the tokens that authenticate."""
-        return self.active().filter(user__is_active=True)
-
-    def revoke(self) -> tuple[int, int]:
-        """Revoke those not revoked yet and end the sessions opened with them: how many of each.
-
-        A bulk update sends no ``post_save``, so the sessions are ended here
-        (:meth:`McpSessionQuerySet.revoke`), not by the token receiver.
-        """
-        rows = list(self.filter(revoked_at__isnull=True).values_list("pk", "token_hash"))
-        if not rows:
-            return 0, 0
-        pks = [pk for pk, _hash in rows]
-        self.model._default_manager.filter(pk__in=pks).update(revoked_at=timezone.now())
-        announce_credentials_revoked(token_hashes=[token_hash for _pk, token_hash in rows])
-        return len(pks), _model("McpSession").objects.filter(token__in=pks).revoke()
-
-
-_AccessTokenBaseManager = models.Manager.from_queryset(AccessTokenQuerySet)
-
-
-class AccessTokenManager(_AccessTokenBaseManager["AccessToken"]):
-    def issue(
-        self,
-        user: Any,
-        name: str,
-        expires_in: timedelta | None = None,
-        *,
-        expires_at: datetime | None = None,
-        tools: Collection[str] = (),
-        scopes: Collection[str] = (),
-    ) -> tuple[AccessToken, str]:
-        """Create a token, expiring after ``expires_in`` or at ``expires_at`` (or never); the secret is returned once.
-
-        ``tools`` and ``scopes`` limit it (:func:`~mcp_sessions.scoping.token_scopes`; ``ValueError`` for an
-        ill-formed scope): none, it reaches all its user may use. Only its prefix and hash are stored. Who may
-        create a token for whom is the caller's to decide (the admin: :func:`mcp_sessions.admin.token_refusal`).
-        """
-        if expires_in is not None and expires_at is not None:
-            raise ValueError("Give expires_in or expires_at, not both")
-        scoped = token_scopes(tools, scopes)
-        secret = new_token()
-        token = self.create(
-            scopes=scoped,
-            user=user,
-            name=name,
-            prefix=secret[:TOKEN_PREFIX_LENGTH],
-            token_hash=hash_token(secret),
-            expires_at=timezone.now() + expires_in if expires_in else expires_at,
-        )
-        return token, secret
-
-    def issue_own(
-        self,
-        user: Any,
-        name: str,
-        expires_in: timedelta | None = None,
-        *,
-        scopes: Collection[str] = (),
-        remote_addr: str | None = None,
-    ) -> tuple[AccessToken, str]:
-        """:meth:`issue` a token for ``user`` by ``user`` themselves (Your MCP access), recorded in the audit trail.
-
-        ``scopes`` limit it, as :meth:`issue`'s; which ones ``user`` may choose is the caller's to decide (the
-        page offers :func:`~mcp_sessions.scoping.offered_scopes`). The row names the token by its stored prefix,
-        never by its secret.
-        """
-        token, secret = self.issue(user, name, expires_in, scopes=scopes)
-        audit.record(AuditKind.TOKEN_CREATED, user=user, remote_addr=remote_addr, detail=_token_detail(token))
-        return token, secret
-
-    def revoke_own(self, user: Any, pk: int, *, remote_addr: str | None = None) -> tuple[int, int]:
-        """Revoke ``user``'s token ``pk`` and end its sessions (:meth:`AccessTokenQuerySet.revoke`), with an audit row.
-
-        ``DoesNotExist`` if ``user`` has no token ``pk``: another user's token is not found, the same way as one
-        that never was. One revoked already is left as it is, and recorded nowhere: ``(0, 0)``.
-        """
-        token = self.for_user(user).get(pk=pk)
-        revoked = self.filter(pk=token.pk).revoke()
-        if revoked[0]:
-            audit.record(AuditKind.TOKEN_REVOKED, user=user, remote_addr=remote_addr, detail=_token_detail(token))
-        return revoked
-
-    def find_usable(self, secret: str) -> AccessToken | None:
-        """The usable token with this secret, found by its hash and compared in constant time."""
-        if not is_token_shaped(secret):
-            return None
-        digest = hash_token(secret)
-        token = self.usable().select_related("user").filter(token_hash=digest).first()
-        if token is None or not hmac.compare_digest(token.token_hash, digest):
-            return None
-        return token
-
-    def authenticate(self, secret: str) -> AccessToken | None:
-        """:meth:`find_usable`, noting the use at most once a minute (not a write per request)."""
-        token = self.find_usable(secret)
-        now = timezone.now()
-        if token is not None and (token.last_used_at is None or now - token.last_used_at > LAST_USED_RESOLUTION):
-            self.filter(pk=token.pk).update(last_used_at=now)
-            token.last_used_at = now
-        return token
-
-
-def _token_detail(token: AccessToken) -> str:
-    """How an audit row names a token: its stored prefix and its name (never the secret)."""
-    return f"{token.prefix}… {token.name}"
 
 
 class McpSessionQuerySet(OwnedQuerySet["McpSession"]):
@@ -428,92 +281,3 @@ class AuditEventManager(models.Manager["AuditEvent"]):
         """Delete the events older than ``days``; how many."""
         deleted, _ = self.filter(created_at__lt=timezone.now() - timedelta(days=days)).delete()
         return deleted
-
-
-def _session_auth_digests(user: Any) -> list[str]:
-    """SHA-256 digests of the session auth hashes ``user`` has now: with ``SECRET_KEY`` first, then its fallbacks.
-
-    A ticket stores a digest, not the hash: the hash is what a login session
-    keeps to prove it predates no password change. Empty for a user model
-    without session auth hashes (Django then verifies none either).
-    """
-    if not hasattr(user, "get_session_auth_hash"):
-        return []
-    hashes = [user.get_session_auth_hash()]
-    if hasattr(user, "get_session_auth_fallback_hash"):
-        hashes.extend(user.get_session_auth_fallback_hash())
-    return [hashlib.sha256(value.encode()).hexdigest() for value in hashes]
-
-
-class StreamTicketManager(models.Manager["StreamTicket"]):
-    def clear_expired(self) -> int:
-        """Delete the tickets past their expiry, used or not (a used one can never be used again anyway); how many."""
-        deleted, _ = self.filter(expires_at__lt=timezone.now()).delete()
-        return deleted
-
-    def issue(
-        self,
-        user: Any,
-        *,
-        origin: str,
-        lifetime: float,
-        token_id: int | None,
-        login_session_hash: str,
-        credential_ref: str = "",
-    ) -> str:
-        """A new ticket for ``user``, bound to ``origin`` (possibly empty); returned once, stored hashed.
-
-        It remembers the credential that asked for it, so that logging out or
-        revoking that token also ends the stream the ticket opens; asked for
-        with a login, also the user's session auth hash, so that a password
-        change since voids it (as it logs out the user's other logins).
-        """
-        secret = new_ticket()
-        auth_digests = _session_auth_digests(user) if login_session_hash else []
-        self.create(
-            user=user,
-            ticket_hash=hash_token(secret),
-            origin=origin,
-            expires_at=timezone.now() + timedelta(seconds=lifetime),
-            token_id=token_id,
-            login_session_hash=login_session_hash,
-            credential_ref=credential_ref,
-            session_auth_hash=auth_digests[0] if auth_digests else "",
-        )
-        return secret
-
-    def redeem(self, secret: str, origin: str) -> StreamTicket | None:
-        """A valid, unused, unexpired ticket, now used up; else None.
-
-        A ticket asked for from an origin is refused when presented with another
-        ``Origin``. One presented with none is accepted: browsers send no Origin on
-        a same-origin ``EventSource``, while cross-origin ones always carry it.
-        One asked for with a token is refused once the token is not active; with a
-        login, once the user's session auth hash changed (a password change, even
-        one saved without signals). Logging out deletes the login's tickets.
-        """
-        if not is_ticket_shaped(secret):
-            return None
-        now = timezone.now()
-        usable = self.filter(ticket_hash=hash_token(secret), used_at__isnull=True, expires_at__gt=now)
-        ticket = usable.select_related("user", "token").first()
-        if ticket is None or not ticket.user.is_active:
-            return None
-        if ticket.origin and origin and not hmac.compare_digest(ticket.origin, origin):
-            return None
-        if ticket.token is not None and not ticket.token.is_active:
-            return None
-        if ticket.login_session_hash and not _login_still_holds(ticket):
-            return None
-        # The conditional update is what makes a ticket single-use under concurrency.
-        if not usable.filter(pk=ticket.pk).update(used_at=now):
-            return None
-        return ticket
-
-
-def _login_still_holds(ticket: StreamTicket) -> bool:
-    """Whether the user's session auth hash is still the one the ticket was issued under (no password change)."""
-    current = _session_auth_digests(ticket.user)
-    if not current:
-        return not ticket.session_auth_hash
-    return any(hmac.compare_digest(ticket.session_auth_hash, digest) for digest in current)

@@ -25,17 +25,13 @@ from .choices import CredentialKind as CredentialKind
 from .choices import TokenState as TokenState
 from .choices import Transport as Transport
 from .ids import TOKEN_PREFIX_LENGTH, public_ref
-from .managers import (
-    AccessTokenManager,
-    AuditEventManager,
-    McpSessionManager,
-    StreamTicketManager,
-    _token_is_active,
-)
-from .managers import AccessTokenQuerySet as AccessTokenQuerySet
+from .managers import AuditEventManager, McpSessionManager
 from .managers import McpSessionQuerySet as McpSessionQuerySet
 from .managers import SessionLimitReached as SessionLimitReached
 from .managers import error_summary as error_summary
+from .tickets import StreamTicketManager
+from .tokens import AccessTokenManager, _token_is_active
+from .tokens import AccessTokenQuerySet as AccessTokenQuerySet
 from .usage import ClientUsageManager
 from .usage import ClientUsageQuerySet as ClientUsageQuerySet
 from .usage import UsageRow as UsageRow
