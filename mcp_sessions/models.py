@@ -282,17 +282,15 @@ class StreamTicket(models.Model):
         return f"stream ticket for {self.user} ({'used' if self.used_at else 'unused'})"
 
 
-class ClientUsage(models.Model):
-    """How much one user called MCP with one credential and one client: who uses MCP without sessions.
+class CallerColumns(models.Model):
+    """Who a batched row is about: its user (with a username snapshot) and the credential they used.
 
-    Written in batches by the workers (:mod:`mcp_sessions.usage`), never per
-    request. The credential is named by its kind and a short prefix of its
-    digest (a login's is the prefix of the ``login_session_hash`` its sessions
-    store), never by a secret; a token's row also links the token.
+    No database constraints, as for audit events: a batch written while its
+    user (or token) is being deleted must never fail or block the deletion;
+    ``username`` keeps the row readable once the user is gone. A credential
+    is named by its kind and the start of its digest, never by a secret.
     """
 
-    # No database constraints, as for audit events: a batch written while its user (or token) is being deleted
-    # must never fail or block the deletion. ``username`` keeps the row readable once the user is gone.
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         on_delete=models.SET_NULL,
@@ -319,6 +317,20 @@ class ClientUsage(models.Model):
         db_constraint=False,
         verbose_name=_("access token"),
     )
+
+    class Meta:
+        abstract = True
+
+
+class ClientUsage(CallerColumns):
+    """How much one user called MCP with one credential and one client: who uses MCP without sessions.
+
+    Written in batches by the workers (:mod:`mcp_sessions.usage`), never per
+    request. The credential is named by its kind and a short prefix of its
+    digest (a login's is the prefix of the ``login_session_hash`` its sessions
+    store), never by a secret; a token's row also links the token.
+    """
+
     client_name = models.CharField(_("client name"), max_length=200, blank=True)
     client_version = models.CharField(_("client version"), max_length=100, blank=True)
     protocol_version = models.CharField(_("protocol version"), max_length=40, blank=True)
@@ -347,7 +359,7 @@ class ClientUsage(models.Model):
         return f"{self.username or '?'} with {Truncator(client).chars(30)}"
 
 
-class CallRecord(models.Model):
+class CallRecord(CallerColumns):
     """One ``tools/call``, ``resources/read`` or ``prompts/get``: who, with what credential, what, how it ended.
 
     Written in batches by the workers (:mod:`mcp_sessions.calls`), never on the request's path. The arguments are
@@ -356,33 +368,6 @@ class CallRecord(models.Model):
     """
 
     created_at = models.DateTimeField(_("time"), default=timezone.now, db_index=True)
-    # No database constraints, as for audit events: a batch must never fail or block a deletion.
-    user = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
-        on_delete=models.SET_NULL,
-        null=True,
-        blank=True,
-        related_name="+",
-        db_constraint=False,
-        verbose_name=_("user"),
-    )
-    username = models.CharField(_("username"), max_length=USERNAME_LENGTH, blank=True)
-    credential_kind = models.CharField(_("credential"), max_length=10, choices=CredentialKind.choices)
-    credential_ref = models.CharField(
-        _("credential reference"),
-        max_length=12,
-        blank=True,
-        help_text=_("Start of the credential's digest: tells a user's logins and tokens apart, reveals neither."),
-    )
-    token = models.ForeignKey(
-        AccessToken,
-        on_delete=models.SET_NULL,
-        null=True,
-        blank=True,
-        related_name="+",
-        db_constraint=False,
-        verbose_name=_("access token"),
-    )
     client_id = models.CharField(_("OAuth client"), max_length=200, blank=True)
     session_ref = models.CharField(
         _("session"), max_length=12, blank=True, help_text=_("Empty for a 2026-07-28 request, which has none.")
