@@ -7,6 +7,7 @@ class McpOAuthConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import receivers
+        from . import account, receivers
 
         receivers.connect()
+        account.register()

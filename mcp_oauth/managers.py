@@ -15,6 +15,8 @@ from django.apps import apps
 from django.db import models, transaction
 from django.utils import timezone
 
+from mcp_sessions import audit
+from mcp_sessions.audit import AuditKind
 from mcp_sessions.revocation import revoke_issued
 
 from .choices import ClientKind, RevokeReason
@@ -100,6 +102,21 @@ class ConsentManager(models.Manager["Consent"]):
             self.filter(user=user, client=client).delete()
             revoked: int = _model("Grant").objects.filter(user=user, client=client).revoke(RevokeReason.USER)
         return revoked
+
+    def withdraw_own(self, user: Any, client_pk: int, *, remote_addr: str | None = None) -> tuple[OAuthClient, int]:
+        """:meth:`withdraw` by ``user`` themselves (Your MCP access), recorded in the audit trail; the client, and
+        how many grants were revoked.
+
+        ``DoesNotExist`` unless ``user`` ever allowed client ``client_pk`` (has a grant of it): a client only others
+        allowed is not found, as one that never was. One withdrawn already is recorded nowhere: ``(client, 0)``.
+        """
+        granted = _model("Grant").objects.for_user(user).values("client")
+        client: OAuthClient = _model("OAuthClient").objects.filter(pk__in=granted).get(pk=client_pk)
+        revoked = self.withdraw(user, client)
+        if revoked:
+            detail = f"{client.client_id} {client.name}".strip()
+            audit.record(AuditKind.APP_REVOKED, user=user, remote_addr=remote_addr, detail=detail)
+        return client, revoked
 
 
 class GrantQuerySet(models.QuerySet["Grant"]):

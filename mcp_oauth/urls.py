@@ -6,7 +6,7 @@ issuer's origin (RFC 8414), so the include belongs at the root.
 
 from django.urls import path
 
-from . import views
+from . import account, views
 
 app_name = "mcp_oauth"
 
@@ -17,4 +17,6 @@ urlpatterns = [
     path("oauth/revoke", views.revoke, name="revoke"),
     path("oauth/register", views.register, name="register"),
     path("oauth/connections/", views.connections, name="connections"),
+    # The "Revoke access" of Your MCP access's "Connected apps" (mcp_oauth.account), with the rest of this app.
+    path("oauth/apps/<int:pk>/revoke/", account.revoke_app, name="revoke_app"),
 ]

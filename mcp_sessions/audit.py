@@ -16,7 +16,7 @@ kind and client address per minute in each worker; refusals over the cap are
 only logged (and counted in the log line). Session events (opened, closed,
 revoked) are always stored: they are the sessions' own record, and they are
 bounded by what may be opened (the per-user session cap and rate limit). So
-are a user's own changes to their tokens (created, revoked), made on a page
+are a user's own changes to their tokens (created, revoked) and connected apps (access revoked), made on a page
 behind the login and CSRF checks. An
 admin revoking a hundred sessions at once, or the sweep closing a thousand
 idle ones, must leave a row for each. From the event loop, rows are
@@ -78,6 +78,7 @@ class AuditKind(models.TextChoices):
     INSUFFICIENT_SCOPE = "insufficient_scope", _("OAuth token lacks a needed scope")
     TOKEN_CREATED = "token_created", _("Access token created")
     TOKEN_REVOKED = "token_revoked", _("Access token revoked")
+    APP_REVOKED = "app_revoked", _("Connected app's access revoked")
 
 
 # The lengths of AuditEvent's columns that hold text of the caller's.
@@ -91,6 +92,7 @@ LIFECYCLE = frozenset(
         AuditKind.SESSION_REVOKED,
         AuditKind.TOKEN_CREATED,
         AuditKind.TOKEN_REVOKED,
+        AuditKind.APP_REVOKED,
     }
 )
 MAX_PENDING = 10_000

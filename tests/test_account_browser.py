@@ -4,7 +4,8 @@ Two gateway processes on Redis: the browser uses the first, the MCP client the s
 client's session on the page reaches a stream held by another process. The user logs in through the login
 form, creates a token limited to one tool with the keyboard alone, reads it once, sees the session a client
 opens with it and the calls it makes (the tool it may use, and one it may not, refused) under Activity, ends
-that session (the client's stream closes), revokes the token (the client's next call gets 401). Each page is
+that session (the client's stream closes), revokes the token (the client's next call gets 401), and revokes
+the access of an app it allowed through OAuth (under Connected apps). Each page is
 checked with axe-core (injected into it; no violation of serious or critical impact) and photographed into
 ``tests/artifacts/account/`` (git-ignored; one of each is in ``docs/_static/account/``).
 """
@@ -20,6 +21,9 @@ from typing import Any
 
 import httpx2
 import pytest
+from django.contrib.auth.models import User
+
+from mcp_oauth.models import Grant, OAuthClient
 
 from .clients import BOUND, INITIALIZE, handshake, jsonrpc, raw_stream
 from .conftest import IN_CI, off_loop
@@ -126,6 +130,12 @@ class Agent:
         assert event.wait(BOUND), f"not within {BOUND}s: {what}"
         if self.error is not None:
             raise self.error
+
+
+def allow_app(name: str) -> Grant:
+    """Carol allowed the OAuth client ``name`` for the site's first mount."""
+    client = OAuthClient.objects.create(client_id=f"id-{name}", kind="dynamic", name=name)
+    return Grant.objects.create(user=User.objects.get(username="carol"), client=client, resource="/mcp", scope="mcp")
 
 
 def make_carol(make_user: Any) -> None:
@@ -240,4 +250,15 @@ def test_a_user_ends_their_own_session_and_token_in_a_browser(
     assert agent.status == 401
     check_accessibility(page, axe_script, "the page after revoking the token")
     snapshot(page, "6-token-revoked")
+
+    # An app carol allowed through OAuth, under Connected apps; its "Revoke access" ends its grant.
+    grant = off_loop(allow_app, "Browser app")
+    page.goto(f"{site.url}/account/mcp/")  # not "#apps": from "#tokens", only a scroll
+    assert "Browser app" in page.locator("#apps tr", has_text="Browser app").inner_text()
+    check_accessibility(page, axe_script, "the page with a connected app")
+    page.get_by_role("button", name="Revoke access of “Browser app”").click()
+    page.wait_for_url(f"{site.url}/account/mcp/#apps")
+    assert page.get_by_role("status").inner_text().startswith("Browser app no longer has access")
+    assert off_loop(lambda: Grant.objects.get(pk=grant.pk).revoked_at is not None)
+    check_accessibility(page, axe_script, "the page after revoking the app's access")
     context.close()

@@ -1,9 +1,9 @@
 """The sections of the "Your MCP access" page: each one a template and what it shows the user asking.
 
 :data:`SECTIONS` is the page's table of contents, in order; the page renders each section's template with
-the context its function returns for the request (as ``data``, next to ``section``). A further section (say, the
-apps a user connected through OAuth) is one more :class:`Section` here, with a template under
-``mcp_sessions/account/`` and its own :attr:`Section.shown` rule (say, its app installed).
+the context its function returns for the request (as ``data``, next to ``section``). Another app adds a section
+of its own with :func:`register_section`, from its ``AppConfig.ready`` (``mcp_oauth`` adds "Connected apps"), so
+that this app never imports it: the section is on the page only where that app is installed.
 """
 
 from __future__ import annotations
@@ -103,6 +103,22 @@ SECTIONS: tuple[Section, ...] = (
 )
 
 
+# The sections other apps registered, after the built-in ones, in the order they registered.
+_registered: dict[str, Section] = {}
+
+
+def register_section(section: Section) -> None:
+    """Add ``section`` to the page, after the built-in ones; registering its slug again replaces it (not twice)."""
+    if any(builtin.slug == section.slug for builtin in SECTIONS):
+        raise ValueError(f"The page has a section {section.slug!r} of its own")
+    _registered[section.slug] = section
+
+
+def all_sections() -> tuple[Section, ...]:
+    """Every section, built-in then registered, whether shown or not."""
+    return (*SECTIONS, *_registered.values())
+
+
 def render_sections(request: HttpRequest) -> list[tuple[Section, dict[str, Any]]]:
     """Each section shown, with its context for ``request``, in page order."""
-    return [(section, section.context(request)) for section in SECTIONS if section.shown()]
+    return [(section, section.context(request)) for section in all_sections() if section.shown()]
