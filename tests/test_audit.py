@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import threading
@@ -251,6 +252,14 @@ def simple(*args: Any, **kwargs: Any) -> Callable[[Any, Any], Awaitable[list[tup
     return requests
 
 
+async def refuse_scope(alice: Any, bob: Any) -> list[tuple[dict[str, Any], Recorder]]:
+    """A 2026-07-28 call of a tool beyond a step-up credential's scope (the tests' stand-in for an OAuth grant)."""
+    from .test_modern import WHOAMI, WHOAMI_HEADERS
+
+    headers = (("Authorization", f"Grant {alice.pk} mcp:tools:echo"), *WHOAMI_HEADERS.items())
+    return [forged_request("POST", "/mcp-test/", headers=headers, body=json.dumps(WHOAMI).encode())]
+
+
 REFUSED_ORIGIN = {"MCP_GATEWAY_ALLOWED_ORIGINS": ()}
 # Every kind of refusal the audit trail records (the exceptions with an ``audit_kind``), each with CR/LF in its
 # path, User-Agent and Origin; any Origin passes the Origin guard except in the case that tests it.
@@ -284,6 +293,12 @@ FORGED_CASES: list[tuple[str, str, Callable[..., Any], dict[str, Any]]] = [
     ("rate-limited", AuditKind.RATE_LIMITED, refuse_rate, {}),
     ("session-limit", AuditKind.SESSION_LIMIT, refuse_session_limit, {}),
     ("foreign-session", AuditKind.FOREIGN_SESSION, refuse_foreign_session, {}),
+    (
+        "insufficient-scope",
+        AuditKind.INSUFFICIENT_SCOPE,
+        refuse_scope,
+        {"MCP_GATEWAY_AUTHENTICATORS": ["tests.permission_servers.ScopedGrantAuthenticator"]},
+    ),
 ]
 
 
