@@ -256,6 +256,7 @@ def test_a_user_ends_their_own_session_and_token_in_a_browser(
     page.goto(f"{site.url}/account/mcp/")  # not "#apps": from "#tokens", only a scroll
     assert "Browser app" in page.locator("#apps tr", has_text="Browser app").inner_text()
     check_accessibility(page, axe_script, "the page with a connected app")
+    snapshot(page, "8-connected-apps", "#apps")
     page.get_by_role("button", name="Revoke access of “Browser app”").click()
     page.wait_for_url(f"{site.url}/account/mcp/#apps")
     assert page.get_by_role("status").inner_text().startswith("Browser app no longer has access")
