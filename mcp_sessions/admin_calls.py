@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Iterator
-from typing import Any
 
 from django.contrib import admin
 from django.db.models import QuerySet
@@ -127,7 +126,8 @@ class CallRecordAdmin(ReadOnlyAdmin):
     def size(self, obj: CallRecord) -> str:
         return str(obj.result_size)
 
-    @admin.action(description=_("Export the selected calls as CSV"))
+    # Viewing is enough to export: the records are read-only.
+    @admin.action(description=_("Export the selected calls as CSV"), permissions=["view"])
     def export_csv(self, request: HttpRequest, queryset: QuerySet[CallRecord]) -> StreamingHttpResponse:
         stamp = timezone.localtime().strftime("%Y%m%d-%H%M%S")
         return StreamingHttpResponse(
@@ -135,11 +135,3 @@ class CallRecordAdmin(ReadOnlyAdmin):
             content_type="text/csv; charset=utf-8",
             headers={"Content-Disposition": f'attachment; filename="mcp-calls-{stamp}.csv"'},
         )
-
-    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
-        # Read-only: Django offers no action without a change permission; viewing is enough to export.
-        actions = super().get_actions(request)
-        if "export_csv" not in actions and self.has_view_permission(request):
-            func, name, description = self.get_action("export_csv")  # type: ignore[misc]
-            actions[name] = (func, name, description)
-        return actions

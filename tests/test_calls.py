@@ -238,3 +238,18 @@ async def test_a_flood_is_capped_and_the_log_counts_it(
     # The batches may split the flood: the last line counts all that were not stored.
     await poll(lambda: sync_to_async(server.log)(), lambda out: "over 3 per minute (5 in all so far)" in out)
     assert await CallRecord.objects.filter(user_id=alice.pk).acount() == 3
+
+
+def test_a_staff_member_who_may_only_view_the_records_may_export_them(
+    make_user: Any, records: dict[str, CallRecord]
+) -> None:
+    from django.contrib.auth.models import Permission
+
+    viewer = make_user("auditor", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_callrecord"))
+    client = DjangoClient()
+    client.force_login(viewer)
+    assert 'value="export_csv"' in client.get(CHANGELIST).content.decode()
+    form = {"action": "export_csv", "_selected_action": [r.pk for r in records.values()]}
+    response = client.post(CHANGELIST, form)
+    assert response.status_code == 200 and response["Content-Type"].startswith("text/csv")
