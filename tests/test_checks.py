@@ -8,6 +8,9 @@ import pytest
 from django.core.checks import run_checks
 from django.test import override_settings
 
+# All checks run, the models' too: from Django 6.1 a JSONField's check asks each database what it supports.
+pytestmark = pytest.mark.django_db
+
 
 def ids(**settings: Any) -> set[str]:
     with override_settings(**settings):
