@@ -86,7 +86,7 @@ def make_rows() -> None:
             credential_ref="abcdefabcdef",
             client_id=long("client", 200),
             session_ref="abcdefabcdef",
-            server=long("/mcp", 200) + "/",
+            server=long("/mcp", 199) + "/",  # the column's 200 (PostgreSQL refuses one more)
             transport=Transport.STREAMABLE_HTTP,
             protocol_version=long("protocol", 40),
             method="resources/read",
@@ -95,7 +95,7 @@ def make_rows() -> None:
             outcome=outcome,
             error_code=-32602,
             duration_ms=12345.678,
-            result_size=4_000_000_000,
+            result_size=2_000_000_000,  # the widest the column holds (PostgreSQL integer)
         )
 
 
