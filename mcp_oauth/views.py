@@ -99,6 +99,8 @@ def _error_page(request: HttpRequest, error: Any) -> HttpResponse:
     return render(request, "mcp_oauth/error.html", context, status=400)
 
 
+# The token, revocation and registration endpoints are called by OAuth clients, not by a browser's forms: no cookie
+# or login decides anything in them (the client authenticates, or proves the code with PKCE), so no CSRF token.
 @csrf_exempt
 def token(request: HttpRequest) -> HttpResponse:
     """The token endpoint: codes and refresh tokens for tokens."""
