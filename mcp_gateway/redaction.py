@@ -15,8 +15,10 @@ import re
 from typing import Any
 from urllib.parse import unquote_plus
 
-from django.conf import settings
+from django.conf import global_settings, settings
 from django.core.signals import setting_changed
+
+from .conf import settings_available
 
 SECRET_PARAMETERS = ("session_id", "ticket", "token", "access_token", "code")
 CREDENTIAL_HEADERS = ("authorization", "proxy-authorization", "cookie", "set-cookie", "x-csrftoken", "mcp-session-id")
@@ -36,9 +38,11 @@ def _patterns() -> tuple[frozenset[str], re.Pattern[str], re.Pattern[str], re.Pa
 
     The parameter pattern finds a secret name anywhere it stands before ``=``, inside another pair's value too
     (``next=/mcp/sse?ticket=…``), and wherever a name character other than ``-`` or a word character precedes it
-    (``a.token=…``): in a log, blanking too much is the safe mistake.
+    (``a.token=…``): in a log, blanking too much is the safe mistake. Without Django settings (any ASGI application
+    under the launcher) the cookie names are Django's defaults.
     """
-    cookie_names = (settings.SESSION_COOKIE_NAME, settings.CSRF_COOKIE_NAME)
+    source = settings if settings_available() else global_settings
+    cookie_names = (source.SESSION_COOKIE_NAME, source.CSRF_COOKIE_NAME)
     names = frozenset(n.lower() for n in (*SECRET_PARAMETERS, *cookie_names))
     parameter = re.compile(rf"(?i)(?<![\w-])({'|'.join(re.escape(n) for n in sorted(names))})=[^&;\s\"',]+")
     header = re.compile(rf"(?i)(?<![\w-])({'|'.join(CREDENTIAL_HEADERS)})([\"']?\s*[:=]\s*[\"']?)[^\"'\n]+")
@@ -54,7 +58,15 @@ setting_changed.connect(_forget_patterns, dispatch_uid="mcp_gateway.redaction.fo
 
 
 def redact(text: str) -> str:
-    """``text`` with secret query values, credential headers and bearer tokens blanked."""
+    """``text`` with secret query values, credential headers and bearer tokens blanked.
+
+    Each pattern runs only where the character it cannot match without is present (``=`` for a parameter, ``%``
+    too for an encoded name, ``:`` or ``=`` for a header, the word ``bearer``): an access-log line such as
+    ``GET /mcp/sse`` costs a few substring tests, no regular expression.
+    """
+    has_pair = "=" in text
+    if not has_pair and ":" not in text and "bearer" not in text.lower():
+        return text
     names, parameter, header, bearer = _patterns()
 
     def encoded(match: re.Match[str]) -> str:
@@ -63,9 +75,10 @@ def redact(text: str) -> str:
             return f"{name}={REDACTED}"
         return f"{name}={_ENCODED_PAIR.sub(encoded, value)}"  # a secret may stand inside the value
 
-    text = parameter.sub(rf"\1={REDACTED}", text)
-    if "%" in text:
-        text = _ENCODED_PAIR.sub(encoded, text)
+    if has_pair:
+        text = parameter.sub(rf"\1={REDACTED}", text)
+        if "%" in text:
+            text = _ENCODED_PAIR.sub(encoded, text)
     text = header.sub(rf"\1\2{REDACTED}", text)
     return bearer.sub(rf"\1 {REDACTED}", text)
 
