@@ -18,6 +18,7 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ class Server(Launcher):
     sse_path = "mcp/sse"
 
     def __init__(
-        self, name: str, app: str, env: dict[str, str | None], module: str = "daphne", args: tuple[str, ...] = ARGS
+        self, name: str, app: str, env: Mapping[str, str | None], module: str = "daphne", args: tuple[str, ...] = ARGS
     ) -> None:
         super().__init__(app, module=module, env=env, args=args, log=False, name=name)
 
