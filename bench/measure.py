@@ -4,9 +4,11 @@
   the server's CPU time per call (user + system, /proc) and the client's own;
 - :func:`sdk_calls`: the same through the SDK's ``Client`` over HTTP+SSE, the "realistic" profile (the client then
   costs more than the server, so the ratio is what real clients see, not what the server can do);
-- :func:`held`: ``count`` HTTP+SSE sessions opened at an offered rate, each initialized (``initialize`` answered,
-  ``notifications/initialized`` accepted) then left idle: opens/s, opens that timed out waiting for the stream's
-  headers, server memory per held session, then a new client's initialize + call latency while they are held.
+- :func:`held`: ``count`` HTTP+SSE sessions, each initialized (``initialize`` answered, ``notifications/initialized``
+  accepted) then left idle: server memory per held session, then a new client's initialize + call latency while
+  they are held;
+- :func:`open_rate`: ``count`` such sessions opened at an offered rate: opens/s, opens that timed out waiting for
+  the stream's headers.
 
 Every loop is bounded in count and time; only 127.0.0.1 is spoken to.
 """
@@ -91,59 +93,92 @@ async def sdk_calls(url: str, headers: dict[str, str], sessions: int, seconds: f
     }
 
 
+async def warm(target: Target, pool: Pool) -> None:
+    """A few sessions opened, called and closed: first requests, imports, the database connection."""
+    for n in range(5):
+        one = SseSession(target, f"warm{n}", pool)
+        await one.open()
+        await one.call()
+        await one.close()
+    await asyncio.sleep(1)
+
+
+async def open_held(
+    target: Target, count: int, pool: Pool, *, rate: float | None, concurrency: int, header_timeout: float
+) -> tuple[list[SseSession], dict[str, float]]:
+    """``count`` initialized HTTP+SSE sessions, left idle: opened at ``rate`` per second offered (open loop), or,
+    with ``rate`` None, by ``concurrency`` openers one after another (closed loop, what the server can take).
+
+    Opens/s counts from the first open to the last one that succeeded; an open whose stream headers take over
+    ``header_timeout`` counts as timed out (and is dropped), any other failure as failed.
+    """
+    opened: list[SseSession] = []
+    counts = {"timeouts": 0, "failures": 0}
+    started = last = time.perf_counter()
+
+    async def open_one(n: int) -> None:
+        nonlocal last
+        one = SseSession(target, f"idle{n}", pool, header_timeout=header_timeout)
+        try:
+            await one.open()
+        except TimeoutError:
+            counts["timeouts"] += 1
+            await one.close()
+            return
+        except (WireError, OSError, asyncio.IncompleteReadError):
+            counts["failures"] += 1
+            await one.close()
+            return
+        one.stop_reading()
+        opened.append(one)
+        last = time.perf_counter()
+
+    async def scheduled(n: int) -> None:
+        assert rate is not None
+        await asyncio.sleep(max(0.0, started + n / rate - time.perf_counter()))
+        await open_one(n)
+
+    async def opener(first: int) -> None:
+        for n in range(first, count, concurrency):
+            await open_one(n)
+
+    if rate is not None:
+        work = [scheduled(n) for n in range(count)]
+    else:
+        work = [opener(n) for n in range(min(concurrency, count))]
+    await asyncio.wait_for(asyncio.gather(*work), (count / (rate or 20.0)) + 600)
+    return opened, {
+        "opens_per_s": len(opened) / max(last - started, 1e-9),
+        "open_timeouts": float(counts["timeouts"]),
+        "open_failures": float(counts["failures"]),
+    }
+
+
 async def held(
     target: Target,
     count: int,
-    rate: float,
     rss: Callable[[], int],
     *,
     probes: int = 50,
-    header_timeout: float = 10.0,
-    pool_size: int = 32,
+    header_timeout: float = 30.0,
+    concurrency: int = 32,
 ) -> dict[str, float]:
-    """Open ``count`` initialized HTTP+SSE sessions at ``rate`` per second offered, hold them idle, measure.
+    """Memory per idle initialized HTTP+SSE session with ``count`` held, and a new client's latency meanwhile.
 
-    Opens/s counts from the first open offered to the last one finished; an open whose stream headers take over
-    ``header_timeout`` counts as timed out (and is dropped). Memory per session is the server's RSS growth over
-    the sessions held (after a few opened and closed first, so what a process does once is not counted). Then
-    ``probes`` new clients one after another: open, initialize, call ``echo``, close.
+    The sessions are opened closed-loop (``concurrency`` at a time), so every one is held; memory per session is
+    the server's RSS growth over them (after a few opened and closed first, so what a process does once is not
+    counted). Then ``probes`` new clients one after another: open, initialize, call ``echo``, close.
     """
-    pool = Pool(target.port, pool_size)
+    pool = Pool(target.port, concurrency)
     opened: list[SseSession] = []
-    timeouts = failures = 0
     try:
-        for n in range(5):  # warm: first requests, imports, the database connection
-            warm = SseSession(target, f"warm{n}", pool)
-            await warm.open()
-            await warm.call()
-            await warm.close()
-        await asyncio.sleep(1)
+        await warm(target, pool)
         before = rss()
-
-        async def open_one(n: int, at: float) -> None:
-            nonlocal timeouts, failures
-            await asyncio.sleep(max(0.0, at - time.perf_counter()))
-            one = SseSession(target, f"idle{n}", pool, header_timeout=header_timeout)
-            try:
-                await one.open()
-            except TimeoutError:
-                timeouts += 1
-                await one.close()
-                return
-            except (WireError, OSError, asyncio.IncompleteReadError):
-                failures += 1
-                await one.close()
-                return
-            one.stop_reading()
-            opened.append(one)
-
-        started = time.perf_counter()
-        await asyncio.wait_for(
-            asyncio.gather(*(open_one(n, started + n / rate) for n in range(count))), count / rate + 300
+        opened, figures = await open_held(
+            target, count, pool, rate=None, concurrency=concurrency, header_timeout=header_timeout
         )
-        open_seconds = time.perf_counter() - started
         await asyncio.sleep(2)
-        kib = (rss() - before) / max(len(opened), 1) / 1024
+        figures["idle_kib"] = (rss() - before) / max(len(opened), 1) / 1024
         samples = []
         for n in range(probes):
             start = time.perf_counter()
@@ -155,19 +190,34 @@ async def held(
                 await probe.close()
             samples.append((time.perf_counter() - start) * 1000)
     finally:
-        for one in opened:
-            with contextlib.suppress(Exception):
-                await one.close()
-        await pool.close()
-    return {
-        "opens_per_s": len(opened) / open_seconds,
-        "open_timeouts": float(timeouts),
-        "open_failures": float(failures),
-        "idle_kib": kib,
-        "probe_p50_ms": statistics.median(samples),
-        "probe_p99_ms": percentile(samples, 0.99),
-        "probe_worst_ms": max(samples),
-    }
+        await close_all(opened, pool)
+    figures.update(
+        probe_p50_ms=statistics.median(samples), probe_p99_ms=percentile(samples, 0.99), probe_worst_ms=max(samples)
+    )
+    return figures
+
+
+async def open_rate(
+    target: Target, count: int, rate: float, *, header_timeout: float = 10.0, pool_size: int = 32
+) -> dict[str, float]:
+    """``count`` initialized HTTP+SSE sessions opened at ``rate`` per second offered: opens/s, timeouts, failures."""
+    pool = Pool(target.port, pool_size)
+    opened: list[SseSession] = []
+    try:
+        await warm(target, pool)
+        opened, figures = await open_held(
+            target, count, pool, rate=rate, concurrency=pool_size, header_timeout=header_timeout
+        )
+    finally:
+        await close_all(opened, pool)
+    return figures
+
+
+async def close_all(sessions: list[SseSession], pool: Pool) -> None:
+    for one in sessions:
+        with contextlib.suppress(Exception):
+            await one.close()
+    await pool.close()
 
 
 def medians(rounds: list[dict[str, Any]]) -> dict[str, float]:

@@ -12,10 +12,11 @@ SDK's own ``Client`` is kept as a second, "realistic" profile. Sections (``--sec
 - ``sdk-client``: the same through the SDK's ``Client`` over HTTP+SSE, gateway vs ``sse_app()``;
 - ``redis``: the gateway on ``RedisChannelLayer`` (its cache too) vs on the in-memory layer, one worker each
   (skipped, saying so, when Redis is not reachable at ``--redis``);
-- ``scale``: for each count of ``--held`` (1,000; 10,000 in the full run), that many HTTP+SSE sessions opened at
-  ``--open-rate`` per second offered, each initialized then idle, in a fresh process of each server: opens/s, opens
-  that timed out waiting for headers, memory per idle initialized session, and a new client's initialize + call
-  latency (median, p99, worst) while they are held; gateway vs SDK vs floor.
+- ``scale``, in a fresh process of each server, gateway vs SDK vs floor: for each count of ``--held`` (1,000;
+  10,000 in the full run), that many HTTP+SSE sessions opened 32 at a time, each initialized then idle: memory per
+  idle initialized session, and a new client's initialize + call latency (median, p99, worst) while they are
+  held; then for each count of ``--opens``, that many opened at ``--open-rate`` per second offered: opens/s, and
+  opens that timed out waiting for headers.
 
 Rounds alternate between the servers (their order reversed every other round) and each figure is the median of
 the rounds, so a slow spell of a shared machine hits all alike. Quick run (2 rounds of 2 s, Redis on HTTP+SSE
@@ -26,7 +27,8 @@ only, 1,000 sessions held: about 3 minutes on 2 cores)::
 Full run (about 20 minutes; 10,000 sessions need ``ulimit -n`` of at least 20,512, raised here up to the hard
 limit)::
 
-    .venv/bin/python -m bench.run --rounds 3 --seconds 10 --redis-transports sse,streamable,modern --held 1000,10000
+    .venv/bin/python -m bench.run --rounds 3 --seconds 10 --redis-transports sse,streamable,modern \
+        --held 1000,10000 --opens 10000
 
 It prints a Markdown table (figure, gateway, reference, ratio, target, met?) under a description of the machine,
 and writes the same as JSON (``--json``, else ``bench/results/run-<time>.json``). Loopback only; every loop is
@@ -41,7 +43,7 @@ import json
 import resource
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -50,6 +52,7 @@ from . import measure
 from .measure import medians
 from .report import Row, machine, machine_text, table
 from .sides import ROOT, SDK_FOR, Server, Side, redis_up, sides
+from .wire import Target
 
 __all__ = ["ROOT", "Server", "main", "medians"]
 
@@ -157,38 +160,50 @@ def redis_section(all_sides: dict[str, Side], args: argparse.Namespace, record: 
     return rows
 
 
+def fresh(side: Side, work: Callable[[Server, Target], Coroutine[Any, Any, Figures]]) -> Figures:
+    """``work(server, target)`` run to its end in a fresh process of ``side``: nothing measured before reused."""
+    with running([side]) as servers:
+        server = servers[side.name]
+        return asyncio.run(work(server, side.target(server)))
+
+
 def scale_section(all_sides: dict[str, Side], args: argparse.Namespace, record: dict[str, Any]) -> list[Row]:
     rows: list[Row] = []
+    names = ("gateway", "sdk-sse", "floor")
     for count in args.held:
-        figures: dict[str, Figures] = {}
-        for name in ("gateway", "sdk-sse", "floor"):
-            with running([all_sides[name]]) as servers:  # a fresh process: nothing measured before reused
-                server = servers[name]
-                target = all_sides[name].target(server)
-                figures[name] = asyncio.run(
-                    measure.held(
-                        target, count, args.open_rate, server.rss,
-                        probes=args.probes, header_timeout=args.header_timeout,
-                    )
-                )  # fmt: skip
-        record.setdefault("scale", {})[str(count)] = figures
+
+        async def hold(server: Server, target: Target, count: int = count) -> Figures:
+            return await measure.held(target, count, server.rss, probes=args.probes)
+
+        figures = {name: fresh(all_sides[name], hold) for name in names}
+        record.setdefault("held", {})[str(count)] = figures
         ours, sdk, floor = figures["gateway"], figures["sdk-sse"], figures["floor"]
         held = f"{count:,} initialized sessions held"
-        offered = f"{count:,} opened at {args.open_rate:g}/s offered"
         rows += [
             Row(f"KiB per idle initialized session, {held}", ours["idle_kib"], sdk["idle_kib"], "sdk-sse",
                 ("value<=", 16)),
             Row(f"KiB per idle initialized session, {held}", ours["idle_kib"], floor["idle_kib"], "floor"),
-            Row(f"opens/s, {offered}", ours["opens_per_s"], sdk["opens_per_s"], "sdk-sse", ("ratio>=", 1.0)),
-            Row(f"opens/s, {offered}", ours["opens_per_s"], floor["opens_per_s"], "floor"),
-            Row(f"opens timed out waiting for headers, {offered}", ours["open_timeouts"], sdk["open_timeouts"],
-                "sdk-sse", ("value<=", 0)),
             Row(f"new client initialize + call, median ms, {held}", ours["probe_p50_ms"], floor["probe_p50_ms"],
                 "floor"),
             Row(f"new client initialize + call, p99 ms, {held}", ours["probe_p99_ms"], floor["probe_p99_ms"],
                 "floor", ("value<", 50)),
             Row(f"new client initialize + call, worst ms, {held}", ours["probe_worst_ms"], floor["probe_worst_ms"],
                 "floor"),
+        ]  # fmt: skip
+    for count in args.opens:
+
+        async def open_all(server: Server, target: Target, count: int = count) -> Figures:
+            return await measure.open_rate(target, count, args.open_rate, header_timeout=args.header_timeout)
+
+        figures = {name: fresh(all_sides[name], open_all) for name in names}
+        record.setdefault("opens", {})[str(count)] = figures
+        ours, sdk, floor = figures["gateway"], figures["sdk-sse"], figures["floor"]
+        offered = f"{count:,} opened at {args.open_rate:g}/s offered"
+        rows += [
+            Row(f"opens/s, {offered}", ours["opens_per_s"], sdk["opens_per_s"], "sdk-sse", ("ratio>=", 1.0)),
+            Row(f"opens/s, {offered}", ours["opens_per_s"], floor["opens_per_s"], "floor"),
+            Row(f"opens timed out waiting for headers, {offered}", ours["open_timeouts"], sdk["open_timeouts"],
+                "sdk-sse", ("value<=", 0)),
         ]  # fmt: skip
     return rows
 
@@ -210,6 +225,9 @@ def arguments() -> argparse.Namespace:
     parser.add_argument(
         "--held", type=lambda t: [int(n) for n in names(t)], default=[1000], help="idle sessions, e.g. 1000,10000"
     )
+    parser.add_argument(
+        "--opens", type=lambda t: [int(n) for n in names(t)], default=[1000], help="sessions opened at --open-rate"
+    )
     parser.add_argument("--open-rate", type=float, default=500.0, help="opens per second offered")
     parser.add_argument("--header-timeout", type=float, default=10.0, help="an open waiting longer timed out")
     parser.add_argument("--probes", type=int, default=50, help="new clients measured while sessions are held")
@@ -224,7 +242,7 @@ def arguments() -> argparse.Namespace:
 def main() -> None:
     args = arguments()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, max(args.held) * 2 + 512)), hard))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, max([*args.held, *args.opens]) * 2 + 512)), hard))
     description = machine()
     record: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}, "machine": description}
     notes: list[str] = []

@@ -39,7 +39,8 @@ async def test_the_raw_client_and_the_floor_agree(floor: Launcher, transport: st
 
 
 async def test_held_sessions_are_initialized_and_counted(floor: Launcher) -> None:
-    figures = await measure.held(Target(floor.port), 20, 200.0, floor.rss_bytes, probes=3)
+    figures = await measure.held(Target(floor.port), 20, floor.rss_bytes, probes=3)
+    assert figures["idle_kib"] >= 0
     assert figures["open_timeouts"] == figures["open_failures"] == 0
     assert figures["opens_per_s"] > 0 and figures["probe_worst_ms"] > 0
 
@@ -66,3 +67,8 @@ def test_a_wrong_answer_fails_the_run(message: dict[str, object]) -> None:
     with pytest.raises(WireError):
         check(message, 1, "a:1", "a")
     check({"jsonrpc": "2.0", "id": 1, "result": {"content": [{"type": "text", "text": "a:1"}]}}, 1, "a:1", "a")
+
+
+async def test_opens_at_an_offered_rate_are_counted(floor: Launcher) -> None:
+    figures = await measure.open_rate(Target(floor.port), 20, 200.0)
+    assert figures["open_timeouts"] == figures["open_failures"] == 0 and figures["opens_per_s"] > 0
