@@ -27,7 +27,7 @@ only, 1,000 sessions held: about 3 minutes on 2 cores)::
 Full run (about 20 minutes; 10,000 sessions need ``ulimit -n`` of at least 20,512, raised here up to the hard
 limit)::
 
-    .venv/bin/python -m bench.run --rounds 3 --seconds 10 --redis-transports sse,streamable,modern \
+    .venv/bin/python -m bench.run --rounds 3 --seconds 10 --redis-transports sse,streamable,modern \\
         --held 1000,10000 --opens 10000
 
 It prints a Markdown table (figure, gateway, reference, ratio, target, met?) under a description of the machine,
