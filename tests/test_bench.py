@@ -1,4 +1,4 @@
-"""The benchmark's own parts agree: the floor app (bench/floor.py) and the raw client (bench/wire.py), every wire.
+"""The benchmark's own parts agree: the raw client (bench/wire.py) with the floor (bench/floor.py) and the gateway.
 
 Bounded (a few dozen calls per transport) so the bench cannot rot silently; it measures nothing.
 """
@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from asgiref.sync import sync_to_async
 
 from bench import measure
 from bench.wire import TRANSPORTS, SseSession, Target, WireError, check, session
+from mcp_sessions.models import AccessToken
 
 from .support.launcher import Launcher
 
@@ -72,3 +75,19 @@ def test_a_wrong_answer_fails_the_run(message: dict[str, object]) -> None:
 async def test_opens_at_an_offered_rate_are_counted(floor: Launcher) -> None:
     figures = await measure.open_rate(Target(floor.port), 20, 200.0)
     assert figures["open_timeouts"] == figures["open_failures"] == 0 and figures["opens_per_s"] > 0
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_the_raw_client_and_the_gateway_agree(daphne: Any, alice: Any, transport: str) -> None:
+    # What bench/run.py measures of the gateway is real MCP traffic it answers right, on every wire.
+    _, secret = await sync_to_async(AccessToken.objects.issue)(alice, "bench")
+    target = Target(daphne.port, "/mcp/sse", "/mcp/", {"Authorization": f"Bearer {secret}"})
+    one = session(transport, target, transport)
+    try:
+        await one.open()
+        for _ in range(10):
+            await one.call()
+    finally:
+        await one.close()
+    assert one.sequence == 10
