@@ -1,28 +1,38 @@
-"""Benchmark: the gateway (authentication and session binding on) against the MCP SDK's own SSE server.
+"""Benchmark: the gateway against the MCP SDK's own apps and against the floor, every figure a ratio, in one run.
 
-Both serve the same MCPServer (bench/servers.py) under daphne (the gateway's ``python -m mcp_gateway.daphne``,
-for both), on loopback ports, in one run; every figure is reported for both and as the ratio gateway / reference.
-Run it with
+Every server runs under the gateway's launcher (``python -m mcp_gateway.daphne -v 0 --access-log /dev/null``) on
+a loopback port, serving the same async ``echo`` tool (bench/sides.py names them): the gateway (authentication,
+binding, guards and limits on, a bearer token per request), the SDK's ``sse_app()`` and ``streamable_http_app()``
+(no authentication), and the floor (bench/floor.py, a bare ASGI app speaking just enough MCP). The load generator
+is a light raw-HTTP client (bench/wire.py) that validates every answer, so the server is what is measured; the
+SDK's own ``Client`` is kept as a second, "realistic" profile. Sections (``--sections``, all by default):
 
-    .venv/bin/python -m bench.run [--rounds 3] [--calls 2000] [--seconds 5] [--sessions 32] [--streams 1000]
-                                  [--no-workers]
+- ``calls``: per transport (HTTP+SSE, Streamable HTTP 2025-11-25, 2026-07-28 per request), ``--sessions``
+  sessions calling for ``--seconds``: calls/s, p50, p99, server CPU per call; gateway vs SDK, gateway vs floor;
+- ``sdk-client``: the same through the SDK's ``Client`` over HTTP+SSE, gateway vs ``sse_app()``;
+- ``redis``: the gateway on ``RedisChannelLayer`` (its cache too) vs on the in-memory layer, one worker each
+  (skipped, saying so, when Redis is not reachable at ``--redis``);
+- ``scale``, in a fresh process of each server, gateway vs SDK vs floor: for each count of ``--held`` (1,000;
+  10,000 in the full run), that many HTTP+SSE sessions opened 32 at a time, each initialized then idle: memory per
+  idle initialized session, and a new client's initialize + call latency (median, p99, worst) while they are
+  held; then for each count of ``--opens``, that many opened at ``--open-rate`` per second offered: opens/s, and
+  opens that timed out waiting for headers.
 
-The two servers run side by side and are measured in alternating rounds (reference, gateway, reference, …);
-each figure is the median over the rounds, so a slow spell of a shared machine hits both alike. Besides wall-clock
-latency and calls/s it reports the server process's CPU time per call (user + system, from /proc), which the
-client's own CPU use and the machine's other load disturb far less. Memory per idle stream is measured twice: in
-the servers after the rounds (``idle_stream_kib``), and in fresh processes that served nothing before
-(``idle_stream_fresh_kib``), where new streams cannot reuse memory freed by earlier work; each time after a few
-streams opened and closed, so what a process does once (imports, its database connection) is not counted per
-stream. It is also shown for the server's own floor: a bare ASGI app holding the same number of event streams
-(``bench.servers:floor_app``), under the gateway's daphne command line and under daphne's own.
+Rounds alternate between the servers (their order reversed every other round) and each figure is the median of
+the rounds, so a slow spell of a shared machine hits all alike. Quick run (2 rounds of 2 s, Redis on HTTP+SSE
+only, 1,000 sessions held: 3 minutes on 2 quiet cores, 8 on busy ones)::
 
-Then, unless ``--no-workers`` (or Redis is not reachable at ``--redis``), the gateway on Redis behind the
-round-robin loopback proxy (tests/support/proxy.py, its own process): 1 worker vs 2 workers (calls/s, as ratios to each
-other and to the reference), and the two channel layers of channels-redis compared across 2 workers (POST→reply
-latency through the SDK client, calls/s): ``RedisChannelLayer`` ("core") vs ``RedisPubSubChannelLayer``.
+    .venv/bin/python -m bench.run
 
-It only talks to 127.0.0.1, and every loop is bounded in count and time.
+Full run (about 20 minutes; 10,000 sessions need ``ulimit -n`` of at least 20,512, raised here up to the hard
+limit)::
+
+    .venv/bin/python -m bench.run --rounds 3 --seconds 10 --redis-transports sse,streamable,modern \\
+        --held 1000,10000 --opens 10000
+
+It prints a Markdown table (figure, gateway, reference, ratio, target, met?) under a description of the machine,
+and writes the same as JSON (``--json``, else ``bench/results/run-<time>.json``). Loopback only; every loop is
+bounded in count and time.
 """
 
 from __future__ import annotations
@@ -30,290 +40,250 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import platform
-import re
 import resource
-import socket
-import statistics
-import subprocess
-import sys
 import tempfile
 import time
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from mcp import Client
-from mcp.client.sse import sse_client
+from . import measure
+from .measure import medians
+from .report import Row, machine, machine_text, table
+from .sides import ROOT, SDK_FOR, Server, Side, redis_up, sides
+from .wire import Target
 
-from tests.support.launcher import Launcher
+__all__ = ["ROOT", "Server", "main", "medians"]
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-class Server(Launcher):
-    """One server of the comparison, its output discarded; ``sse_path`` is where its HTTP+SSE stream opens."""
-
-    sse_path = "mcp/sse"
-
-    def __init__(
-        self, name: str, app: str, env: dict[str, str], module: str = "daphne", args: tuple[str, ...] = ("-v", "0")
-    ) -> None:
-        super().__init__(app, module=module, env=env, args=args, log=False, name=name)
-
-    def rss(self) -> int:
-        return self.rss_bytes()
+SECTIONS = ("calls", "sdk-client", "redis", "scale")
+TRANSPORT_NAMES = {"sse": "HTTP+SSE", "streamable": "Streamable HTTP", "modern": "2026-07-28 per request"}
+Figures = dict[str, float]
 
 
-@asynccontextmanager
-async def client(server: Server, headers: dict[str, str]) -> Any:
-    async with Client(sse_client(f"{server.url}/{server.sse_path}", headers=headers)) as c:
-        yield c
-
-
-async def latency(server: Server, headers: dict[str, str], calls: int) -> dict[str, float]:
-    async with client(server, headers) as c:
-        for _ in range(20):
-            await c.call_tool("echo", {"text": "warm"})
-        samples = []
-        for n in range(calls):
-            start = time.perf_counter()
-            await c.call_tool("echo", {"text": str(n)})
-            samples.append((time.perf_counter() - start) * 1000)
-    samples.sort()
-    return {"p50_ms": statistics.median(samples), "p99_ms": samples[int(len(samples) * 0.99) - 1]}
-
-
-async def throughput(server: Server, headers: dict[str, str], sessions: int, seconds: float) -> dict[str, float]:
-    """Calls/s with ``sessions`` concurrent sessions, and the server's CPU microseconds per call."""
-    done = 0
-    stop_at = 0.0
-
-    async def worker(n: int) -> None:
-        nonlocal done
-        async with client(server, headers) as c:
-            await c.call_tool("echo", {"text": "warm"})
-            await ready.wait()
-            while time.perf_counter() < stop_at:
-                result = await c.call_tool("echo", {"text": f"{n}"})
-                assert result.structured_content == {"result": str(n)}, "misrouted reply"
-                done += 1
-
-    ready = asyncio.Event()
-    tasks = [asyncio.create_task(worker(n)) for n in range(sessions)]
-    await asyncio.sleep(2)  # sessions open
-    cpu_before = server.cpu_seconds() if isinstance(server, Server) else 0.0
-    stop_at = time.perf_counter() + seconds
-    ready.set()
-    await asyncio.wait_for(asyncio.gather(*tasks), seconds + 60)
-    result = {"calls_per_s": done / seconds}
-    if isinstance(server, Server):
-        result["cpu_us_per_call"] = (server.cpu_seconds() - cpu_before) / max(done, 1) * 1e6
-    return result
-
-
-def open_streams(server: Server, headers: dict[str, str], count: int, socks: list[socket.socket]) -> None:
-    """Open ``count`` SSE streams on raw sockets (into ``socks``), reading only their endpoint events."""
-    lines = [f"GET /{server.sse_path} HTTP/1.1", f"Host: 127.0.0.1:{server.port}"]
-    request = ("\r\n".join(lines + [f"{k}: {v}" for k, v in headers.items()]) + "\r\n\r\n").encode()
-    for _ in range(count):
-        sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
-        socks.append(sock)
-        sock.sendall(request)
-        received = b""
-        while b"session_id=" not in received:
-            chunk = sock.recv(4096)
-            if not chunk:
-                raise RuntimeError(f"{server.name} closed a stream: {received[:200]!r}")
-            received += chunk
-
-
-def idle_stream_bytes(server: Server, headers: dict[str, str], streams: int, warmup: int = 5) -> float:
-    """Server memory per open, idle SSE stream: RSS growth while ``streams`` streams are opened.
-
-    ``warmup`` streams are opened and closed first, so that what a process
-    does once, on its first requests (imports, its database connection), is
-    not counted as the cost of each stream.
-    """
-    socks: list[socket.socket] = []
+@contextmanager
+def running(chosen: list[Side]) -> Iterator[dict[str, Server]]:
+    """The chosen sides' servers, started side by side and stopped at the end."""
+    servers: dict[str, Server] = {}
     try:
-        open_streams(server, headers, warmup, socks)
+        for side in chosen:
+            servers[side.name] = side.start()
+        yield servers
     finally:
-        for sock in socks:
-            sock.close()
-    time.sleep(1)
-    before = server.rss()
-    socks = []
-    try:
-        open_streams(server, headers, streams, socks)
-        time.sleep(2)
-        return (server.rss() - before) / streams
-    finally:
-        for sock in socks:
-            sock.close()
+        for server in servers.values():
+            server.stop()
 
 
-def gateway_headers(env: dict[str, str]) -> dict[str, str]:
-    subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env={**os.environ, **env}, check=True)
-    script = (
-        "from django.contrib.auth import get_user_model;get_user_model().objects.create_user('bench', password='x')"
-    )
-    subprocess.run(
-        [sys.executable, "manage.py", "shell", "-c", script], cwd=ROOT, env={**os.environ, **env}, check=True
-    )
-    out = subprocess.check_output(
-        [sys.executable, "manage.py", "demo_headers", "bench", "--json"], cwd=ROOT, env={**os.environ, **env}
-    )
-    return json.loads(out)
-
-
-async def measure_round(server: Server, headers: dict[str, str], args: argparse.Namespace) -> dict[str, float]:
-    result = await latency(server, headers, args.calls)
-    result.update(await throughput(server, headers, args.sessions, args.seconds))
-    return result
-
-
-def medians(rounds: list[dict[str, float]]) -> dict[str, float]:
-    return {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
-
-
-class Front:
-    """A cluster's proxy, shaped like a Server for client()."""
-
-    sse_path = "mcp/sse"
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-
-
-def redis_up(url: str) -> bool:
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    try:
-        socket.create_connection((parts.hostname, parts.port or 6379), timeout=1).close()
-        return True
-    except OSError:
-        return False
-
-
-def multiworker(args: argparse.Namespace) -> dict[str, dict[str, float]]:
-    """Gateway on Redis behind the proxy: 1 vs 2 workers, and core vs pubsub channel layer on 2 workers."""
-    from bench.cluster import Cluster
-    from bench.load import channel_layer_settings, load_overrides
-
-    results: dict[str, dict[str, float]] = {}
-    for name, layer, workers in (("core-1w", "core", 1), ("core-2w", "core", 2), ("pubsub-2w", "pubsub", 2)):
-        prefix = f"mcp-bench-{os.getpid()}-{name}"
-        layers = channel_layer_settings(layer, f"{args.redis}/0", prefix)
-        with Cluster(load_overrides(layers, f"{args.redis}/1", prefix), workers=workers) as cluster:
-            headers = cluster.user_headers(1)[0]
-            front = Front(cluster.front)
-            result = asyncio.run(latency(front, headers, args.worker_calls))  # type: ignore[arg-type]
-            result.update(asyncio.run(throughput(front, headers, args.sessions, args.seconds)))  # type: ignore[arg-type]
-            results[name] = result
+def alternating(rounds: int, names: list[str], measure_one: Callable[[str], Figures]) -> dict[str, list[Figures]]:
+    """``measure_one`` for each name, ``rounds`` times, the order reversed every other round."""
+    results: dict[str, list[Figures]] = {name: [] for name in names}
+    for n in range(rounds):
+        for name in names if n % 2 == 0 else reversed(names):
+            results[name].append(measure_one(name))
     return results
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; figures are their medians")
-    parser.add_argument("--calls", type=int, default=2000, help="sequential calls for latency (p99: 20th slowest)")
-    parser.add_argument("--sessions", type=int, default=32, help="concurrent sessions for throughput")
-    parser.add_argument("--seconds", type=float, default=5.0, help="throughput measuring time")
-    parser.add_argument("--streams", type=int, default=1000, help="idle streams for memory")
-    parser.add_argument("--no-workers", action="store_true", help="skip the multi-worker (Redis) comparison")
-    parser.add_argument("--worker-calls", type=int, default=200, help="sequential calls for latency, multi-worker")
-    parser.add_argument("--redis", default="redis://127.0.0.1:6379", help="Redis for the multi-worker runs")
+def call_rows(
+    label: str, ours: Figures, ref: Figures, ref_name: str, *, floor: bool = False, judged: bool = True
+) -> list[Row]:
+    """calls/s, p50, p99 and CPU per call as rows; against the floor only calls/s is held to a target (0.7x).
+
+    Not ``judged``: shown without targets (the SDK Client profile, where the client's own cost is in the figures).
+    """
+    if floor:
+        return [
+            Row(f"{label}: calls/s vs floor", ours["calls_per_s"], ref["calls_per_s"], ref_name, ("ratio>=", 0.7)),
+            Row(f"{label}: server CPU µs/call vs floor", ours["cpu_us_per_call"], ref["cpu_us_per_call"], ref_name),
+        ]
+    at_least, at_most = (("ratio>=", 1.0), ("ratio<=", 1.0)) if judged else (None, None)
+    return [
+        Row(f"{label}: calls/s", ours["calls_per_s"], ref["calls_per_s"], ref_name, at_least),
+        Row(f"{label}: p50 ms", ours["p50_ms"], ref["p50_ms"], ref_name, at_most),
+        Row(f"{label}: p99 ms", ours["p99_ms"], ref["p99_ms"], ref_name, at_most),
+        *(
+            [Row(f"{label}: server CPU µs/call", ours["cpu_us_per_call"], ref["cpu_us_per_call"], ref_name)]
+            if "cpu_us_per_call" in ours
+            else []
+        ),
+    ]
+
+
+def calls_section(all_sides: dict[str, Side], args: argparse.Namespace, record: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    names = ["gateway", "sdk-sse", "sdk-http", "floor"]
+    with running([all_sides[n] for n in names]) as servers:
+        for transport in args.transports:
+            compared = ["gateway", SDK_FOR[transport], "floor"]
+
+            def one(name: str, transport: str = transport) -> Figures:
+                server = servers[name]
+                target = all_sides[name].target(server)
+                return asyncio.run(measure.calls(target, transport, args.sessions, args.seconds, server.cpu_seconds))
+
+            rounds = alternating(args.rounds, compared, one)
+            record.setdefault("calls", {})[transport] = rounds
+            figures = {name: medians(r) for name, r in rounds.items()}
+            label = TRANSPORT_NAMES[transport]
+            sdk = SDK_FOR[transport]
+            rows += call_rows(label, figures["gateway"], figures[sdk], sdk)
+            rows += call_rows(label, figures["gateway"], figures["floor"], "floor", floor=True)
+    return rows
+
+
+def sdk_client_section(all_sides: dict[str, Side], args: argparse.Namespace, record: dict[str, Any]) -> list[Row]:
+    with running([all_sides["gateway"], all_sides["sdk-sse"]]) as servers:
+
+        def one(name: str) -> Figures:
+            side, server = all_sides[name], servers[name]
+            url = f"{server.url}{side.sse_path}"
+            return asyncio.run(measure.sdk_calls(url, side.headers or {}, args.sdk_sessions, args.seconds))
+
+        rounds = alternating(args.rounds, ["gateway", "sdk-sse"], one)
+    record["sdk_client"] = rounds
+    ours, ref = medians(rounds["gateway"]), medians(rounds["sdk-sse"])
+    return call_rows("SDK Client, HTTP+SSE", ours, ref, "sdk-sse", judged=False)
+
+
+def redis_section(all_sides: dict[str, Side], args: argparse.Namespace, record: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    with running([all_sides["gateway-redis"], all_sides["gateway"]]) as servers:
+        for transport in args.redis_transports:
+
+            def one(name: str, transport: str = transport) -> Figures:
+                server = servers[name]
+                target = all_sides[name].target(server)
+                return asyncio.run(measure.calls(target, transport, args.sessions, args.seconds, server.cpu_seconds))
+
+            rounds = alternating(args.rounds, ["gateway-redis", "gateway"], one)
+            record.setdefault("redis", {})[transport] = rounds
+            ours, ref = medians(rounds["gateway-redis"]), medians(rounds["gateway"])
+            label = f"Redis 1 worker vs in-memory, {TRANSPORT_NAMES[transport]}"
+            rows += [
+                Row(f"{label}: calls/s", ours["calls_per_s"], ref["calls_per_s"], "in-memory", ("ratio>=", 0.8)),
+                Row(f"{label}: p50 ms", ours["p50_ms"], ref["p50_ms"], "in-memory", ("ratio<=", 1.3)),
+                Row(f"{label}: server CPU µs/call", ours["cpu_us_per_call"], ref["cpu_us_per_call"], "in-memory"),
+            ]
+    return rows
+
+
+def fresh(side: Side, work: Callable[[Server, Target], Coroutine[Any, Any, Figures]]) -> Figures:
+    """``work(server, target)`` run to its end in a fresh process of ``side``: nothing measured before reused."""
+    with running([side]) as servers:
+        server = servers[side.name]
+        return asyncio.run(work(server, side.target(server)))
+
+
+def scale_section(all_sides: dict[str, Side], args: argparse.Namespace, record: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    names = ("gateway", "sdk-sse", "floor")
+    for count in args.held:
+
+        async def hold(server: Server, target: Target, count: int = count) -> Figures:
+            return await measure.held(target, count, server.rss, probes=args.probes)
+
+        figures = {name: fresh(all_sides[name], hold) for name in names}
+        record.setdefault("held", {})[str(count)] = figures
+        ours, sdk, floor = figures["gateway"], figures["sdk-sse"], figures["floor"]
+        held = f"{count:,} initialized sessions held"
+        rows += [
+            Row(f"KiB per idle initialized session, {held}", ours["idle_kib"], sdk["idle_kib"], "sdk-sse",
+                ("value<=", 16)),
+            Row(f"KiB per idle initialized session, {held}", ours["idle_kib"], floor["idle_kib"], "floor"),
+            Row(f"new client initialize + call, median ms, {held}", ours["probe_p50_ms"], floor["probe_p50_ms"],
+                "floor"),
+            Row(f"new client initialize + call, p99 ms, {held}", ours["probe_p99_ms"], floor["probe_p99_ms"],
+                "floor", ("value<", 50)),
+            Row(f"new client initialize + call, worst ms, {held}", ours["probe_worst_ms"], floor["probe_worst_ms"],
+                "floor"),
+        ]  # fmt: skip
+    for count in args.opens:
+
+        async def open_all(server: Server, target: Target, count: int = count) -> Figures:
+            return await measure.open_rate(target, count, args.open_rate, header_timeout=args.header_timeout)
+
+        figures = {name: fresh(all_sides[name], open_all) for name in names}
+        record.setdefault("opens", {})[str(count)] = figures
+        ours, sdk, floor = figures["gateway"], figures["sdk-sse"], figures["floor"]
+        offered = f"{count:,} opened at {args.open_rate:g}/s offered"
+        rows += [
+            Row(f"opens/s, {offered}", ours["opens_per_s"], sdk["opens_per_s"], "sdk-sse", ("ratio>=", 1.0)),
+            Row(f"opens/s, {offered}", ours["opens_per_s"], floor["opens_per_s"], "floor"),
+            Row(f"opens timed out waiting for headers, {offered}", ours["open_timeouts"], sdk["open_timeouts"],
+                "sdk-sse", ("value<=", 0)),
+        ]  # fmt: skip
+    return rows
+
+
+def arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+
+    def names(text: str) -> list[str]:
+        return [part.strip() for part in text.split(",") if part.strip()]
+
+    parser.add_argument("--sections", type=names, default=list(SECTIONS), help=f"some of {','.join(SECTIONS)}")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds; figures are their medians")
+    parser.add_argument("--seconds", type=float, default=2.0, help="calling time per server per round")
+    parser.add_argument("--sessions", type=int, default=32, help="concurrent sessions calling (raw client)")
+    parser.add_argument("--sdk-sessions", type=int, default=8, help="concurrent sessions through the SDK Client")
+    parser.add_argument("--transports", type=names, default=["sse", "streamable", "modern"], help="for calls")
+    parser.add_argument("--redis-transports", type=names, default=["sse"], help="for the redis section")
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379", help="Redis for the redis section")
+    parser.add_argument(
+        "--held", type=lambda t: [int(n) for n in names(t)], default=[1000], help="idle sessions, e.g. 1000,10000"
+    )
+    parser.add_argument(
+        "--opens", type=lambda t: [int(n) for n in names(t)], default=[1000], help="sessions opened at --open-rate"
+    )
+    parser.add_argument("--open-rate", type=float, default=500.0, help="opens per second offered")
+    parser.add_argument("--header-timeout", type=float, default=10.0, help="an open waiting longer timed out")
+    parser.add_argument("--probes", type=int, default=50, help="new clients measured while sessions are held")
+    parser.add_argument("--json", type=Path, default=None, help="where to write the JSON record")
     args = parser.parse_args()
+    unknown = set(args.sections) - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown sections {sorted(unknown)}; choose from {','.join(SECTIONS)}")
+    return args
+
+
+def main() -> None:
+    args = arguments()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, args.streams * 2 + 256)), hard))
-
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, max([*args.held, *args.opens]) * 2 + 512)), hard))
+    description = machine()
+    record: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}, "machine": description}
+    notes: list[str] = []
+    rows: list[Row] = []
+    redis = args.redis if "redis" in args.sections and redis_up(args.redis) else None
+    if "redis" in args.sections and redis is None:
+        notes.append(f"Redis section skipped: no Redis at {args.redis}")
+    started = time.time()
     with tempfile.TemporaryDirectory() as tmp:
-        env = {"DJANGO_SETTINGS_MODULE": "bench.settings", "BENCH_DB": str(Path(tmp) / "bench.sqlite3")}
-        headers = gateway_headers(env)
-        results: dict[str, dict[str, float]] = {}
-        servers: dict[str, tuple[Server, dict[str, str]]] = {}
-        try:
-            # All under the gateway's daphne command line (daphne with a lighter input queue per connection, see
-            # mcp_gateway/daphne.py); the floor also under daphne's own, to show what that saves.
-            for name, app, module, sse_path, auth in (
-                ("reference", "bench.servers:reference_app", "mcp_gateway.daphne", "sse", {}),
-                ("gateway", "demo.asgi:application", "mcp_gateway.daphne", "mcp/sse", headers),
-                ("floor", "bench.servers:floor_app", "mcp_gateway.daphne", "sse", {}),
-                ("floor-daphne", "bench.servers:floor_app", "daphne", "sse", {}),
-            ):
-                server = Server(name, app, env, module)
-                server.sse_path = sse_path
-                servers[name] = (server, auth)
-            rounds: dict[str, list[dict[str, float]]] = {"reference": [], "gateway": []}
-            for _ in range(args.rounds):
-                for name in rounds:
-                    server, auth = servers[name]
-                    rounds[name].append(asyncio.run(measure_round(server, auth, args)))
-            for name, server_rounds in rounds.items():
-                results[name] = medians(server_rounds)
-            for name, (server, auth) in servers.items():
-                kib = idle_stream_bytes(server, auth, args.streams) / 1024
-                results.setdefault(name, {})["idle_stream_kib"] = kib
-            # The same in a fresh process: after the rounds, new streams partly reuse memory the rounds freed.
-            for name in ("reference", "gateway"):
-                server, auth = servers[name]
-                fresh = Server(name, server.app, env, server.module)
-                fresh.sse_path = server.sse_path
-                try:
-                    results[name]["idle_stream_fresh_kib"] = idle_stream_bytes(fresh, auth, args.streams) / 1024
-                finally:
-                    fresh.stop()
-        finally:
-            for server, _ in servers.values():
-                server.stop()
-
-    models = [line.split(":", 1)[1] for line in Path("/proc/cpuinfo").read_text().splitlines() if "model name" in line]
-    cpu = re.sub(r"\s+", " ", models[0] if models else "?").strip()
-    python = platform.python_version()
-    print(f"Machine: {os.cpu_count()} cores, {cpu}; Python {python}; both under python -m mcp_gateway.daphne")
-    print(f"Medians of {args.rounds} alternating rounds; memory with {args.streams} idle streams")
-    print(f"{'metric':<22}{'reference':>12}{'gateway':>12}{'ratio':>9}")
-    for key, better in (
-        ("p50_ms", "lower"),
-        ("p99_ms", "lower"),
-        ("calls_per_s", "higher"),
-        ("cpu_us_per_call", "lower"),
-        ("idle_stream_kib", "lower"),
-        ("idle_stream_fresh_kib", "lower"),
-    ):
-        ref, ours = results["reference"][key], results["gateway"][key]
-        print(f"{key:<22}{ref:>12.2f}{ours:>12.2f}{ours / ref:>8.2f}x  ({better} is better)")
-    floor, plain = results["floor"]["idle_stream_kib"], results["floor-daphne"]["idle_stream_kib"]
-    print(f"floor per idle stream (bare ASGI app): {floor:.2f} KiB; under daphne's own command line: {plain:.2f} KiB")
-
-    workers: dict[str, dict[str, float]] = {}
-    if args.no_workers:
-        pass
-    elif not redis_up(args.redis):
-        print(f"Multi-worker comparison skipped: no Redis at {args.redis}")
-    else:
-        workers = multiworker(args)
-        ref = results["reference"]
-        print()
-        print("Gateway on Redis behind the round-robin proxy (proxy in its own process; same machine, same cores)")
-        print(f"{'run':<12}{'p50_ms':>9}{'p99_ms':>9}{'calls/s':>10}{'calls/s vs reference':>22}")
-        for name, figures in workers.items():
-            print(
-                f"{name:<12}{figures['p50_ms']:>9.2f}{figures['p99_ms']:>9.2f}{figures['calls_per_s']:>10.1f}"
-                f"{figures['calls_per_s'] / ref['calls_per_s']:>21.2f}x"
-            )
-        one, two, pubsub = workers["core-1w"], workers["core-2w"], workers["pubsub-2w"]
-        print(f"2 workers / 1 worker, calls/s:           {two['calls_per_s'] / one['calls_per_s']:.2f}x")
-        print(f"pubsub / core layer (2 workers), p50:    {pubsub['p50_ms'] / two['p50_ms']:.2f}x  (lower is better)")
-        print(f"pubsub / core layer (2 workers), p99:    {pubsub['p99_ms'] / two['p99_ms']:.2f}x  (lower is better)")
-        print(f"pubsub / core layer (2 workers), calls/s: {pubsub['calls_per_s'] / two['calls_per_s']:.2f}x")
-    out = ROOT / "bench" / "results"
-    out.mkdir(exist_ok=True)
-    record = {"args": vars(args), "results": results, "workers": workers}
-    (out / f"run-{int(time.time())}.json").write_text(json.dumps(record, indent=2))
+        all_sides = sides(str(Path(tmp) / "bench.sqlite3"), redis)
+        for section, run in (
+            ("calls", calls_section),
+            ("sdk-client", sdk_client_section),
+            ("redis", redis_section),
+            ("scale", scale_section),
+        ):
+            if section in args.sections and (section != "redis" or redis is not None):
+                rows += run(all_sides, args, record)
+    record["rows"] = [row.as_dict() for row in rows]
+    record["notes"] = notes
+    record["seconds"] = time.time() - started
+    print(f"Machine: {machine_text(description)}")
+    print(
+        f"Medians of {args.rounds} alternating rounds, {args.sessions} sessions (raw client) calling for "
+        f"{args.seconds:g} s; every server under python -m mcp_gateway.daphne -v 0 --access-log /dev/null; "
+        f"{record['seconds']:.0f} s in all"
+    )
+    for note in notes:
+        print(note)
+    print()
+    print(table(rows))
+    out = args.json or ROOT / "bench" / "results" / f"run-{int(started)}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=2))
+    print(f"\nJSON: {out}")
 
 
 if __name__ == "__main__":

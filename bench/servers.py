@@ -6,6 +6,8 @@ from typing import Any
 
 from mcp.server.mcpserver import MCPServer
 
+from bench import floor
+
 mcp = MCPServer("bench")
 
 
@@ -50,17 +52,6 @@ def with_lifespan(build: Callable[[], Any]) -> Any:
 modern_reference_app = with_lifespan(lambda: mcp.streamable_http_app(streamable_http_path="/mcp/"))
 
 
-async def floor_app(scope: dict, receive, send) -> None:  # type: ignore[no-untyped-def]
-    """Daphne's own cost per stream: an ASGI app that opens an event stream, sends one event, and waits.
-
-    Not an MCP server; the benchmark subtracts nothing with it, it only shows
-    how much of a stream's memory is the ASGI server's (its connection,
-    request and application task) before any MCP code runs.
-    """
-    if scope["type"] != "http":
-        return
-    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
-    body = b"event: endpoint\ndata: /floor?session_id=0\n\n"
-    await send({"type": "http.response.body", "body": body, "more_body": True})
-    while (await receive())["type"] != "http.disconnect":
-        pass
+# The floor: a bare ASGI app speaking just enough MCP (bench/floor.py); it also holds idle event streams, which
+# shows how much of a stream's memory is the ASGI server's before any MCP code runs.
+floor_app = floor.application

@@ -1,5 +1,10 @@
-"""The demo's settings serving the benchmark server, on a throwaway database."""
+"""The demo's settings serving the benchmark server, on a throwaway database.
 
+``BENCH_DB`` names the SQLite file; ``MCP_TEST_OVERRIDES`` (JSON), if set, replaces settings (bench/sides.py puts
+the channel layer and cache on Redis with it).
+"""
+
+import json
 import os
 
 from demo.settings import *  # noqa: F403
@@ -11,3 +16,5 @@ LOGGING = {"version": 1, "disable_existing_loggers": False, "root": {"level": "W
 # Limits stay on, so their cost is measured, but high enough that one benchmark user never reaches them.
 MCP_GATEWAY_MAX_SESSIONS_PER_USER = 1_000_000
 MCP_GATEWAY_RATE_LIMIT = (1_000_000_000, 60)
+
+globals().update(json.loads(os.environ.get("MCP_TEST_OVERRIDES", "{}")))

@@ -15,10 +15,12 @@ types say what a setting should hold; :mod:`mcp_gateway.checks` verifies it.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any, Generic, TypeVar, overload
 
 from django.conf import settings as django_settings
+from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 
 T = TypeVar("T")
@@ -198,3 +200,18 @@ def _reload(**kwargs: Any) -> None:
 
 
 setting_changed.connect(_reload, dispatch_uid="mcp_gateway.conf.reload")
+
+
+@functools.cache
+def settings_available() -> bool:
+    """Whether this process has Django settings; asked once, then remembered.
+
+    The launcher (:mod:`mcp_gateway.daphne`) serves any ASGI application, Django or not: without settings its
+    access log and request limits use the defaults, and must not pay an ``ImproperlyConfigured`` per request to
+    find that out. A process gets its settings before it serves (the application is loaded first).
+    """
+    try:
+        django_settings.INSTALLED_APPS  # noqa: B018  # the read that configures them, or raises
+    except ImproperlyConfigured:
+        return False
+    return True

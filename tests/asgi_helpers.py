@@ -84,3 +84,14 @@ class Downstream:
                 break
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"ok"})
+
+
+async def bare_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """An ASGI application that is no Django site (no settings read): every HTTP request answered 200 ``ok``."""
+    if scope["type"] != "http":
+        return
+    while (await receive()).get("more_body"):
+        pass
+    headers = [(b"content-type", b"text/plain"), (b"content-length", b"2")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": b"ok"})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import os
 import select
 import signal
 import socket
@@ -17,10 +18,11 @@ import anyio
 import httpx2
 import pytest
 
-from mcp_gateway.daphne import ApplicationQueue
+from mcp_gateway.daphne import ApplicationQueue, RedactingAccessLog
 from mcp_sessions.models import AuditEvent, AuditKind, CloseReason, McpSession
 
 from .clients import raw_stream
+from .support.launcher import Launcher
 
 
 async def test_items_come_out_in_order_and_a_reader_waits_for_one() -> None:
@@ -295,3 +297,34 @@ async def test_sigterm_closes_the_sessions_while_a_request_is_still_arriving(
             await asyncio.to_thread(server.stop, signal.SIGTERM)
     reasons = [r async for r in McpSession.objects.filter(user=alice).values_list("close_reason", flat=True)]
     assert reasons == [CloseReason.SERVER_SHUTDOWN]
+
+
+def test_the_access_log_of_an_application_without_django_settings_is_redacted_and_holds_no_traceback() -> None:
+    # Any ASGI application under the launcher: no DJANGO_SETTINGS_MODULE, so no settings to read the cookie names
+    # from; the access log (verbosity 1: to the output) still blanks secrets, Django's default cookie names too.
+    server = Launcher("tests.asgi_helpers:bare_app", env={"DJANGO_SETTINGS_MODULE": None}, name="bare")
+    secrets = ["Sess10n-5ecret", "T1cket-5ecret", "Enc0ded-5ecret", "C00kie-5ecret"]
+    paths = [
+        f"/mcp/messages/?session_id={secrets[0]}",
+        f"/mcp/sse?x=1&ticket={secrets[1]}",
+        f"/mcp/messages/?session%5Fid={secrets[2]}",
+        f"/login?sessionid={secrets[3]}",
+        "/plain/path",
+    ]
+    try:
+        with httpx2.Client(timeout=10) as http:
+            for path in paths:
+                assert http.get(server.url + path).text == "ok"
+    finally:
+        server.stop()
+    log = server.log()
+    assert '"GET /plain/path" 200' in log, log
+    assert log.count("[redacted]") == 4, log
+    assert "Traceback" not in log and "ImproperlyConfigured" not in log, log
+    leaked = [secret for secret in secrets if secret in log]
+    assert not leaked, log
+
+
+def test_an_access_log_to_the_null_device_writes_nothing(tmp_path: Any) -> None:
+    with open(os.devnull, "w") as null, open(tmp_path / "access.log", "w") as real:
+        assert RedactingAccessLog(null).discard and not RedactingAccessLog(real).discard

@@ -104,3 +104,12 @@ async def test_daphne_output_holds_no_secrets(
     }
     leaked = [name for name, secret in secrets.items() if secret in log]
     assert not leaked, f"{leaked} found in daphne's output"
+
+
+def test_text_no_pattern_can_match_runs_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    # An access-log line without "=", ":" or "bearer" (most request lines) is returned as it is, patterns unbuilt.
+    def unbuilt() -> None:
+        raise AssertionError("the patterns were asked for")
+
+    monkeypatch.setattr("mcp_gateway.redaction._patterns", unbuilt)
+    assert redact("POST /mcp/messages/ HTTP/1.1") == "POST /mcp/messages/ HTTP/1.1"
