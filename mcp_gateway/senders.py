@@ -35,7 +35,8 @@ from channels.layers import BaseChannelLayer
 
 from .exceptions import ServiceUnavailable, SessionNotFound
 
-# Seconds to wait for a session's worker to answer an announcement.
+# Seconds to wait for a session's worker to answer an announcement, unless the layer keeps messages longer (its
+# ``expiry``): the announcement waits in that worker's inbox behind the messages before it, as the message would.
 ANNOUNCE_TIMEOUT = 5.0
 
 # Sessions elsewhere a worker remembers having announced itself to; one forgotten is announced again.
@@ -90,7 +91,7 @@ class Senders:
         request: SenderMessage = {"type": "mcp.sender", "session": pk, "reply_to": reply_to}
         try:
             await layer.send(channel, request)
-            with anyio.fail_after(ANNOUNCE_TIMEOUT):
+            with anyio.fail_after(max(ANNOUNCE_TIMEOUT, float(getattr(layer, "expiry", 0)))):
                 answer: dict[str, Any] = await layer.receive(reply_to)
         except (ChannelFull, TimeoutError):
             raise ServiceUnavailable("The session's worker did not answer, retry later") from None
