@@ -181,7 +181,9 @@ async def throughput(worker: Worker, headers: dict[str, str], sessions: int, sec
     }
 
 
-async def redis_commands(worker: Worker, headers: dict[str, str], redis_url: str, prefix: str, calls: int = 20) -> dict[str, Any]:
+async def redis_commands(
+    worker: Worker, headers: dict[str, str], redis_url: str, prefix: str, calls: int = 20
+) -> dict[str, Any]:
     """The Redis commands per call carrying ``prefix`` (the worker's layer and cache keys), by command name.
 
     ``MONITOR`` sees every client of the server; only lines naming the prefix count, so other users of the same
@@ -237,7 +239,9 @@ def redis_overrides(redis_url: str, prefix: str) -> dict[str, Any]:
     return load_overrides(channel_layer_settings("core", f"{base}/0", prefix), f"{base}/1", prefix)
 
 
-def measure(*, rounds: int = 3, sessions: int = 32, seconds: float = 5.0, redis: str = "redis://127.0.0.1:6379") -> dict[str, Any]:
+def measure(
+    *, rounds: int = 3, sessions: int = 32, seconds: float = 5.0, redis: str = "redis://127.0.0.1:6379"
+) -> dict[str, Any]:
     """One worker on Redis vs one in-memory: medians over alternating rounds, and the ratios redis / memory."""
     setup_django()
     headers = user_headers(1)[0]
