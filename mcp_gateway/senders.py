@@ -20,8 +20,9 @@ So a message from another worker was sent after the session was marked, and
 any message accepted here after that one's 202 goes through the layer after
 it. A session that only ever hears from its own worker (one worker, or a
 proxy that keeps a client on one worker) pays no channel-layer round trip per
-message; one that hears from another worker pays one extra round trip, once
-per other worker.
+message; one that hears from another worker pays one announcement (a message
+and its answer through the layer) per other worker, then the layer's round
+trips for every message, as before.
 """
 
 from __future__ import annotations
