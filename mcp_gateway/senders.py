@@ -28,13 +28,14 @@ trips for every message, as before.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Literal, TypedDict
+from typing import Any
 
 import anyio
 from channels.exceptions import ChannelFull
 from channels.layers import BaseChannelLayer
 
 from .exceptions import ServiceUnavailable, SessionNotFound
+from .wire import SenderMessage
 
 # Seconds to wait for a session's worker to answer an announcement, unless the layer keeps messages longer (its
 # ``expiry``): the announcement waits in that worker's inbox behind the messages before it, as the message would.
@@ -42,21 +43,6 @@ ANNOUNCE_TIMEOUT = 5.0
 
 # Sessions elsewhere a worker remembers having announced itself to; one forgotten is announced again.
 ANNOUNCED_SIZE = 10_000
-
-
-class SenderMessage(TypedDict):
-    """To a session's worker: this process is about to send ``session`` messages; answer on ``reply_to``."""
-
-    type: Literal["mcp.sender"]
-    session: int
-    reply_to: str
-
-
-class SenderKnownMessage(TypedDict):
-    """The answer to ``mcp.sender``: ``ok`` once the session is marked shared, ``gone`` if it is not here."""
-
-    type: Literal["mcp.sender_known"]
-    status: Literal["ok", "gone"]
 
 
 class Senders:

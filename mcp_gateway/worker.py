@@ -45,12 +45,21 @@ from .lease import WorkerLease
 from .listeners import ListenRegistry, Swept
 from .modern.lifespan import lifespans
 from .permcache import permission_cache
-from .senders import SenderKnownMessage, Senders
+from .senders import Senders
 from .sessions.events import EventId
 from .sessions.host import SessionHost
 from .sessions.streams import Outlet
 from .usage import UsageCounter
-from .wire import Attach, AttachMessage, DetachMessage, InboundMessage, Refusal, RemoteOutlet, refusal
+from .wire import (
+    Attach,
+    AttachMessage,
+    DetachMessage,
+    InboundMessage,
+    Refusal,
+    RemoteOutlet,
+    SenderKnownMessage,
+    refusal,
+)
 
 logger = logging.getLogger("mcp_gateway")
 
