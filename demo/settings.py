@@ -2,7 +2,7 @@
 
 Environment variables: ``DJANGO_SECRET_KEY``, ``DJANGO_DEBUG=1``, ``DJANGO_ALLOWED_HOSTS`` (comma-separated,
 besides loopback), ``REDIS_URL``
-(use channels-redis), ``DATABASE_ENGINE=postgresql`` with ``POSTGRES_DB``,
+(use channels-redis, and count the rate limit in Redis), ``DATABASE_ENGINE=postgresql`` with ``POSTGRES_DB``,
 ``POSTGRES_HOST``, ``POSTGRES_PORT``, ``POSTGRES_USER``.
 """
 
@@ -105,6 +105,12 @@ if os.environ.get("REDIS_URL"):
             },
         }
     }
+    # The rate limit is counted there too, shared by every worker (in the in-process cache N workers would allow
+    # N times the limit, as check --deploy's W009 says).
+    CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": os.environ["REDIS_URL"]}
+    }
+    MCP_GATEWAY_CACHE = "default"
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 

@@ -178,6 +178,17 @@ class ListenEventMessage(TypedDict):
     user: str | None
 
 
+class SenderMessage(TypedDict):
+    """To a session's worker: the sender's worker is about to send ``session`` messages; answer on ``reply_to``.
+
+    See :mod:`~mcp_gateway.senders` for why a worker says so before its first message to a session elsewhere.
+    """
+
+    type: Literal["mcp.sender"]
+    session: int
+    reply_to: str
+
+
 InboxMessage = (
     InboundMessage
     | AttachMessage
@@ -186,6 +197,7 @@ InboxMessage = (
     | ForgetCredentialsMessage
     | LayerLostMessage
     | ListenEventMessage
+    | SenderMessage
 )
 
 
@@ -218,7 +230,14 @@ class EndMessage(TypedDict):
     reason: str
 
 
-ConnectionMessage = AttachedMessage | EventMessage | EndMessage | LayerLostMessage
+class SenderKnownMessage(TypedDict):
+    """The answer to ``mcp.sender``: ``ok`` once the session is marked as heard from elsewhere; ``gone``: not here."""
+
+    type: Literal["mcp.sender_known"]
+    status: Literal["ok", "gone"]
+
+
+ConnectionMessage = AttachedMessage | EventMessage | EndMessage | LayerLostMessage | SenderKnownMessage
 
 
 class SupportsMessage(Protocol):

@@ -45,11 +45,21 @@ from .lease import WorkerLease
 from .listeners import ListenRegistry, Swept
 from .modern.lifespan import lifespans
 from .permcache import permission_cache
+from .senders import Senders
 from .sessions.events import EventId
 from .sessions.host import SessionHost
 from .sessions.streams import Outlet
 from .usage import UsageCounter
-from .wire import Attach, AttachMessage, DetachMessage, InboundMessage, Refusal, RemoteOutlet, refusal
+from .wire import (
+    Attach,
+    AttachMessage,
+    DetachMessage,
+    InboundMessage,
+    Refusal,
+    RemoteOutlet,
+    SenderKnownMessage,
+    refusal,
+)
 
 logger = logging.getLogger("mcp_gateway")
 
@@ -70,6 +80,8 @@ class Worker:
         self._background: set[asyncio.Task[None]] = set()  # held until done: the loop keeps only weak references
         # The listen streams (2026-07-28) it holds: revoked, swept, leased and shut down as its session hosts are.
         self.listens = ListenRegistry()
+        # Which sessions here hear from other workers, and which elsewhere this one told it sends to.
+        self.senders = Senders()
         self.inbox = WorkerInbox(self)
         self.sweeper = Sweeper(self)
         self.keepalive = Keepalive(self)
@@ -101,6 +113,7 @@ class Worker:
             del self._hosts[host.pk]
         if self._hosts_by_id_hash.get(host.id_hash) is host:
             del self._hosts_by_id_hash[host.id_hash]
+        self.senders.forget(host.pk)
 
     def has_sessions(self) -> bool:
         return bool(self._hosts) or bool(self.listens)
@@ -159,22 +172,27 @@ class Worker:
     ) -> None:
         """Deliver ``message`` to the session ``pk`` whose worker's address is ``channel``.
 
-        The channel layer keeps a session's messages in the order they were
-        accepted, from whichever worker: a client that waited for its 202 before
-        sending the next message is served in that order. So messages go through
-        it, except with a layer that lives in this process only (Channels'
-        in-memory layer), where every sender is here: then the host takes the
-        message directly, already ``parsed`` if given (a JSONRPCMessage), so it
-        is not validated twice. :class:`ChannelFull` when the session's inbox
-        is full, as the layer says for a full channel; :class:`SessionNotFound`
-        when the session is closing.
+        A client that waited for its 202 before sending the next message is
+        served in that order, from whichever worker. A session here that no
+        other worker sends to takes the message directly, already ``parsed`` if
+        given (a JSONRPCMessage), so it is not validated twice; so does any with
+        a layer that lives in this process only (Channels' in-memory layer),
+        where every sender is here. Otherwise the message goes through the
+        channel layer, which keeps the order of what travels through it; a
+        session elsewhere is first told that this worker sends to it
+        (:mod:`~mcp_gateway.senders` says why that keeps the order).
+        :class:`ChannelFull` when the session's inbox is full, as the layer says
+        for a full channel; :class:`SessionNotFound` when the session is closing.
         """
-        if isinstance(layer, PROCESS_LOCAL_LAYERS):
-            host = self._hosts.get(pk)
+        host = self._hosts.get(pk)
+        local_layer = isinstance(layer, PROCESS_LOCAL_LAYERS)
+        if local_layer or (host is not None and self.senders.direct(pk)):
             if host is None or not host.accepting:
                 raise SessionNotFound()
             host.post(message if parsed is None else {**message, "parsed": parsed})
             return
+        if host is None:
+            await self.senders.announce(layer, channel, pk)
         await layer.send(channel, {**message, "session": pk})
 
     async def attach(
@@ -327,6 +345,9 @@ class WorkerInbox:
         if message.get("type") == "mcp.forget_permissions":
             permission_cache.forget_received(message)
             return
+        if message.get("type") == "mcp.sender":
+            self._sender_heard(layer, message)
+            return
         pks = message.pop("sessions", None)
         if not isinstance(pks, list):
             pks = [message.pop("session", None)]
@@ -345,6 +366,17 @@ class WorkerInbox:
                 # message was accepted, so say what happened rather than queue without bound.
                 logger.warning("MCP session %s: inbox full, a %s message dropped", host.ref, message.get("type"))
                 self._worker.refuse(layer, message, "full")
+
+    def _sender_heard(self, layer: BaseChannelLayer, message: dict[str, Any]) -> None:
+        """Another worker will send a session here messages: mark it shared, then say so (see :mod:`.senders`)."""
+        host = self._worker.local_host(message.get("session"))
+        if host is not None and host.accepting:
+            self._worker.senders.heard(host.pk)
+        answer: SenderKnownMessage = {
+            "type": "mcp.sender_known",
+            "status": "ok" if host is not None and host.accepting else "gone",
+        }
+        self._worker.start(_send_quietly(layer, message["reply_to"], answer))
 
 
 class Sweeper:

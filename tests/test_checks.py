@@ -168,6 +168,28 @@ def test_every_message_has_a_hint_and_the_gateways_tag() -> None:
     assert seen == {c[2] for c in [*CASES, *DEPLOY_CASES]}
 
 
+def test_the_demo_on_redis_counts_its_rate_limit_there() -> None:
+    """``REDIS_URL`` puts the demo's rate limit in Redis too: check --deploy has no W009 for it."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "demo.settings", "REDIS_URL": "redis://127.0.0.1:6379/0"}
+    done = subprocess.run(
+        [sys.executable, "-m", "django", "check", "--deploy", "--tag", "mcp_gateway"],
+        cwd=root, env={**env, "PYTHONPATH": str(root)}, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert "mcp_gateway.W003" not in done.stderr, done.stderr  # the Redis layer is on
+    assert "mcp_gateway.W009" not in done.stderr, done.stderr
+    without = subprocess.run(
+        [sys.executable, "-m", "django", "check", "--deploy", "--tag", "mcp_gateway"],
+        cwd=root, env={**env, "REDIS_URL": "", "PYTHONPATH": str(root)}, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert "mcp_gateway.W009" in without.stderr, without.stderr  # the check itself runs there
+
+
 def test_without_the_sessions_app_the_check_says_so_instead_of_failing(tmp_path: Any) -> None:
     """``manage.py check`` in a fresh process without mcp_sessions: E004, not the models' RuntimeError."""
     import os

@@ -123,5 +123,52 @@ async def test_counting_on_a_cache_server_reuses_its_connections(redis_settings:
         await asyncio.get_running_loop().create_task(check_rate(alice), context=contextvars.Context())
     # One connection per thread that counted (and this test's own), not one per request.
     assert connections_made() - before <= 3
-    assert int(server.get(next(iter(server.scan_iter("*mcp_gateway:rate:*"))))) == 10
+    # Reserved in blocks of 1, 2, 4 and 8 (the default limit, 600, allows blocks up to 18): four round trips.
+    assert int(server.get(next(iter(server.scan_iter("*mcp_gateway:rate:*"))))) == 15
     server.close()
+
+
+async def test_workers_sharing_a_cache_server_never_accept_more_than_the_limit(
+    redis_settings: dict[str, Any], settings: Any
+) -> None:
+    """Three workers' allowances (independent, as in three processes) on one real Redis, POSTs interleaved."""
+    from mcp_gateway.ratelimit import Allowances
+
+    allowed = 640  # blocks up to 20
+    settings.MCP_GATEWAY_RATE_LIMIT = (allowed, 60)
+    workers = [Allowances() for _ in range(3)]
+
+    async def post(n: int) -> int:
+        return await workers[n % 3].take("default", "mcp_gateway:rate:test:60:1", 1, allowed, 61, False)
+
+    numbers = await asyncio.gather(*(post(n) for n in range(1000)))
+    accepted = [n for n in numbers if n <= allowed]
+    assert len(set(accepted)) == len(accepted)  # no number handed out twice, across workers
+    assert len(accepted) <= allowed
+    assert len(accepted) >= allowed - 3 * 20  # early refusals: under one block per worker
+    from django.core.cache import caches
+
+    # Each worker stopped asking once its numbers passed the limit: at most a block each beyond it.
+    assert allowed < caches["default"].get("mcp_gateway:rate:test:60:1") <= allowed + 3 * 20
+
+
+async def test_a_worker_shares_one_reservation_among_concurrent_posts(
+    redis_settings: dict[str, Any], settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mcp_gateway import ratelimit
+
+    settings.MCP_GATEWAY_RATE_LIMIT = (6400, 60)  # blocks up to 200
+    asked: list[int] = []
+    count = ratelimit._count
+
+    def counted(alias: str, key: str, delta: int, timeout: int) -> int:
+        asked.append(delta)
+        return count(alias, key, delta, timeout)
+
+    monkeypatch.setattr(ratelimit, "_count", counted)
+    worker = ratelimit.Allowances()
+    numbers = await asyncio.gather(
+        *(worker.take("default", "mcp_gateway:rate:share:60:1", 1, 6400, 61, False) for _ in range(100))
+    )
+    assert sorted(numbers) == list(range(1, 101))
+    assert asked == [1, 2, 4, 8, 16, 32, 64]  # one reservation at a time, each twice the last

@@ -242,21 +242,61 @@ class RecordingOutlet:
 async def test_a_sessions_messages_keep_their_order_across_workers(alice: Any, redis_settings: Any) -> None:
     """A message accepted from another worker is handled before one accepted here after it.
 
-    Both travel through the channel layer, which keeps them in order: a local
-    shortcut would let ``tools/list`` overtake the ``initialize`` before it.
+    The other worker tells this one it sends to the session before it sends
+    (:mod:`mcp_gateway.senders`); from then on this worker's messages for it go
+    through the layer too, behind it: a local shortcut would let ``tools/list``
+    overtake the ``initialize`` before it.
     """
     from channels_redis.core import RedisChannelLayer
 
+    from mcp_gateway.worker import Worker
+
     layer = RedisChannelLayer(**redis_settings["CHANNEL_LAYERS"]["default"]["CONFIG"])
     host = await _host(alice, layer)  # not started: its inbox shows the order messages reached it
+    other = Worker()  # another process's worker, as far as sending goes: it runs no host
     try:
-        await layer.send(host.inbox, {"type": "mcp.inbound", "session": host.pk, "body": json.dumps(INITIALIZE)})
+        initialize = {"type": "mcp.inbound", "body": json.dumps(INITIALIZE)}
+        await other.send_to_session(layer, host.inbox, host.pk, initialize)  # type: ignore[arg-type]
         tools_list = json.dumps({"jsonrpc": "2.0", "id": 2, "method": "tools/list"})
         await worker.send_to_session(layer, host.inbox, host.pk, {"type": "mcp.inbound", "body": tools_list})
         await until(lambda: len(host._mail) >= 2, "both messages in the inbox")
         assert [json.loads(message["body"])["method"] for message in host._mail] == ["initialize", "tools/list"]
+        assert not worker.senders.direct(host.pk)
     finally:
         await host.close(CloseReason.SERVER_SHUTDOWN)
+        await layer.flush()
+    assert worker.senders.direct(host.pk)  # forgotten with its host
+
+
+async def test_a_message_for_a_session_here_that_only_this_worker_sends_to_skips_the_layer(
+    alice: Any, redis_settings: Any
+) -> None:
+    """On Redis too: handed to the host at once, not sent and received back (eight round trips)."""
+    from channels_redis.core import RedisChannelLayer
+
+    layer = RedisChannelLayer(**redis_settings["CHANNEL_LAYERS"]["default"]["CONFIG"])
+    host = await _host(alice, layer)  # not started: its inbox shows what reached it
+    try:
+        tools_list = json.dumps({"jsonrpc": "2.0", "id": 2, "method": "tools/list"})
+        await worker.send_to_session(layer, host.inbox, host.pk, {"type": "mcp.inbound", "body": tools_list})
+        assert [json.loads(message["body"])["method"] for message in host._mail] == ["tools/list"]
+    finally:
+        await host.close(CloseReason.SERVER_SHUTDOWN)
+        await layer.flush()
+
+
+async def test_a_worker_announcing_itself_to_a_session_gone_is_told_not_found(alice: Any, redis_settings: Any) -> None:
+    from channels_redis.core import RedisChannelLayer
+
+    from mcp_gateway.worker import Worker
+
+    layer = RedisChannelLayer(**redis_settings["CHANNEL_LAYERS"]["default"]["CONFIG"])
+    host = await _host(alice, layer)
+    await host.close(CloseReason.SERVER_SHUTDOWN)
+    try:
+        with pytest.raises(SessionNotFound):
+            await Worker().send_to_session(layer, host.inbox, host.pk, {"type": "mcp.inbound", "body": "{}"})
+    finally:
         await layer.flush()
 
 
