@@ -249,9 +249,10 @@ async def test_the_site_origin_is_remembered_and_forgotten_when_settings_change(
         await OriginGuard(downstream)(scope, recorder.receive, recorder.send)
         return downstream.called, "django_request" in scope["mcp_gateway.request"].__dict__
 
-    assert await passes("http://127.0.0.1:8000") == (True, True)
-    assert await passes("http://127.0.0.1:8000") == (True, False)  # remembered
-    assert await passes("https://127.0.0.1:8000") == (False, False)  # the remembered origin is http's
+    with override_settings(MCP_GATEWAY_ALLOWED_ORIGINS=()):  # a settings change: nothing remembered yet
+        assert await passes("http://127.0.0.1:8000") == (True, True)
+        assert await passes("http://127.0.0.1:8000") == (True, False)  # remembered
+        assert await passes("https://127.0.0.1:8000") == (False, False)  # the remembered origin is http's
     with override_settings(SECURE_PROXY_SSL_HEADER=("HTTP_X_FORWARDED_PROTO", "https")):
         assert await passes("https://127.0.0.1:8000", **{"x-forwarded-proto": "https"}) == (True, True)
         assert await passes("http://127.0.0.1:8000", **{"x-forwarded-proto": "https"}) == (False, False)
