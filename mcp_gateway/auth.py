@@ -32,6 +32,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.auth import get_user
 from django.core.signals import setting_changed
+from django.http import HttpRequest
 from django.utils.module_loading import import_string
 
 from mcp_sessions.ids import hash_token, is_token_shaped
@@ -141,11 +142,18 @@ class SessionCookieAuthenticator:
         return login_fingerprint(login_session_hash(session_key)) if session_key else None
 
     def reuse(self, request: GatewayRequest, credential: Credential) -> None:
-        """The login session, unloaded, and its user: the CSRF check may read the session (``CSRF_USE_SESSIONS``)."""
-        engine = import_module(settings.SESSION_ENGINE)
-        django_request = request.django_request
-        django_request.session = engine.SessionStore(request.cookies.get(settings.SESSION_COOKIE_NAME))
-        django_request.user = credential.user
+        """The login session, unloaded, and its user: the CSRF check may read the session (``CSRF_USE_SESSIONS``).
+
+        Attached when the Django request is built: a request whose CSRF verdict is remembered builds none.
+        """
+        session_key = request.cookies.get(settings.SESSION_COOKIE_NAME)
+
+        def attach(django_request: HttpRequest) -> None:
+            engine = import_module(settings.SESSION_ENGINE)
+            django_request.session = engine.SessionStore(session_key)
+            django_request.user = credential.user
+
+        request.on_django_request(attach)
 
     async def authenticate(self, request: GatewayRequest) -> Credential | None:
         user = await site_login(request)

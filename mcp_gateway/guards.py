@@ -40,6 +40,7 @@ from .http import (
     body_refusal,
     remember,
 )
+from .resource import site_origin
 from .transports.base import refuse
 
 
@@ -97,13 +98,6 @@ def _forget(**kwargs: object) -> None:
 
 
 setting_changed.connect(_forget, dispatch_uid="mcp_gateway.guards.forget")
-
-
-def site_origin(request: GatewayRequest) -> str:
-    """The request's own origin, computed as ``CsrfViewMiddleware`` does."""
-    django_request = request.django_request
-    scheme = "https" if django_request.is_secure() else "http"
-    return f"{scheme}://{django_request.get_host()}"
 
 
 def origin_allowed(origin: str, request: GatewayRequest) -> bool:

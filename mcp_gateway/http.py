@@ -89,6 +89,8 @@ class GatewayRequest:
         self._rpc_id: RequestId | None = None
         # The URL prefix of the mount the request is for, once routed (its resource, RFC 8707, is named by it).
         self.mount_prefix: str | None = None
+        # What to attach to the Django request once it is built (see on_django_request).
+        self._prepare: list[Callable[[HttpRequest], None]] = []
 
     @property
     def rpc_id(self) -> RequestId | None:
@@ -135,7 +137,21 @@ class GatewayRequest:
     @cached_property
     def django_request(self) -> HttpRequest:
         """A bodiless Django request, so Django's own Host and CSRF logic can run on it."""
-        return ASGIRequest(self.scope, io.BytesIO(b""))
+        django_request = ASGIRequest(self.scope, io.BytesIO(b""))
+        for prepare in self._prepare:
+            prepare(django_request)
+        return django_request
+
+    def on_django_request(self, prepare: Callable[[HttpRequest], None]) -> None:
+        """Have ``prepare`` run on the Django request when it is built, or now if it is.
+
+        Building one costs more than the rest of a request's checks, and most requests need none (the Host and
+        CSRF verdicts are remembered): what would be attached to it waits until something reads it.
+        """
+        if "django_request" in self.__dict__:
+            prepare(self.__dict__["django_request"])
+        else:
+            self._prepare.append(prepare)
 
     def release(self) -> None:
         """Drop what was parsed from the request (the Django request and the login session it loaded too).
@@ -144,6 +160,7 @@ class GatewayRequest:
         """
         for name in ("django_request", "headers", "query", "cookies"):
             self.__dict__.pop(name, None)
+        self._prepare.clear()
 
     def accepts(self, media_type: str) -> bool:
         """Whether the ``Accept`` header admits ``media_type``, by Django's rules (``HttpRequest.accepts``).

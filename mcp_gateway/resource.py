@@ -24,17 +24,52 @@ from collections.abc import Awaitable
 from http import HTTPStatus
 from typing import Any
 
+from django.conf import settings
+from django.core.signals import setting_changed
+
 from .exceptions import MethodNotAllowed, NotFound
-from .http import GatewayRequest, Receive, Scope, Send, json_bytes, send_error, send_response
+from .http import MEMO_SIZE, GatewayRequest, Receive, Scope, Send, json_bytes, send_error, send_response
 
 WELL_KNOWN_PATH = "/.well-known/oauth-protected-resource"
 CORS_HEADERS = ((b"access-control-allow-origin", b"*"),)
 
 
 def site_origin(request: GatewayRequest) -> str:
-    """The request's own origin, as Django computes it (``SECURE_PROXY_SSL_HEADER``, ``USE_X_FORWARDED_HOST``)."""
-    django_request = request.django_request
-    return f"{django_request.scheme}://{django_request.get_host()}"
+    """The request's own origin, as Django computes it (``SECURE_PROXY_SSL_HEADER``, ``USE_X_FORWARDED_HOST``).
+
+    :class:`~django.core.exceptions.DisallowedHost` if ``ALLOWED_HOSTS`` refuses the host. An origin computed is
+    remembered under everything Django reads for it (the scope's scheme and server, the Host and forwarding
+    headers), so a client sending the same ones on every request builds no Django request for it.
+    """
+    headers = request.headers
+    proxy = settings.SECURE_PROXY_SSL_HEADER
+    key = (
+        request.scope.get("scheme"),
+        tuple(request.scope.get("server") or ()),
+        headers.get("host"),
+        headers.get("x-forwarded-host"),
+        headers.get("x-forwarded-port"),
+        headers.get(proxy[0].removeprefix("HTTP_").replace("_", "-").lower()) if proxy else None,
+    )
+    origin = _origins.get(key)
+    if origin is None:
+        django_request = request.django_request
+        origin = f"{django_request.scheme}://{django_request.get_host()}"
+        if len(_origins) >= MEMO_SIZE:
+            _origins.clear()
+        _origins[key] = origin
+    return origin
+
+
+# The origins site_origin() computed, bounded; cleared when settings change (ALLOWED_HOSTS, the proxy settings).
+_origins: dict[tuple[object, ...], str] = {}
+
+
+def _forget(**kwargs: object) -> None:
+    _origins.clear()
+
+
+setting_changed.connect(_forget, dispatch_uid="mcp_gateway.resource.forget")
 
 
 def resource_path(prefix: str, root_path: str = "") -> str:

@@ -109,3 +109,25 @@ def test_a_remembered_csrf_verdict_covers_only_the_same_request(alice: Any) -> N
     # The trusted origin is gone: the remembered verdict goes with the settings.
     with pytest.raises(CsrfFailed):
         check_csrf(request_with(headers, method="POST"), credential_for(alice))
+
+
+def test_a_reused_login_builds_a_django_request_only_when_one_is_read(alice: Any) -> None:
+    """A cached credential attaches its login session and user when the CSRF check reads them, and not before."""
+    from mcp_gateway.auth import reuse
+
+    headers = login_headers(alice)
+    remembered = request_with(headers, method="POST")
+    reuse(remembered, credential_for(alice))
+    check_csrf(remembered, credential_for(alice))  # its verdict, now remembered
+    again = request_with(headers, method="POST")
+    reuse(again, credential_for(alice))
+    check_csrf(again, credential_for(alice))
+    assert "django_request" not in again.__dict__
+    assert again.django_request.user == alice
+    assert again.django_request.session.session_key == remembered.cookies["sessionid"]
+    with override_settings(CSRF_USE_SESSIONS=True):  # no verdict is remembered: the session is read, and is there
+        late = request_with({**headers, "X-CSRFToken": "x" * 32}, method="POST")
+        reuse(late, credential_for(alice))
+        with pytest.raises(CsrfFailed):
+            check_csrf(late, credential_for(alice))
+        assert late.django_request.session.session_key == remembered.cookies["sessionid"]

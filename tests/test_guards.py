@@ -238,3 +238,24 @@ async def test_consumers_hold_no_more_of_a_post_body_than_the_limit(path: str) -
     await unguarded()(scope, recorder.receive, recorder.send)
     assert recorder.received == 3, "reading stops at the first chunk past the limit"
     assert (recorder.status, recorder.reason) == (413, "payload_too_large")
+
+
+async def test_the_site_origin_is_remembered_and_forgotten_when_settings_change() -> None:
+    """A browser sends the same Origin on every POST: the second one builds no Django request."""
+
+    async def passes(origin: str, **headers: str) -> tuple[bool, bool]:
+        downstream, recorder = Downstream(), Recorder()
+        scope = http_scope("POST", headers=[("origin", origin), *headers.items()])
+        await OriginGuard(downstream)(scope, recorder.receive, recorder.send)
+        return downstream.called, "django_request" in scope["mcp_gateway.request"].__dict__
+
+    with override_settings(MCP_GATEWAY_ALLOWED_ORIGINS=()):  # a settings change: nothing remembered yet
+        assert await passes("http://127.0.0.1:8000") == (True, True)
+        assert await passes("http://127.0.0.1:8000") == (True, False)  # remembered
+        assert await passes("https://127.0.0.1:8000") == (False, False)  # the remembered origin is http's
+    with override_settings(SECURE_PROXY_SSL_HEADER=("HTTP_X_FORWARDED_PROTO", "https")):
+        assert await passes("https://127.0.0.1:8000", **{"x-forwarded-proto": "https"}) == (True, True)
+        assert await passes("http://127.0.0.1:8000", **{"x-forwarded-proto": "https"}) == (False, False)
+        assert await passes("http://127.0.0.1:8000") == (True, True)
+    with override_settings(ALLOWED_HOSTS=["other.example"]):
+        assert await passes("http://127.0.0.1:8000") == (False, True)

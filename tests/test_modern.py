@@ -214,6 +214,22 @@ async def test_a_tool_sees_the_caller_and_no_session_is_opened(
     assert not await McpSession.objects.aexists()
 
 
+async def test_a_tools_notifications_stream_ahead_of_its_answer(
+    daphne: Any, http: httpx2.AsyncClient, bearer_headers: dict[str, str]
+) -> None:
+    """Each notification the handler sends goes out as it comes, on the request's event stream, then the answer."""
+    call = envelope("tools/call", 9, name="chatty", arguments={"steps": 3})
+    call["params"]["_meta"]["progressToken"] = "chatty"
+    response = await post(
+        http, f"{daphne.url}/mcp-test/", call, {**modern_headers("tools/call", "chatty"), **bearer_headers}
+    )
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+    messages = [json.loads(line[5:]) for line in response.text.splitlines() if line.startswith("data:")]
+    assert [m.get("method") for m in messages] == ["notifications/progress"] * 3 + [None]
+    assert [m["params"]["progress"] for m in messages[:3]] == [0, 1, 2]
+    assert messages[-1]["id"] == 9 and messages[-1]["result"]["content"][0]["text"] == "3 steps"
+
+
 async def test_notifications_are_accepted_and_other_methods_refused(
     daphne: Any, http: httpx2.AsyncClient, bearer_headers: dict[str, str]
 ) -> None:

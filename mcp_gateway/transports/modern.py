@@ -30,7 +30,6 @@ from http import HTTPStatus
 from typing import Any
 
 import anyio
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from channels.exceptions import StopConsumer
 from mcp.server.connection import Connection
 from mcp.server.runner import serve_one
@@ -170,13 +169,13 @@ class PerRequestConsumer(GatewayConsumer):
         connection = Connection.from_envelope(
             verdict.protocol_version, verdict.client_info, verdict.client_capabilities
         )
-        sink, frames = anyio.create_memory_object_stream[bytes](0)
+        sink = _Frames(self)
         dispatch = sdk.SingleExchangeDispatchContext(
             transport=TransportContext(kind="streamable-http", can_send_request=False, headers=context.headers),
             request_id=request.id,
             message_metadata=ServerMessageMetadata(request_context=context),
             progress_token=progress_token_from_params(request.params),
-            sink=sink,
+            sink=sink,  # type: ignore[arg-type]  # the SDK only awaits its send() (notify)
         )
         if request.method == LISTEN and server.get_request_handler(LISTEN) is not None:
             # Owned like a session: recorded and counted against the cap (TooManySessions: 429) before it streams.
@@ -191,7 +190,7 @@ class PerRequestConsumer(GatewayConsumer):
             )
         self.request.release()
         self._task = asyncio.get_running_loop().create_task(
-            self._exchange(server, dispatch, request, connection, lifespan_state, sink, frames)
+            self._exchange(server, dispatch, request, connection, lifespan_state, sink)
         )
         worker.keepalive.add(self)
 
@@ -214,44 +213,35 @@ class PerRequestConsumer(GatewayConsumer):
         request: JSONRPCRequest,
         connection: Connection,
         lifespan_state: Any,
-        sink: MemoryObjectSendStream[bytes],
-        frames: MemoryObjectReceiveStream[bytes],
+        frames: _Frames,
     ) -> None:
-        """Serve the request: its notifications as they come, then its answer; ends the consumer when done."""
-        answer: list[JSONRPCResponse | JSONRPCError] = []
+        """Serve the request: its notifications as they come, then its answer; ends the consumer when done.
 
-        async def handle() -> None:
-            async with sink, self._listen or contextlib.nullcontext():
-                try:
-                    result = await serve_one(
-                        server,
-                        dispatch,
-                        request.method,
-                        request.params,
-                        connection=connection,
-                        lifespan_state=lifespan_state,
-                    )
-                except Exception as exc:
-                    answer.append(JSONRPCError(jsonrpc="2.0", id=request.id, error=sdk.modern_error_data(exc)))
-                else:
-                    answer.append(JSONRPCResponse(jsonrpc="2.0", id=request.id, result=result))
-
+        The handler runs in this task and writes its notifications itself (:class:`_Frames`): no task, task group
+        or memory stream of its own per request.
+        """
         try:
-            stalled = False
-            async with anyio.create_task_group() as group, frames:
-                group.start_soon(handle)
-                try:
-                    async for frame in frames:
-                        await self._emit(frame)
-                except wire.OutletClosed:
-                    stalled = True
-                    if self._listen is not None:
-                        self._listen.close_soon(CloseReason.STALLED)
-                    group.cancel_scope.cancel()
-            if stalled:
+            answer: JSONRPCResponse | JSONRPCError | None = None
+            with anyio.CancelScope() as frames.serving:
+                async with self._listen or contextlib.nullcontext():
+                    try:
+                        result = await serve_one(
+                            server,
+                            dispatch,
+                            request.method,
+                            request.params,
+                            connection=connection,
+                            lifespan_state=lifespan_state,
+                        )
+                    except Exception as exc:
+                        answer = JSONRPCError(jsonrpc="2.0", id=request.id, error=sdk.modern_error_data(exc))
+                    else:
+                        answer = JSONRPCResponse(jsonrpc="2.0", id=request.id, result=result)
+            frames.closed = True
+            if frames.stalled:
                 logger.info("Dropped a stalled 2026-07-28 response stream (request %r)", request.id)
-            elif answer:
-                await self._answer(answer[0])
+            elif answer is not None:
+                await self._answer(answer)
         except wire.OutletClosed:
             logger.info("Dropped a stalled 2026-07-28 response stream (request %r)", request.id)
         except Exception:
@@ -259,6 +249,7 @@ class PerRequestConsumer(GatewayConsumer):
             if not self.response_started:
                 await send_response(self.send, HTTPStatus.INTERNAL_SERVER_ERROR, _internal_error(request))
         finally:
+            frames.closed = True
             self._internal.put_nowait({"type": _DONE})
 
     async def _emit(self, chunk: bytes) -> None:
@@ -347,6 +338,36 @@ class PerRequestConsumer(GatewayConsumer):
             self._mode = "done"
             with contextlib.suppress(Exception):
                 await self.send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+class _Frames:
+    """The SDK's sink for one request's notifications (``send``, as its memory stream's): each is written out at once.
+
+    Awaited by the handler that notifies, so a client reading slowly slows it (backpressure). A stalled client
+    (:class:`~mcp_gateway.wire.OutletClosed`) cancels the handler, and ends a ``subscriptions/listen`` stream; a
+    notification after the answer, or after a stall, is refused as the closed stream refuses it (the SDK drops it).
+    """
+
+    __slots__ = ("closed", "consumer", "serving", "stalled")
+
+    def __init__(self, consumer: PerRequestConsumer) -> None:
+        self.consumer = consumer
+        self.serving: anyio.CancelScope | None = None
+        self.closed = False
+        self.stalled = False
+
+    async def send(self, frame: bytes) -> None:
+        if self.closed:
+            raise anyio.ClosedResourceError()
+        try:
+            await self.consumer._emit(frame)
+        except wire.OutletClosed:
+            self.closed = self.stalled = True
+            if self.consumer._listen is not None:
+                self.consumer._listen.close_soon(CloseReason.STALLED)
+            if self.serving is not None:
+                self.serving.cancel()
+            raise anyio.ClosedResourceError() from None
 
 
 def _internal_error(request: JSONRPCRequest) -> bytes:
