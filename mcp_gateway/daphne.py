@@ -64,6 +64,7 @@ from .exceptions import GatewayError, RequestTimeout
 from .http import body_limit, body_refusal, error_body, json_bytes, response_headers
 from .redaction import redact
 from .sessions.mailbox import Mailbox
+from .webrequest import skip_form_parsing
 
 logger = logging.getLogger("mcp_gateway")
 
@@ -365,7 +366,15 @@ class GatewayChannel(http.HTTPChannel):
 
 
 class GatewayWebRequest(WebRequest):  # type: ignore[misc]  # daphne publishes no type information
-    """daphne's request, whose body its connection counts before it is kept (:class:`GatewayChannel`)."""
+    """daphne's request, whose body its connection counts before it is kept (:class:`GatewayChannel`).
+
+    Its body is never parsed as a form (:func:`~mcp_gateway.webrequest.skip_form_parsing`): daphne hands the
+    application the raw body.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        skip_form_parsing(self)
 
     def handleContentChunk(self, data: bytes) -> None:
         channel = self.channel

@@ -36,3 +36,16 @@ def test_twisted_parses_a_form_body_otherwise() -> None:
     """What the switch turns off (so the test above can fail)."""
     request = _received(http.Request(DummyChannel()), b"application/x-www-form-urlencoded")
     assert request.args[b"a"] == [b"1"]
+
+
+def test_the_launchers_requests_skip_it() -> None:
+    """``mcp_gateway.daphne.GatewayWebRequest`` turns the parsing off as it is made."""
+    from types import SimpleNamespace
+
+    from mcp_gateway.daphne import GatewayWebRequest
+
+    channel = DummyChannel()
+    channel.factory = SimpleNamespace(server=SimpleNamespace(protocol_connected=lambda request: None))
+    request = _received(GatewayWebRequest(channel), b"application/x-www-form-urlencoded")
+    assert request.args == {b"session_id": [b"x"]}
+    assert request.content.read() == BODY
