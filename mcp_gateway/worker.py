@@ -9,7 +9,7 @@ A session runs in one worker, the one that opened it, as a
   each record, through which other workers reach its sessions, and which
   hears of every revoked credential (:mod:`~mcp_gateway.credcache`);
 - the sweep (:class:`Sweeper`), the keepalive of its streams
-  (:class:`Keepalive`), its lease (:class:`~mcp_gateway.lease.WorkerLease`)
+  (:class:`~mcp_gateway.keepalive.Keepalive`), its lease (:class:`~mcp_gateway.lease.WorkerLease`)
   and its client usage counts (:class:`~mcp_gateway.usage.UsageCounter`);
   each is one task for the whole worker, started once on the running loop by
   :meth:`Worker.start`, in a context of its own: they serve every session, so
@@ -28,7 +28,7 @@ import contextlib
 import contextvars
 import logging
 from collections.abc import Coroutine, Mapping
-from typing import Any, Protocol
+from typing import Any
 
 import anyio
 from channels.db import database_sync_to_async
@@ -41,6 +41,7 @@ from mcp_sessions.models import CloseReason, McpSession
 from .conf import gateway_settings
 from .credcache import RevocationFeed, credential_cache
 from .exceptions import ServiceUnavailable, SessionNotFound
+from .keepalive import Keepalive
 from .lease import WorkerLease
 from .listeners import ListenRegistry, Swept
 from .modern.lifespan import lifespans
@@ -72,7 +73,7 @@ class Worker:
         self.listens = ListenRegistry()
         self.inbox = WorkerInbox(self)
         self.sweeper = Sweeper(self)
-        self.keepalive = Keepalive(self)
+        self.keepalive = Keepalive(self.start)
         # Its heartbeat closes the records open on this worker that no host here holds.
         self.lease = WorkerLease(start=self.start, live_sessions=self.live_records)
         # Joins the inbox to the group that hears of revoked credentials, before this worker caches one.
@@ -402,53 +403,6 @@ class Sweeper:
                 host.close_soon(CloseReason.REVOKED)  # closed elsewhere; the record keeps its own reason
             elif idle_timeout is not None and (now - host.last_seen).total_seconds() > idle_timeout:
                 host.close_soon(CloseReason.EXPIRED)
-
-
-class Pinged(Protocol):
-    """An open stream (a transport's consumer): it writes a ping when told one is due."""
-
-    def ping_due(self) -> None: ...
-
-
-class Keepalive:
-    """Pings every open stream of this worker each ``PING_INTERVAL``, from one task.
-
-    Not a timer per stream: thousands of idle streams cost one set entry
-    each, and the loop's timer heap stays small. A stream's first ping comes
-    within one interval of its opening.
-    """
-
-    def __init__(self, worker: Worker) -> None:
-        self._worker = worker
-        self._streams: set[Pinged] = set()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._task: asyncio.Task[None] | None = None
-
-    def add(self, stream: Pinged) -> None:
-        loop = asyncio.get_running_loop()
-        if loop is not self._loop:
-            # A new event loop (asyncio.run again): the old loop's streams are over.
-            self._streams, self._loop = set(), loop
-        if self._task is None or self._task.done() or self._task.get_loop() is not loop:
-            self._task = self._worker.start(self._run())
-        self._streams.add(stream)
-
-    def discard(self, stream: Pinged) -> None:
-        self._streams.discard(stream)
-
-    def credentials_revoked(self, message: dict[str, Any]) -> None:
-        """Tell the open streams that credentials were revoked: a 2026-07-28 one (a listen stream) has no session
-        to be revoked with, so it ends itself if its credential is among them."""
-        for stream in list(self._streams):
-            revoked = getattr(stream, "credentials_revoked", None)
-            if revoked is not None:
-                revoked(message)
-
-    async def _run(self) -> None:
-        while self._streams:
-            await asyncio.sleep(gateway_settings.PING_INTERVAL)
-            for stream in list(self._streams):
-                stream.ping_due()
 
 
 worker = Worker()
