@@ -15,17 +15,18 @@ allocations, a short-lived client's objects are freed (by reference counting,
 or by a young collection, which only scans what is young) before they are
 promoted, so the oldest generation grows only by what lives on: full
 collections come when held sessions really grow by a quarter. A young
-collection then scans at most some tens of thousands of objects, a few
-milliseconds; cyclic garbage waits that much longer, a few MB at most.
+collection then scans at most about a hundred thousand objects, tens of
+milliseconds at worst; cyclic garbage waits that much longer, a few MB at most.
 """
 
 from __future__ import annotations
 
 import gc
 
-# Collect generation 0 every 50,000 net allocations (CPython: 700), generation 1 every 20 of those (10), and the
-# oldest after 10 of those (CPython's, and only once it has grown by a quarter since the last full collection).
-THRESHOLDS = (50_000, 20, 10)
+# Collect generation 0 every 10,000 net allocations (CPython: 700), generation 1 every 10 of those (CPython's), and
+# the oldest after 10 of those (CPython's, and only once it has grown by a quarter since the last full collection).
+# 50,000 and 20 made a generation-1 collection during a burst of opens scan up to a million objects (200 ms).
+THRESHOLDS = (10_000, 10, 10)
 
 
 def tune_collector() -> None:
