@@ -9,7 +9,7 @@ A session runs in one worker, the one that opened it, as a
   each record, through which other workers reach its sessions, and which
   hears of every revoked credential (:mod:`~mcp_gateway.credcache`);
 - the sweep (:class:`Sweeper`), the keepalive of its streams
-  (:class:`Keepalive`), its lease (:class:`~mcp_gateway.lease.WorkerLease`)
+  (:class:`~mcp_gateway.keepalive.Keepalive`), its lease (:class:`~mcp_gateway.lease.WorkerLease`)
   and its client usage counts (:class:`~mcp_gateway.usage.UsageCounter`);
   each is one task for the whole worker, started once on the running loop by
   :meth:`Worker.start`, in a context of its own: they serve every session, so
@@ -27,8 +27,8 @@ import asyncio
 import contextlib
 import contextvars
 import logging
-from collections.abc import Coroutine, Mapping
-from typing import Any, Protocol
+from collections.abc import AsyncIterator, Coroutine, Mapping
+from typing import Any
 
 import anyio
 from channels.db import database_sync_to_async
@@ -41,6 +41,7 @@ from mcp_sessions.models import CloseReason, McpSession
 from .conf import gateway_settings
 from .credcache import RevocationFeed, credential_cache
 from .exceptions import ServiceUnavailable, SessionNotFound
+from .keepalive import Keepalive
 from .lease import WorkerLease
 from .listeners import ListenRegistry, Swept
 from .modern.lifespan import lifespans
@@ -69,6 +70,9 @@ ATTACH_TIMEOUT = 5.0
 # Channel layers that only carry messages within one process: a session's messages all come from this worker.
 PROCESS_LOCAL_LAYERS: tuple[type[BaseChannelLayer], ...] = (InMemoryChannelLayer,)
 
+# Sessions the sweep visits per loop turn: 10,000 of them in one turn held up every request for tens of ms.
+SWEEP_SLICE = 256
+
 
 class Worker:
     """This process, as the sessions and connections in it see it; see the module docstring."""
@@ -84,7 +88,7 @@ class Worker:
         self.senders = Senders()
         self.inbox = WorkerInbox(self)
         self.sweeper = Sweeper(self)
-        self.keepalive = Keepalive(self)
+        self.keepalive = Keepalive(self.start)
         # Its heartbeat closes the records open on this worker that no host here holds.
         self.lease = WorkerLease(start=self.start, live_sessions=self.live_records)
         # Joins the inbox to the group that hears of revoked credentials, before this worker caches one.
@@ -419,68 +423,31 @@ class Sweeper:
         hosts = [host for host in self._worker.swept() if host.running_on(loop)]
         if not hosts:
             return
-        for host in hosts:
+        changes: dict[int, dict[str, Any] | None] = {}
+        async for host in _a_slice_per_turn(hosts):
             host.schedule_deadline()
             host.sync_use()  # a request in progress across a sweep counts as use; a short one costs nothing
-        changes = {host.pk: host.pending_activity() for host in hosts}
+            changes[host.pk] = host.pending_activity()
         still_open, written = await database_sync_to_async(McpSession.objects.record_activity)(changes)
-        for host in hosts:
-            if host.pk in written and (fields := changes[host.pk]):
-                host.activity_saved(fields)
         idle_timeout = gateway_settings.IDLE_TIMEOUT
         now = timezone.now()
-        for host in hosts:
+        async for host in _a_slice_per_turn(hosts):
+            if host.pk in written and (fields := changes[host.pk]):
+                host.activity_saved(fields)
+            if not host.running_on(loop):
+                continue  # it closed meanwhile
             if host.pk not in still_open:
                 host.close_soon(CloseReason.REVOKED)  # closed elsewhere; the record keeps its own reason
             elif idle_timeout is not None and (now - host.last_seen).total_seconds() > idle_timeout:
                 host.close_soon(CloseReason.EXPIRED)
 
 
-class Pinged(Protocol):
-    """An open stream (a transport's consumer): it writes a ping when told one is due."""
-
-    def ping_due(self) -> None: ...
-
-
-class Keepalive:
-    """Pings every open stream of this worker each ``PING_INTERVAL``, from one task.
-
-    Not a timer per stream: thousands of idle streams cost one set entry
-    each, and the loop's timer heap stays small. A stream's first ping comes
-    within one interval of its opening.
-    """
-
-    def __init__(self, worker: Worker) -> None:
-        self._worker = worker
-        self._streams: set[Pinged] = set()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._task: asyncio.Task[None] | None = None
-
-    def add(self, stream: Pinged) -> None:
-        loop = asyncio.get_running_loop()
-        if loop is not self._loop:
-            # A new event loop (asyncio.run again): the old loop's streams are over.
-            self._streams, self._loop = set(), loop
-        if self._task is None or self._task.done() or self._task.get_loop() is not loop:
-            self._task = self._worker.start(self._run())
-        self._streams.add(stream)
-
-    def discard(self, stream: Pinged) -> None:
-        self._streams.discard(stream)
-
-    def credentials_revoked(self, message: dict[str, Any]) -> None:
-        """Tell the open streams that credentials were revoked: a 2026-07-28 one (a listen stream) has no session
-        to be revoked with, so it ends itself if its credential is among them."""
-        for stream in list(self._streams):
-            revoked = getattr(stream, "credentials_revoked", None)
-            if revoked is not None:
-                revoked(message)
-
-    async def _run(self) -> None:
-        while self._streams:
-            await asyncio.sleep(gateway_settings.PING_INTERVAL)
-            for stream in list(self._streams):
-                stream.ping_due()
+async def _a_slice_per_turn(hosts: list[Swept]) -> AsyncIterator[Swept]:
+    """``hosts`` one by one, letting the loop run whatever waits after each :data:`SWEEP_SLICE` of them."""
+    for n, host in enumerate(hosts):
+        if n and not n % SWEEP_SLICE:
+            await asyncio.sleep(0)
+        yield host
 
 
 worker = Worker()

@@ -171,7 +171,12 @@ class McpSessionManager(_McpSessionBaseManager["McpSession"]):
         with transaction.atomic():
             if limit is not None:
                 get_user_model()._default_manager.select_for_update().filter(pk=user.pk).exists()
-                make_room(self.filter(user=user).open().leased(lease), limit)
+                mine = self.filter(user=user).open()
+                # Under the cap counting every open record, it is under it counting the leased ones: nothing to
+                # evict. That count is the ``(user, closed_at)`` index's alone, and stops at ``limit``; the
+                # leased count joins each record's worker, which cost an open 5 ms at 8,000 of its user's.
+                if mine.order_by()[:limit].count() >= limit:
+                    make_room(mine.leased(lease), limit)
             return self.create(user=user, **fields)
 
     def end_own(self, user: Any, pk: int, *, remote_addr: str | None = None) -> int:

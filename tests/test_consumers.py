@@ -237,38 +237,6 @@ async def test_workers_recover_when_the_database_drops_their_connections(
         assert set(statuses) <= {202, 503}, "a dropped connection must never surface as a 500"
 
 
-async def test_one_keepalive_task_pings_every_stream_until_it_leaves(settings: Any) -> None:
-    from mcp_gateway.worker import Keepalive, worker
-
-    settings.MCP_GATEWAY_PING_INTERVAL = 0.05
-
-    class Stream:
-        def __init__(self) -> None:
-            self.pings = 0
-
-        def ping_due(self) -> None:
-            self.pings += 1
-
-    async def until(condition: Any) -> None:
-        with anyio.fail_after(5):
-            while not condition():
-                await asyncio.sleep(0.01)
-
-    keepalive = Keepalive(worker)
-    first, second = Stream(), Stream()
-    keepalive.add(first)  # type: ignore[arg-type]
-    task = keepalive._task
-    keepalive.add(second)  # type: ignore[arg-type]
-    assert keepalive._task is task, "one task for all streams"
-    await until(lambda: first.pings >= 2 and second.pings >= 2)
-    keepalive.discard(first)  # type: ignore[arg-type]
-    pinged, seen = first.pings, second.pings
-    await until(lambda: second.pings >= seen + 3)
-    assert first.pings == pinged
-    keepalive.discard(second)  # type: ignore[arg-type]
-    await asyncio.wait_for(task, 5)  # no streams left: the task ends
-
-
 @pytest.mark.parametrize("failure", [ConnectionError("Redis went away"), TimeoutError()], ids=["connection", "timeout"])
 async def test_a_message_the_channel_layer_fails_to_take_is_refused_503_on_both_transports(
     monkeypatch: pytest.MonkeyPatch, failure: Exception

@@ -97,7 +97,7 @@ class StreamConsumer(GatewayConsumer):
         await self._write(sse.comment("stream"))
 
     def start_keepalive(self) -> None:
-        """Ping every ``PING_INTERVAL`` while the stream lives (see :class:`~mcp_gateway.worker.Keepalive`)."""
+        """Ping every ``PING_INTERVAL`` while the stream lives (see :class:`~mcp_gateway.keepalive.Keepalive`)."""
         worker.keepalive.add(self)
 
     def ping_due(self) -> None:
