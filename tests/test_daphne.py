@@ -18,6 +18,7 @@ import anyio
 import httpx2
 import pytest
 
+from mcp_gateway.collector import THRESHOLDS
 from mcp_gateway.daphne import ApplicationQueue, RedactingAccessLog
 from mcp_sessions.models import AuditEvent, AuditKind, CloseReason, McpSession
 
@@ -70,7 +71,7 @@ async def test_an_empty_queue_is_still_true() -> None:
 
 
 @pytest.mark.parametrize(("args", "frozen"), [([], True), (["--no-gc-freeze"], False)], ids=["default", "opt-out"])
-def test_the_objects_of_the_loaded_application_are_frozen_unless_asked_not_to(
+def test_the_loaded_application_is_frozen_and_the_collector_tuned_unless_asked_not_to(
     args: list[str], frozen: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import gc
@@ -89,12 +90,15 @@ def test_the_objects_of_the_loaded_application_are_frozen_unless_asked_not_to(
     monkeypatch.setattr(Server, "run", lambda server: None)
     CommandLineInterface().run([*args, "demo.asgi:application"])
     before = gc.get_freeze_count()  # not 0 on every Python: 3.12 freezes some objects of its own
+    thresholds = gc.get_threshold()
     try:
         servers[0].run()
         assert (gc.get_freeze_count() > before) is frozen
+        assert (gc.get_threshold() == THRESHOLDS) is frozen
     finally:
         if gc.get_freeze_count() > before:
             gc.unfreeze()
+        gc.set_threshold(*thresholds)
 
 
 # The launcher's request limits: real launcher processes, raw sockets (to choose Content-Length or chunked, and
