@@ -20,7 +20,7 @@ from mcp_gateway.mounts import Mount  # noqa: E402
 from mcp_gateway.permissions import require  # noqa: E402
 from mcp_gateway.routing import DEFAULT_GUARDS, McpRouter  # noqa: E402
 
-mcp = MCPServer("bench-permissions")
+mcp = MCPServer("bench-permissions", log_level="WARNING")  # as bench.servers: no INFO line per request
 
 
 @mcp.tool()

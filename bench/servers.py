@@ -8,7 +8,10 @@ from mcp.server.mcpserver import MCPServer
 
 from bench import floor
 
-mcp = MCPServer("bench")
+# WARNING: the SDK logs every request at INFO through a ``rich`` handler it installs on the root logger when no
+# handler is there (MCPServer calls ``logging.basicConfig``); rendering those lines was a large share of a call on
+# every side of the comparison, and a deployment logs at WARNING.
+mcp = MCPServer("bench", log_level="WARNING")
 
 
 @mcp.tool()
