@@ -11,3 +11,6 @@ LOGGING = {"version": 1, "disable_existing_loggers": False, "root": {"level": "W
 # Limits stay on, so their cost is measured, but high enough that one benchmark user never reaches them.
 MCP_GATEWAY_MAX_SESSIONS_PER_USER = 1_000_000
 MCP_GATEWAY_RATE_LIMIT = (1_000_000_000, 60)
+# bench/idle.py compares parking settings: "off" turns parking off.
+if (_park_after := os.environ.get("MCP_BENCH_PARK_AFTER")) is not None:
+    MCP_GATEWAY_PARK_AFTER = None if _park_after == "off" else float(_park_after)

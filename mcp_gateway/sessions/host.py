@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -28,7 +29,7 @@ from channels.db import database_sync_to_async
 from channels.exceptions import ChannelFull
 from channels.layers import BaseChannelLayer
 from django.utils import timezone
-from mcp_types import JSONRPCRequest, jsonrpc_message_adapter
+from mcp_types import JSONRPCMessage, JSONRPCRequest, jsonrpc_message_adapter
 from pydantic import ValidationError
 
 from mcp_sessions import audit
@@ -266,7 +267,12 @@ class SessionHost:
         try:
             with scope:
                 while True:
-                    await self._dispatch(await self._mail.get())
+                    message = await self._next_message()
+                    if message is None:
+                        # Parked with nothing to read: no task either, until the next message (see post()).
+                        self._task = self._scope = None
+                        return
+                    await self._dispatch(message)
             # Closed by close() or close_soon().
             reason = self._close_reason or CloseReason.SERVER_SHUTDOWN
         except asyncio.CancelledError:
@@ -281,14 +287,58 @@ class SessionHost:
             logger.exception("MCP session %s failed", self.ref)
         await self._close_now(reason)
 
+    async def _next_message(self) -> Mapping[str, Any] | None:
+        """The next message of the inbox; None once the server loop was parked and none came meanwhile.
+
+        A loop is parked (see :mod:`.parking`) once it has been idle for
+        ``PARK_AFTER`` seconds; it is waited for, and then its inbox, a
+        timer's worth at a time, only while a loop runs.
+        """
+        park_after = gateway_settings.PARK_AFTER
+        while True:
+            actor = self.actor
+            if park_after is None or actor is None or self._actor_task is None or self._mail:
+                return await self._mail.get()
+            left = actor.last_active + park_after - time.monotonic()
+            if left <= 0:
+                if actor.parkable:
+                    await self._park(actor, self._actor_task)
+                    if not self._mail:
+                        return None
+                    continue
+                left = park_after
+            with anyio.move_on_after(left):
+                return await self._mail.get()
+
+    async def _park(self, actor: SessionActor, task: asyncio.Task[None]) -> None:
+        """Stop the idle server loop of ``actor`` (which ``task`` runs), keeping the session's state."""
+        actor.park(self._resume_for_server)
+        await asyncio.wait([task])
+
+    async def _resume_for_server(self) -> Any:
+        """A parked session's server sends something: serve it again; the outbound to send it by (None: closing)."""
+        task = self._actor_task
+        if task is not None and self.actor is not None and self.actor.parking:
+            await asyncio.wait([task])  # being parked still: then resumed
+        if not self.accepting or self._loop is None:
+            return None
+        actor = self._actor(None)
+        if self._task is None:
+            self._wake()  # its inbox is read again, and the loop parked again once idle
+        return await actor.serving()
+
     async def _serve(self) -> None:
-        """The MCP server loop; the session closes with it."""
+        """The MCP server loop; the session closes with it, unless it was parked."""
         assert self.actor is not None
         try:
             with self._actor_scope:
                 await self.actor.run()
             if self._actor_scope.cancel_called:
                 return  # stopped by _close_now: the session is closing already
+            if self.actor.parking:
+                self.actor.parked()
+                self._actor_task = None
+                return
         except Exception:
             logger.exception("MCP session %s failed", self.ref)
             self.close_soon(CloseReason.SERVER_ERROR)
@@ -333,6 +383,8 @@ class SessionHost:
                 self._unwritten = reason
                 self._site.sweep_soon()
             if self.actor is not None:
+                with contextlib.suppress(Exception):
+                    await self.actor.end()
                 # The actor's sink is the streams' router: without it, the session's objects (its buffered
                 # events first) are freed now by reference counting, not at the next full collection.
                 self.actor.release()
@@ -423,7 +475,7 @@ class SessionHost:
                 parsed = jsonrpc_message_adapter.validate_json(message["body"], by_name=False)
             except ValidationError:
                 return  # validated by the POST handler in its worker; nothing else sends here
-        actor = self._actor()
+        actor = self._actor(parsed)
         reply_to = message.get("reply_to")
         if reply_to and isinstance(parsed, JSONRPCRequest):
             if not await self.streams.open_request(parsed.id, reply_to, self._outlet_for):
@@ -434,8 +486,13 @@ class SessionHost:
     def _outlet_for(self, channel: str) -> Outlet:
         return self._site.outlet_for(self.layer, channel)
 
-    def _actor(self) -> SessionActor:
-        if self.actor is None:
+    def _actor(self, first: JSONRPCMessage | None) -> SessionActor:
+        """The actor, its server loop running: started with the ``first`` message, or resumed if parked."""
+        if self.actor is not None:
+            if self._actor_task is not None:
+                return self.actor
+            self.actor.resume()
+        else:
             context = GatewayRequestContext(
                 session_ref=self.ref,
                 transport=self.transport,
@@ -450,6 +507,8 @@ class SessionHost:
                 outbound_size=gateway_settings.OUTBOUND_QUEUE_SIZE,
                 max_in_flight=gateway_settings.MAX_REQUESTS_IN_FLIGHT,
             )
-            self._actor_scope = anyio.CancelScope()
-            self._actor_task = asyncio.get_running_loop().create_task(self._serve())
+            if first is not None:
+                self.actor.prepare(first, parkable=gateway_settings.PARK_AFTER is not None)
+        self._actor_scope = anyio.CancelScope()
+        self._actor_task = asyncio.get_running_loop().create_task(self._serve())
         return self.actor
