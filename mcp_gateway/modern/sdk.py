@@ -25,6 +25,7 @@ from mcp.server._streamable_http_modern import (
 )
 from mcp.server.lowlevel import Server
 from mcp.server.runner import _has_modern_envelope as has_modern_envelope
+from mcp.server.runner import _serve_modern_stream as serve_modern_stream
 from mcp.server.runner import modern_error_data
 from mcp.shared.jsonrpc_dispatcher import JSONRPCDispatcher
 
@@ -54,6 +55,7 @@ __all__ = [
     "own_request_handlers",
     "registered_functions",
     "request_ids_used",
+    "serve_modern_stream",
 ]
 
 

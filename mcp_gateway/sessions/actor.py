@@ -85,6 +85,7 @@ class SessionActor:
         self._initialize_id: Any = None
         self._client_known = False
         # Parking (see .parking): the SDK connection it keeps, the loop serving it now, and when it was last busy.
+        self.era: str | None = None
         self.connection: Connection | None = None
         self._dispatcher: Any = None
         self._started = anyio.Event()
@@ -100,7 +101,8 @@ class SessionActor:
 
     def prepare(self, first: JSONRPCMessage, *, parkable: bool) -> None:
         """Choose its loop for its ``first`` message: with ``parkable``, one that can park (see .parking)."""
-        if parkable and parking.opens_handshake(first):
+        self.era = parking.era_opened_by(first) if parkable else None
+        if self.era == parking.HANDSHAKE:
             self.connection = parking.new_connection()
             self._dispatcher = parking.dispatcher_for(
                 self._in_recv.clone(), self._out_send, self.connection, request_ids_used=0
@@ -110,10 +112,10 @@ class SessionActor:
     def parkable(self) -> bool:
         """Serving a parkable loop with nothing in progress: no request, no answer awaited, nothing queued."""
         return (
-            self._dispatcher is not None
+            self.era is not None
             and self._started.is_set()
             and not self._in_flight
-            and not awaits_answers(self._dispatcher)
+            and (self._dispatcher is None or not awaits_answers(self._dispatcher))
             and self._in_send.statistics().current_buffer_used == 0
             and self._out_recv.statistics().current_buffer_used == 0
         )
@@ -124,10 +126,10 @@ class SessionActor:
         The loop ends as it would at the end of its input: nothing is in
         progress (:attr:`parkable`), and whatever it has sent still reaches the sink.
         """
-        assert self.connection is not None and self._dispatcher is not None
         self.parking = True
-        self._request_ids = request_ids_used(self._dispatcher)
-        self.connection.outbound = parking.ParkedOutbound(resume)
+        if self.connection is not None:
+            self._request_ids = request_ids_used(self._dispatcher)
+            self.connection.outbound = parking.ParkedOutbound(resume)
         self._in_send.close()
 
     def parked(self) -> None:
@@ -138,13 +140,13 @@ class SessionActor:
 
     def resume(self) -> None:
         """Serve its parked connection again: :meth:`run` starts a new loop over new queues."""
-        assert self.connection is not None
         self.parking = False
         self._started = anyio.Event()
         self._open_queues()
-        self._dispatcher = parking.dispatcher_for(
-            self._in_recv.clone(), self._out_send, self.connection, request_ids_used=self._request_ids
-        )
+        if self.connection is not None:
+            self._dispatcher = parking.dispatcher_for(
+                self._in_recv.clone(), self._out_send, self.connection, request_ids_used=self._request_ids
+            )
         self.last_active = time.monotonic()
 
     async def serving(self) -> Any:
@@ -173,9 +175,11 @@ class SessionActor:
         options = self.server.create_initialization_options()
         try:
             async with anyio.create_task_group() as tg:
-                if self._dispatcher is not None:
-                    assert self.connection is not None
+                if self.connection is not None:
                     tg.start_soon(parking.serve, self.server, self._dispatcher, self.connection, self._started)
+                elif self.era == parking.MODERN:
+                    read = self._in_recv.clone()
+                    tg.start_soon(parking.serve_modern, self.server, read, self._out_send, self._started)
                 else:
                     # A clone: the SDK closes the stream it reads, and this end must still be drained.
                     tg.start_soon(self.server.run, self._in_recv.clone(), self._out_send, options)

@@ -231,6 +231,11 @@ class SessionHost:
         """Whether a connection carries one of its streams or a request is in progress: not to be evicted."""
         return self.streams.carrying or (self.actor is not None and self.actor.in_flight > 0)
 
+    @property
+    def parked(self) -> bool:
+        """Its MCP server loop is parked (see :mod:`.parking`): it holds the session's state, and no task."""
+        return self.actor is not None and self._actor_task is None and self.actor.era is not None
+
     def main_stream_changed(self) -> None:
         """Its main stream got a connection or lost it: tell the record at once (streams are long-lived)."""
         self.sync_use()

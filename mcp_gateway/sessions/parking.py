@@ -6,7 +6,11 @@ client's ``initialize`` parameters (its capabilities and info), whether it sent
 ``notifications/initialized``, the per-connection ``state`` a server's handlers
 keep (a log level, subscriptions) and its ``exit_stack``. Everything else of its
 loop (the JSON-RPC dispatcher, its task group, the handler kernel, the queues)
-is rebuilt from nothing. So a session served here runs the SDK's handshake-era
+is rebuilt from nothing. A 2026-07-28 session on a stream (the SDK's own client
+opens one over HTTP+SSE with ``server/discover``) keeps even less: each of its
+requests carries its own envelope, and its era is all it keeps.
+
+So a handshake-era session served here runs the SDK's handshake-era
 loop (:func:`serve`, what ``Server.run`` runs for a client opening with
 ``initialize``) on a ``Connection`` it owns: once idle for
 ``MCP_GATEWAY_PARK_AFTER`` seconds its loop is stopped and that ``Connection``
@@ -38,7 +42,7 @@ from mcp.shared.transport_context import TransportContext
 from mcp_types import CONNECTION_CLOSED, INVALID_REQUEST, JSONRPCMessage, JSONRPCRequest
 
 from ..modern.lifespan import lifespans
-from ..modern.sdk import continue_request_ids, has_modern_envelope
+from ..modern.sdk import continue_request_ids, has_modern_envelope, serve_modern_stream
 
 logger = logging.getLogger("mcp_gateway")
 
@@ -46,15 +50,18 @@ logger = logging.getLogger("mcp_gateway")
 Resume = Callable[[], Awaitable[Outbound | None]]
 
 
-def opens_handshake(message: JSONRPCMessage) -> bool:
-    """Whether ``message``, a session's first, opens the handshake era (as the SDK's dual-era loop decides).
+HANDSHAKE, MODERN = "handshake", "2026-07-28"
+
+
+def era_opened_by(message: JSONRPCMessage) -> str | None:
+    """The era ``message``, a session's first, opens (as the SDK's dual-era loop decides it).
 
     Only a request decides; a session whose first message is anything else is
-    served by ``Server.run`` as it is, and never parked.
+    served by ``Server.run`` as it is, and never parked (None).
     """
-    return isinstance(message, JSONRPCRequest) and (
-        message.method == "initialize" or not has_modern_envelope(message.params)
-    )
+    if not isinstance(message, JSONRPCRequest):
+        return None
+    return MODERN if message.method != "initialize" and has_modern_envelope(message.params) else HANDSHAKE
 
 
 def new_connection() -> Connection:
@@ -98,6 +105,13 @@ async def serve(
         return await runner.on_request(dctx, method, params)
 
     await dispatcher.run(on_request, runner.on_notify, task_status=_Started(started))
+
+
+async def serve_modern(server: Server[Any], read_stream: Any, write_stream: Any, started: anyio.Event) -> None:
+    """The SDK's 2026-07-28 loop over a session's streams (``initialize`` refused, every request enveloped)."""
+    lifespan_state = await lifespans.state(server)
+    started.set()
+    await serve_modern_stream(server, read_stream, write_stream, lifespan_state=lifespan_state, raise_exceptions=False)
 
 
 async def end(connection: Connection) -> None:
