@@ -198,7 +198,9 @@ def gateway(tmp: str, park_after: str | None) -> tuple[Launcher, dict[str, str]]
     subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=run_env, check=True)
     script = "from django.contrib.auth import get_user_model;get_user_model().objects.create_user('bench')"
     subprocess.run([sys.executable, "manage.py", "shell", "-c", script], cwd=ROOT, env=run_env, check=True)
-    out = subprocess.check_output([sys.executable, "manage.py", "demo_headers", "bench", "--json"], cwd=ROOT, env=run_env)
+    out = subprocess.check_output(
+        [sys.executable, "manage.py", "demo_headers", "bench", "--json"], cwd=ROOT, env=run_env
+    )
     server = Launcher("demo.asgi:application", env=env, args=("--access-log", "/dev/null"), log=False, name="gateway")
     return server, json.loads(out)
 

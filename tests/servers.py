@@ -67,7 +67,9 @@ async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.Call
         connection = ctx.session._connection  # a low-level server's handlers reach the connection only so
         capabilities = connection.client_capabilities
         state = {
-            "capabilities": capabilities.model_dump(mode="json", by_alias=True, exclude_none=True) if capabilities else None,
+            "capabilities": capabilities.model_dump(mode="json", by_alias=True, exclude_none=True)
+            if capabilities
+            else None,
             "level": connection.state.get("level"),
             "subscriptions": sorted(connection.state.get("subscriptions", ())),
             "protocol": connection.protocol_version,

@@ -143,7 +143,11 @@ async def test_a_server_notification_reaches_a_parked_session(
 
 
 async def test_revoking_a_parked_session_ends_its_stream(
-    start_daphne: Any, redis_settings: dict[str, Any], http: httpx2.AsyncClient, alice: Any, alice_headers: dict[str, str]
+    start_daphne: Any,
+    redis_settings: dict[str, Any],
+    http: httpx2.AsyncClient,
+    alice: Any,
+    alice_headers: dict[str, str],
 ) -> None:
     """From this process, through the channel layer both share (Redis), as the admin's revocation does."""
     server = start_daphne(overrides={**redis_settings, **PARKING})

@@ -94,9 +94,7 @@ class SessionActor:
         self.last_active = time.monotonic()
 
     def _open_queues(self) -> None:
-        self._in_send, self._in_recv = anyio.create_memory_object_stream[SessionMessage | Exception](
-            self._inbound_size
-        )
+        self._in_send, self._in_recv = anyio.create_memory_object_stream[SessionMessage | Exception](self._inbound_size)
         self._out_send, self._out_recv = anyio.create_memory_object_stream[SessionMessage](self._outbound_size)
 
     def prepare(self, first: JSONRPCMessage, *, parkable: bool) -> None:
@@ -135,8 +133,7 @@ class SessionActor:
     def parked(self) -> None:
         """Its loop has stopped (:meth:`park`): let go of all but the connection."""
         self._dispatcher = None
-        self._in_send, self._in_recv = parking.closed_queue()
-        self._out_send, self._out_recv = parking.closed_queue()
+        self._in_send, self._in_recv, self._out_send, self._out_recv = parking.CLOSED_QUEUES
 
     def resume(self) -> None:
         """Serve its parked connection again: :meth:`run` starts a new loop over new queues."""

@@ -7,7 +7,9 @@ client message), the session's streams
 (:class:`~mcp_gateway.sessions.pin.CredentialPin`) and an inbox: every
 message for the session, from this worker or another, is read from it in
 order by one task, which the first message (or the close) starts. An idle
-session holds no task and no timer.
+session holds no task and no timer: once its server loop has been idle for
+``PARK_AFTER`` seconds, the loop is parked (see :mod:`.parking`), and that task
+ends too, until the next message.
 
 The host belongs to its worker (:class:`~mcp_gateway.worker.Worker`), which
 registers it, sweeps it, and reaches it; the host knows the worker only as a
@@ -19,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -42,6 +43,7 @@ from ..context import GatewayRequestContext
 from .actor import SessionActor
 from .events import EventBuffer
 from .mailbox import Mailbox
+from .parking import Parking
 from .pin import CredentialPin
 from .site import DEFAULT_INBOX_CAPACITY, EVICTION_GRACE, SessionClosing, Site
 from .streams import Outlet, SessionStreams
@@ -50,7 +52,7 @@ from .usage import UsageFlag
 logger = logging.getLogger("mcp_gateway")
 
 
-class SessionHost:
+class SessionHost(Parking):
     """One live session in this worker; see the module docstring."""
 
     # Slots, not a __dict__: every open session holds one of these, idle or not.
@@ -291,46 +293,6 @@ class SessionHost:
             reason = CloseReason.SERVER_ERROR
             logger.exception("MCP session %s failed", self.ref)
         await self._close_now(reason)
-
-    async def _next_message(self) -> Mapping[str, Any] | None:
-        """The next message of the inbox; None once the server loop was parked and none came meanwhile.
-
-        A loop is parked (see :mod:`.parking`) once it has been idle for
-        ``PARK_AFTER`` seconds; it is waited for, and then its inbox, a
-        timer's worth at a time, only while a loop runs.
-        """
-        park_after = gateway_settings.PARK_AFTER
-        while True:
-            actor = self.actor
-            if park_after is None or actor is None or self._actor_task is None or self._mail:
-                return await self._mail.get()
-            left = actor.last_active + park_after - time.monotonic()
-            if left <= 0:
-                if actor.parkable:
-                    await self._park(actor, self._actor_task)
-                    if not self._mail:
-                        return None
-                    continue
-                left = park_after
-            with anyio.move_on_after(left):
-                return await self._mail.get()
-
-    async def _park(self, actor: SessionActor, task: asyncio.Task[None]) -> None:
-        """Stop the idle server loop of ``actor`` (which ``task`` runs), keeping the session's state."""
-        actor.park(self._resume_for_server)
-        await asyncio.wait([task])
-
-    async def _resume_for_server(self) -> Any:
-        """A parked session's server sends something: serve it again; the outbound to send it by (None: closing)."""
-        task = self._actor_task
-        if task is not None and self.actor is not None and self.actor.parking:
-            await asyncio.wait([task])  # being parked still: then resumed
-        if not self.accepting or self._loop is None:
-            return None
-        actor = self._actor(None)
-        if self._task is None:
-            self._wake()  # its inbox is read again, and the loop parked again once idle
-        return await actor.serving()
 
     async def _serve(self) -> None:
         """The MCP server loop; the session closes with it, unless it was parked."""

@@ -26,9 +26,11 @@ task to keep a lifespan of its own entered.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from mcp.server.connection import Connection
@@ -41,8 +43,13 @@ from mcp.shared.message import SessionMessage
 from mcp.shared.transport_context import TransportContext
 from mcp_types import CONNECTION_CLOSED, INVALID_REQUEST, JSONRPCMessage, JSONRPCRequest
 
+from ..conf import gateway_settings
 from ..modern.lifespan import lifespans
 from ..modern.sdk import continue_request_ids, has_modern_envelope, serve_modern_stream
+
+if TYPE_CHECKING:
+    from .actor import SessionActor
+    from .mailbox import Mailbox
 
 logger = logging.getLogger("mcp_gateway")
 
@@ -176,9 +183,81 @@ class _Started:
         self._event.set()
 
 
-def closed_queue() -> tuple[Any, Any]:
-    """A closed pair of memory streams: what a parked session's queues are, holding nothing."""
+def _closed_queues() -> tuple[Any, Any, Any, Any]:
     send, receive = anyio.create_memory_object_stream[SessionMessage](0)
     send.close()
     receive.close()
-    return send, receive
+    return send, receive, send, receive
+
+
+# What every parked session's queues are: closed, holding nothing, shared.
+CLOSED_QUEUES = _closed_queues()
+
+
+class Parking:
+    """What a :class:`~.host.SessionHost` does to park its server loop, and to resume it for its server.
+
+    The host's inbox task parks the loop (:meth:`_next_message`); a client
+    message resumes it (the host's ``_actor``), and so does what the server
+    sends a parked session (:meth:`_resume_for_server`).
+    """
+
+    __slots__ = ()
+    # The host's, see SessionHost.
+    actor: SessionActor | None
+    _actor_task: asyncio.Task[None] | None
+    _loop: asyncio.AbstractEventLoop | None
+    _mail: Mailbox
+    _task: asyncio.Task[None] | None
+
+    @property
+    def accepting(self) -> bool:
+        raise NotImplementedError
+
+    def _actor(self, first: JSONRPCMessage | None) -> SessionActor:
+        raise NotImplementedError
+
+    def _wake(self) -> None:
+        raise NotImplementedError
+
+    async def _next_message(self) -> Mapping[str, Any] | None:
+        """The next message of the inbox; None once the server loop was parked and none came meanwhile.
+
+        A loop is parked (see :mod:`.parking`) once it has been idle for
+        ``PARK_AFTER`` seconds; it is waited for, and then its inbox, a
+        timer's worth at a time, only while a loop runs.
+        """
+        park_after = gateway_settings.PARK_AFTER
+        while True:
+            actor = self.actor
+            if park_after is None or actor is None or self._actor_task is None or self._mail:
+                message: Mapping[str, Any] = await self._mail.get()
+                return message
+            left = actor.last_active + park_after - time.monotonic()
+            if left <= 0:
+                if actor.parkable:
+                    await self._park(actor, self._actor_task)
+                    if not self._mail:
+                        return None
+                    continue
+                left = park_after
+            with anyio.move_on_after(left):
+                message = await self._mail.get()
+                return message
+
+    async def _park(self, actor: SessionActor, task: asyncio.Task[None]) -> None:
+        """Stop the idle server loop of ``actor`` (which ``task`` runs), keeping the session's state."""
+        actor.park(self._resume_for_server)
+        await asyncio.wait([task])
+
+    async def _resume_for_server(self) -> Any:
+        """A parked session's server sends something: serve it again; the outbound to send it by (None: closing)."""
+        task = self._actor_task
+        if task is not None and self.actor is not None and self.actor.parking:
+            await asyncio.wait([task])  # being parked still: then resumed
+        if not self.accepting or self._loop is None:
+            return None
+        actor = self._actor(None)
+        if self._task is None:
+            self._wake()  # its inbox is read again, and the loop parked again once idle
+        return await actor.serving()
