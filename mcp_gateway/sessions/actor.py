@@ -62,6 +62,33 @@ class Activity:
 
 
 class SessionActor:
+    # Slots, not a __dict__: every session keeps its actor, parked or not.
+    __slots__ = (
+        "_client_known",
+        "_dispatcher",
+        "_flushed",
+        "_in_flight",
+        "_in_recv",
+        "_in_send",
+        "_inbound_size",
+        "_initialize_id",
+        "_out_recv",
+        "_out_send",
+        "_outbound_size",
+        "_request_ids",
+        "_started",
+        "activity",
+        "connection",
+        "context",
+        "era",
+        "last_active",
+        "last_seen",
+        "max_in_flight",
+        "parking",
+        "server",
+        "sink",
+    )
+
     def __init__(
         self,
         server: Server[Any],
@@ -134,6 +161,7 @@ class SessionActor:
         """Its loop has stopped (:meth:`park`): let go of all but the connection."""
         self._dispatcher = None
         self._in_send, self._in_recv, self._out_send, self._out_recv = parking.CLOSED_QUEUES
+        del self._started  # resume() makes a new one
 
     def resume(self) -> None:
         """Serve its parked connection again: :meth:`run` starts a new loop over new queues."""
