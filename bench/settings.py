@@ -18,3 +18,6 @@ MCP_GATEWAY_MAX_SESSIONS_PER_USER = 1_000_000
 MCP_GATEWAY_RATE_LIMIT = (1_000_000_000, 60)
 
 globals().update(json.loads(os.environ.get("MCP_TEST_OVERRIDES", "{}")))
+# bench/idle.py compares parking settings: "off" turns parking off.
+if (_park_after := os.environ.get("MCP_BENCH_PARK_AFTER")) is not None:
+    MCP_GATEWAY_PARK_AFTER = None if _park_after == "off" else float(_park_after)

@@ -94,6 +94,9 @@ class GatewaySettings:
     RESUME_TIMEOUT = Setting[float](30.0)
     # Seconds a stream may stay unwritable before it is closed as stalled.
     STALL_TIMEOUT = Setting[float](10.0)
+    # Seconds a handshake-era session may sit idle (no request in progress, nothing queued) before its MCP
+    # server loop is stopped and only its state kept (it resumes with the next message); None: never park.
+    PARK_AFTER = Setting[float | None](10.0)
     # Seconds without a client message before a session is closed; None: never.
     IDLE_TIMEOUT = Setting[float | None](3600.0)
     # Seconds a session may live at most (a token's own expiry may end it sooner); None: no limit.

@@ -1,6 +1,7 @@
 """A low-level MCP server for the tests: knows its user, and can flood a slow client."""
 
 import json
+import weakref
 from typing import Any
 
 import anyio
@@ -22,6 +23,16 @@ TOOLS = [
         input_schema={"type": "object", "properties": {"steps": {"type": "integer"}}, "required": ["steps"]},
     ),
     types.Tool(name="headers", description="The request headers it sees, as JSON.", input_schema={"type": "object"}),
+    types.Tool(
+        name="session",
+        description="What the session's connection holds: the client's capabilities, its log level, subscriptions.",
+        input_schema={"type": "object"},
+    ),
+    types.Tool(
+        name="touch",
+        description="Tell every session subscribed to URI that it changed.",
+        input_schema={"type": "object", "properties": {"uri": {"type": "string"}}, "required": ["uri"]},
+    ),
     types.Tool(
         name="sleep",
         description="Wait SECONDS (with NOTIFY, after a progress notification saying it began), then answer.",
@@ -52,6 +63,23 @@ async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.Call
         text = f"{steps} steps"
     elif params.name == "headers":
         text = json.dumps(dict(get_request_context(ctx).headers))
+    elif params.name == "session":
+        connection = ctx.session._connection  # a low-level server's handlers reach the connection only so
+        capabilities = connection.client_capabilities
+        state = {
+            "capabilities": capabilities.model_dump(mode="json", by_alias=True, exclude_none=True)
+            if capabilities
+            else None,
+            "level": connection.state.get("level"),
+            "subscriptions": sorted(connection.state.get("subscriptions", ())),
+            "protocol": connection.protocol_version,
+        }
+        text = json.dumps(state)
+    elif params.name == "touch":
+        uri = str((params.arguments or {})["uri"])
+        for connection in list(SUBSCRIBERS.get(uri, ())):
+            await connection.send_resource_updated(uri)
+        text = "touched"
     elif params.name == "sleep":
         if (params.arguments or {}).get("notify"):
             await ctx.session.send_progress_notification(
@@ -64,4 +92,21 @@ async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.Call
     return types.CallToolResult(content=[types.TextContent(type="text", text=text)])
 
 
-lowlevel = Server("test-lowlevel", on_list_tools=list_tools, on_call_tool=call_tool)
+# The connections subscribed to each URI (weakly: a closed session's connection is dropped).
+SUBSCRIBERS: dict[str, weakref.WeakSet[Any]] = {}
+
+
+async def subscribe(ctx: Any, params: types.SubscribeRequestParams) -> types.EmptyResult:
+    connection = ctx.session._connection
+    connection.state.setdefault("subscriptions", set()).add(str(params.uri))
+    SUBSCRIBERS.setdefault(str(params.uri), weakref.WeakSet()).add(connection)
+    return types.EmptyResult()
+
+
+async def set_level(ctx: Any, params: types.SetLevelRequestParams) -> types.EmptyResult:
+    ctx.session._connection.state["level"] = params.level
+    return types.EmptyResult()
+
+
+lowlevel = Server("test-lowlevel", on_list_tools=list_tools, on_call_tool=call_tool, on_subscribe_resource=subscribe)
+lowlevel.add_request_handler("logging/setLevel", types.SetLevelRequestParams, set_level)

@@ -41,8 +41,16 @@ async def count_usage(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"pending": worker.usage.pending})
 
 
+async def parked_count(request: HttpRequest) -> JsonResponse:
+    """How many sessions of this server have their MCP server loop parked (mcp_gateway/sessions/parking.py)."""
+    from mcp_gateway.worker import worker
+
+    return JsonResponse({"parked": sum(host.parked for host in list(worker._hosts.values()))})
+
+
 urlpatterns = [
     path("_test/tasks", task_count),
+    path("_test/parked", parked_count),
     path("_test/usage", count_usage),
     path("", include("demo.urls")),
 ]

@@ -25,7 +25,9 @@ from mcp.server._streamable_http_modern import (
 )
 from mcp.server.lowlevel import Server
 from mcp.server.runner import _has_modern_envelope as has_modern_envelope
+from mcp.server.runner import _serve_modern_stream as serve_modern_stream
 from mcp.server.runner import modern_error_data
+from mcp.shared.jsonrpc_dispatcher import JSONRPCDispatcher
 
 
 def registered_functions(server: Any) -> dict[str, list[tuple[str, Callable[..., Any] | None]]]:
@@ -44,13 +46,36 @@ def registered_functions(server: Any) -> dict[str, list[tuple[str, Callable[...,
 
 __all__ = [
     "SingleExchangeDispatchContext",
+    "awaits_answers",
+    "continue_request_ids",
     "has_modern_envelope",
     "is_notification_shaped",
     "mcp_param_rejection",
     "modern_error_data",
     "own_request_handlers",
     "registered_functions",
+    "request_ids_used",
+    "serve_modern_stream",
 ]
+
+
+def awaits_answers(dispatcher: JSONRPCDispatcher[Any]) -> bool:
+    """Whether a server-to-client request sent through ``dispatcher`` still waits for its answer (a session
+    with one is not parked)."""
+    return bool(dispatcher._pending)
+
+
+def request_ids_used(dispatcher: JSONRPCDispatcher[Any]) -> int:
+    """How many server-to-client request IDs ``dispatcher`` has allocated (a resumed session's next one follows).
+
+    The spec has a requestor never reuse an ID within a session; the dispatcher counts them in private.
+    """
+    return dispatcher._next_id
+
+
+def continue_request_ids(dispatcher: JSONRPCDispatcher[Any], used: int) -> None:
+    """Have ``dispatcher`` allocate server-to-client request IDs after the ``used`` first ones."""
+    dispatcher._next_id = used
 
 
 def own_request_handlers(server: Server[Any]) -> None:

@@ -3,8 +3,8 @@
 - :mod:`.host`: :class:`~.host.SessionHost`, the session's lifecycle and its inbox;
 - :mod:`.streams`: which connection carries each of its streams, replay on resume;
 - :mod:`.pin`: the credential pin that lets its owner's requests skip the database;
-- :mod:`.actor`: the MCP server loop; :mod:`.events`: numbered events and the replay
-  buffer; :mod:`.mailbox`: the FIFOs sessions and connections wait on.
+- :mod:`.actor`: the MCP server loop; :mod:`.parking`: an idle one stopped, its state kept;
+  :mod:`.events`: numbered events and the replay buffer; :mod:`.mailbox`: the FIFOs sessions and connections wait on.
 
 Nothing here imports the worker (:mod:`mcp_gateway.worker`) or a transport: a host
 reaches its worker only through the :class:`~.host.Site` it was given.

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -21,6 +22,7 @@ from typing import Any
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream
 from django.utils import timezone
+from mcp.server.connection import Connection
 from mcp.server.lowlevel import Server
 from mcp.server.streamable_http import REQUEST_CANCELLED
 from mcp.shared.message import ServerMessageMetadata, SessionMessage
@@ -42,6 +44,8 @@ from mcp_sessions.text import clean_field
 
 from ..caller import context_overrides
 from ..context import GatewayRequestContext
+from ..modern.sdk import awaits_answers, request_ids_used
+from . import parking
 
 Sink = Callable[[SessionMessage], Awaitable[None]]
 
@@ -58,6 +62,33 @@ class Activity:
 
 
 class SessionActor:
+    # Slots, not a __dict__: every session keeps its actor, parked or not.
+    __slots__ = (
+        "_client_known",
+        "_dispatcher",
+        "_flushed",
+        "_in_flight",
+        "_in_recv",
+        "_in_send",
+        "_inbound_size",
+        "_initialize_id",
+        "_out_recv",
+        "_out_send",
+        "_outbound_size",
+        "_request_ids",
+        "_started",
+        "activity",
+        "connection",
+        "context",
+        "era",
+        "last_active",
+        "last_seen",
+        "max_in_flight",
+        "parking",
+        "server",
+        "sink",
+    )
+
     def __init__(
         self,
         server: Server[Any],
@@ -71,8 +102,8 @@ class SessionActor:
         self.server = server
         self.context = context
         self.sink = sink
-        self._in_send, self._in_recv = anyio.create_memory_object_stream[SessionMessage | Exception](inbound_size)
-        self._out_send, self._out_recv = anyio.create_memory_object_stream[SessionMessage](outbound_size)
+        self._inbound_size, self._outbound_size = inbound_size, outbound_size
+        self._open_queues()
         self.activity = Activity()
         self.last_seen = timezone.now()
         self._flushed = dataclasses.replace(self.activity)
@@ -80,6 +111,78 @@ class SessionActor:
         self._in_flight = InFlight()
         self._initialize_id: Any = None
         self._client_known = False
+        # Parking (see .parking): the SDK connection it keeps, the loop serving it now, and when it was last busy.
+        self.era: str | None = None
+        self.connection: Connection | None = None
+        self._dispatcher: Any = None
+        self._started = anyio.Event()
+        self._request_ids = 0
+        self.parking = False
+        self.last_active = time.monotonic()
+
+    def _open_queues(self) -> None:
+        self._in_send, self._in_recv = anyio.create_memory_object_stream[SessionMessage | Exception](self._inbound_size)
+        self._out_send, self._out_recv = anyio.create_memory_object_stream[SessionMessage](self._outbound_size)
+
+    def prepare(self, first: JSONRPCMessage, *, parkable: bool) -> None:
+        """Choose its loop for its ``first`` message: with ``parkable``, one that can park (see .parking)."""
+        self.era = parking.era_opened_by(first) if parkable else None
+        if self.era == parking.HANDSHAKE:
+            self.connection = parking.new_connection()
+            self._dispatcher = parking.dispatcher_for(
+                self._in_recv.clone(), self._out_send, self.connection, request_ids_used=0
+            )
+
+    @property
+    def parkable(self) -> bool:
+        """Serving a parkable loop with nothing in progress: no request, no answer awaited, nothing queued."""
+        return (
+            self.era is not None
+            and self._started.is_set()
+            and not self._in_flight
+            and (self._dispatcher is None or not awaits_answers(self._dispatcher))
+            and self._in_send.statistics().current_buffer_used == 0
+            and self._out_recv.statistics().current_buffer_used == 0
+        )
+
+    def park(self, resume: parking.Resume) -> None:
+        """Stop its loop, which :meth:`run` then returns from; what the server sends meanwhile calls ``resume``.
+
+        The loop ends as it would at the end of its input: nothing is in
+        progress (:attr:`parkable`), and whatever it has sent still reaches the sink.
+        """
+        self.parking = True
+        if self.connection is not None:
+            self._request_ids = request_ids_used(self._dispatcher)
+            self.connection.outbound = parking.ParkedOutbound(resume)
+        self._in_send.close()
+
+    def parked(self) -> None:
+        """Its loop has stopped (:meth:`park`): let go of all but the connection."""
+        self._dispatcher = None
+        self._in_send, self._in_recv, self._out_send, self._out_recv = parking.CLOSED_QUEUES
+        del self._started  # resume() makes a new one
+
+    def resume(self) -> None:
+        """Serve its parked connection again: :meth:`run` starts a new loop over new queues."""
+        self.parking = False
+        self._started = anyio.Event()
+        self._open_queues()
+        if self.connection is not None:
+            self._dispatcher = parking.dispatcher_for(
+                self._in_recv.clone(), self._out_send, self.connection, request_ids_used=self._request_ids
+            )
+        self.last_active = time.monotonic()
+
+    async def serving(self) -> Any:
+        """Its loop's outbound, once that loop serves."""
+        await self._started.wait()
+        return self._dispatcher
+
+    async def end(self) -> None:
+        """The session is over: end its connection (see :func:`.parking.end`), if it has one."""
+        if self.connection is not None:
+            await parking.end(self.connection)
 
     async def run(self) -> None:
         """Serve until the client side closes, the server ends, or the task is cancelled.
@@ -97,8 +200,14 @@ class SessionActor:
         options = self.server.create_initialization_options()
         try:
             async with anyio.create_task_group() as tg:
-                # A clone: the SDK closes the stream it reads, and this end must still be drained.
-                tg.start_soon(self.server.run, self._in_recv.clone(), self._out_send, options)
+                if self.connection is not None:
+                    tg.start_soon(parking.serve, self.server, self._dispatcher, self.connection, self._started)
+                elif self.era == parking.MODERN:
+                    read = self._in_recv.clone()
+                    tg.start_soon(parking.serve_modern, self.server, read, self._out_send, self._started)
+                else:
+                    # A clone: the SDK closes the stream it reads, and this end must still be drained.
+                    tg.start_soon(self.server.run, self._in_recv.clone(), self._out_send, options)
                 await self._pump()
         finally:
             # Wake a deliver() waiting on a full queue (nothing will read it now), and drop what nobody will read.
@@ -121,6 +230,7 @@ class SessionActor:
         memory, so their number is what bounds a session's memory.
         """
         self._observe_inbound(message)
+        self.last_active = time.monotonic()
         # The request's own credential (its scopes, what records name), which need not be the session opener's.
         context = dataclasses.replace(self.context, headers=dict(headers), **context_overrides(caller))
         metadata = ServerMessageMetadata(request_context=context)
@@ -188,6 +298,7 @@ class SessionActor:
             if answered is not None:
                 # Once handed to its stream: a request counts as in progress until its answer is on its way.
                 self._in_flight.release(answered)
+            self.last_active = time.monotonic()
 
     def _refuse(self, request_id: RequestId) -> None:
         error = ErrorData(code=TOO_MANY_REQUESTS, message="Too many requests in progress in this session")

@@ -7,7 +7,9 @@ client message), the session's streams
 (:class:`~mcp_gateway.sessions.pin.CredentialPin`) and an inbox: every
 message for the session, from this worker or another, is read from it in
 order by one task, which the first message (or the close) starts. An idle
-session holds no task and no timer.
+session holds no task and no timer: once its server loop has been idle for
+``PARK_AFTER`` seconds, the loop is parked (see :mod:`.parking`), and that task
+ends too, until the next message.
 
 The host belongs to its worker (:class:`~mcp_gateway.worker.Worker`), which
 registers it, sweeps it, and reaches it; the host knows the worker only as a
@@ -28,7 +30,7 @@ from channels.db import database_sync_to_async
 from channels.exceptions import ChannelFull
 from channels.layers import BaseChannelLayer
 from django.utils import timezone
-from mcp_types import JSONRPCRequest, jsonrpc_message_adapter
+from mcp_types import JSONRPCMessage, JSONRPCRequest, jsonrpc_message_adapter
 from pydantic import ValidationError
 
 from mcp_sessions import audit
@@ -41,6 +43,7 @@ from ..context import GatewayRequestContext
 from .actor import SessionActor
 from .events import EventBuffer
 from .mailbox import Mailbox
+from .parking import Parking
 from .pin import CredentialPin
 from .site import DEFAULT_INBOX_CAPACITY, EVICTION_GRACE, SessionClosing, Site
 from .streams import Outlet, SessionStreams
@@ -49,7 +52,7 @@ from .usage import UsageFlag
 logger = logging.getLogger("mcp_gateway")
 
 
-class SessionHost:
+class SessionHost(Parking):
     """One live session in this worker; see the module docstring."""
 
     # Slots, not a __dict__: every open session holds one of these, idle or not.
@@ -230,6 +233,11 @@ class SessionHost:
         """Whether a connection carries one of its streams or a request is in progress: not to be evicted."""
         return self.streams.carrying or (self.actor is not None and self.actor.in_flight > 0)
 
+    @property
+    def parked(self) -> bool:
+        """Its MCP server loop is parked (see :mod:`.parking`): it holds the session's state, and no task."""
+        return self.actor is not None and self._actor_task is None and self.actor.era is not None
+
     def main_stream_changed(self) -> None:
         """Its main stream got a connection or lost it: tell the record at once (streams are long-lived)."""
         self.sync_use()
@@ -266,7 +274,12 @@ class SessionHost:
         try:
             with scope:
                 while True:
-                    await self._dispatch(await self._mail.get())
+                    message = await self._next_message()
+                    if message is None:
+                        # Parked with nothing to read: no task either, until the next message (see post()).
+                        self._task = self._scope = None
+                        return
+                    await self._dispatch(message)
             # Closed by close() or close_soon().
             reason = self._close_reason or CloseReason.SERVER_SHUTDOWN
         except asyncio.CancelledError:
@@ -282,13 +295,17 @@ class SessionHost:
         await self._close_now(reason)
 
     async def _serve(self) -> None:
-        """The MCP server loop; the session closes with it."""
+        """The MCP server loop; the session closes with it, unless it was parked."""
         assert self.actor is not None
         try:
             with self._actor_scope:
                 await self.actor.run()
             if self._actor_scope.cancel_called:
                 return  # stopped by _close_now: the session is closing already
+            if self.actor.parking:
+                self.actor.parked()
+                self._actor_task = None
+                return
         except Exception:
             logger.exception("MCP session %s failed", self.ref)
             self.close_soon(CloseReason.SERVER_ERROR)
@@ -333,6 +350,8 @@ class SessionHost:
                 self._unwritten = reason
                 self._site.sweep_soon()
             if self.actor is not None:
+                with contextlib.suppress(Exception):
+                    await self.actor.end()
                 # The actor's sink is the streams' router: without it, the session's objects (its buffered
                 # events first) are freed now by reference counting, not at the next full collection.
                 self.actor.release()
@@ -423,7 +442,7 @@ class SessionHost:
                 parsed = jsonrpc_message_adapter.validate_json(message["body"], by_name=False)
             except ValidationError:
                 return  # validated by the POST handler in its worker; nothing else sends here
-        actor = self._actor()
+        actor = self._actor(parsed)
         reply_to = message.get("reply_to")
         if reply_to and isinstance(parsed, JSONRPCRequest):
             if not await self.streams.open_request(parsed.id, reply_to, self._outlet_for):
@@ -434,8 +453,13 @@ class SessionHost:
     def _outlet_for(self, channel: str) -> Outlet:
         return self._site.outlet_for(self.layer, channel)
 
-    def _actor(self) -> SessionActor:
-        if self.actor is None:
+    def _actor(self, first: JSONRPCMessage | None) -> SessionActor:
+        """The actor, its server loop running: started with the ``first`` message, or resumed if parked."""
+        if self.actor is not None:
+            if self._actor_task is not None:
+                return self.actor
+            self.actor.resume()
+        else:
             context = GatewayRequestContext(
                 session_ref=self.ref,
                 transport=self.transport,
@@ -450,6 +474,8 @@ class SessionHost:
                 outbound_size=gateway_settings.OUTBOUND_QUEUE_SIZE,
                 max_in_flight=gateway_settings.MAX_REQUESTS_IN_FLIGHT,
             )
-            self._actor_scope = anyio.CancelScope()
-            self._actor_task = asyncio.get_running_loop().create_task(self._serve())
+            if first is not None:
+                self.actor.prepare(first, parkable=gateway_settings.PARK_AFTER is not None)
+        self._actor_scope = anyio.CancelScope()
+        self._actor_task = asyncio.get_running_loop().create_task(self._serve())
         return self.actor
