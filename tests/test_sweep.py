@@ -6,6 +6,8 @@ from typing import Any
 
 import pytest
 
+pytestmark = pytest.mark.django_db(transaction=True)
+
 
 class FakeHost:
     """What the sweep sees of a session host: idle, open, its activity noted in the loop turn it was visited."""
