@@ -42,7 +42,7 @@ class Delivery(Parking):
 
     The host's parts are a chain of bases (:class:`~.parking.Parking`, this,
     :class:`~.closing.Closing`), not mixins side by side: each declares the
-    slots it writes, and Python lets only one base of a class bring slots.
+    slots it writes, and Python lets only one base of a class bring slots of its own.
     """
 
     __slots__ = ("_actor_scope", "_actor_task", "_capacity", "_mail", "actor", "last_seen")
