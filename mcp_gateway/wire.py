@@ -4,7 +4,7 @@ Every channel-layer message the gateway sends is one of the TypedDicts
 below; their ``type`` names the Channels handler that receives them
 (``mcp.end`` → ``mcp_end``). Two kinds of address receive them:
 
-- a worker's one inbox (:class:`~mcp_gateway.worker.WorkerInbox`), shared by
+- a worker's one inbox (:class:`~mcp_gateway.inbox.WorkerInbox`), shared by
   every session it runs: :data:`InboxMessage`, tagged with the session's
   record pk (``session``, or ``sessions`` for a revocation of several); as a
   member of :data:`LISTEN_EVENTS_GROUP`, it also receives every
@@ -24,6 +24,7 @@ knowledge; see :meth:`~mcp_gateway.worker.Worker.send_to_session`.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -265,6 +266,12 @@ class RemoteOutlet:
             await self.layer.send(self.channel, message)
         except Exception:
             logger.warning("Could not tell a remote stream to end", exc_info=True)
+
+
+async def send_quietly(layer: BaseChannelLayer, channel: str, message: Mapping[str, Any]) -> None:
+    """Send ``message`` to ``channel``, if the layer can: an answer nobody may wait for any more (a background task)."""
+    with contextlib.suppress(Exception):
+        await layer.send(channel, message)
 
 
 def receiver(layer: BaseChannelLayer, channel: str) -> Callable[[], Awaitable[dict[str, Any]]]:

@@ -1,6 +1,8 @@
 """The session runtime: what one live MCP session is made of in the worker that runs it.
 
-- :mod:`.host`: :class:`~.host.SessionHost`, the session's lifecycle and its inbox;
+- :mod:`.host`: :class:`~.host.SessionHost`, the session's state and the task reading its inbox, made of
+  :mod:`.delivery` (its messages dispatched, its server loop started or resumed) and :mod:`.closing`
+  (how it ends, its record's close written or retried);
 - :mod:`.streams`: which connection carries each of its streams, replay on resume;
 - :mod:`.pin`: the credential pin that lets its owner's requests skip the database;
 - :mod:`.actor`: the MCP server loop; :mod:`.parking`: an idle one stopped, its state kept;

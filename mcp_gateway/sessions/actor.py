@@ -5,7 +5,7 @@ Client messages arrive through :meth:`SessionActor.deliver` (its session
 host feeds it from the channel layer); server messages leave through a
 ``sink``, the host's router to the streams of either transport.
 The actor knows nothing of HTTP, and nothing here touches the database: it
-only counts, and its worker's sweep (:class:`~mcp_gateway.worker.Sweeper`)
+only counts, and its worker's sweep (:class:`~mcp_gateway.sweep.Sweeper`)
 persists the counts now and then.
 """
 

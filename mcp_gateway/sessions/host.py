@@ -1,4 +1,4 @@
-"""A live session in the worker that opened it: its lifecycle and its inbox.
+"""A live session in the worker that opened it: its state, and the task that reads its inbox.
 
 A :class:`SessionHost` holds the MCP server loop
 (:class:`~mcp_gateway.sessions.actor.SessionActor`, created with the first
@@ -11,6 +11,12 @@ session holds no task and no timer: once its server loop has been idle for
 ``PARK_AFTER`` seconds, the loop is parked (see :mod:`.parking`), and that task
 ends too, until the next message.
 
+The host is one class made of parts, each a module of its own: this one holds
+its state, starts it and runs its inbox task; :mod:`.delivery` queues and
+dispatches its messages and starts (or resumes) its server loop;
+:mod:`.closing` ends it and writes its record's close; :mod:`.parking` parks
+and resumes its idle server loop.
+
 The host belongs to its worker (:class:`~mcp_gateway.worker.Worker`), which
 registers it, sweeps it, and reaches it; the host knows the worker only as a
 :class:`Site`, so this package never imports the worker.
@@ -19,66 +25,45 @@ registers it, sweeps it, and reaches it; the host knows the worker only as a
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
 import anyio
-from channels.db import database_sync_to_async
-from channels.exceptions import ChannelFull
 from channels.layers import BaseChannelLayer
 from django.utils import timezone
-from mcp_types import JSONRPCMessage, JSONRPCRequest, jsonrpc_message_adapter
-from pydantic import ValidationError
 
-from mcp_sessions import audit
-from mcp_sessions.models import AuditKind, CloseReason, McpSession, error_summary
+from mcp_sessions.models import CloseReason, McpSession
 
 from ..auth import Credential
-from ..caller import credential_fields
 from ..conf import gateway_settings
-from ..context import GatewayRequestContext
 from .actor import SessionActor
+from .closing import Closing
 from .events import EventBuffer
 from .mailbox import Mailbox
-from .parking import Parking
 from .pin import CredentialPin
-from .site import DEFAULT_INBOX_CAPACITY, EVICTION_GRACE, SessionClosing, Site
-from .streams import Outlet, SessionStreams
+from .site import DEFAULT_INBOX_CAPACITY, SessionClosing, Site
+from .streams import SessionStreams
 from .usage import UsageFlag
 
 logger = logging.getLogger("mcp_gateway")
 
 
-class SessionHost(Parking):
+class SessionHost(Closing):
     """One live session in this worker; see the module docstring."""
 
     # Slots, not a __dict__: every open session holds one of these, idle or not.
     __slots__ = (
         "__weakref__",
-        "_actor_scope",
-        "_actor_task",
-        "_capacity",
-        "_close_reason",
-        "_closed",
         "_deadline_timer",
-        "_ended",
-        "_ending",
-        "_loop",
-        "_mail",
         "_scope",
         "_server",
         "_site",
         "_task",
-        "_unwritten",
-        "actor",
         "credential",
         "deadline",
         "id_hash",
         "inbox",
-        "last_seen",
         "layer",
         "mount_prefix",
         "pin",
@@ -89,8 +74,6 @@ class SessionHost(Parking):
         "transport",
         "usage",
     )
-    # Set with the server loop (by _actor), which it stops.
-    _actor_scope: anyio.CancelScope
 
     def __init__(
         self,
@@ -184,27 +167,6 @@ class SessionHost(Parking):
         elif self._close_reason is not None and self._scope is not None:
             self._scope.cancel()
 
-    async def close(self, reason: str) -> None:
-        """Close the session from outside its task, and wait until it has (trying again a close not yet written)."""
-        if self._close_reason is None:
-            self._close_reason = reason
-        if self._ended:
-            await self.retry_close()
-            return
-        if self._task is None:
-            await self._close_now(reason)
-        else:
-            self._wake()
-        await self.wait_closed()
-
-    async def wait_closed(self) -> None:
-        """Wait until the session has closed and the close of its record was tried (a failed one is retried)."""
-        if self._ended:
-            return
-        if self._closed is None:
-            self._closed = asyncio.get_running_loop().create_future()
-        await asyncio.shield(self._closed)
-
     @property
     def accepting(self) -> bool:
         """Open and not closing: a message posted now will be read."""
@@ -219,14 +181,6 @@ class SessionHost(Parking):
     def running_on(self, loop: asyncio.AbstractEventLoop) -> bool:
         """Started on ``loop`` and not closing."""
         return self._loop is loop and self._close_reason is None
-
-    def post(self, message: Mapping[str, Any], *, force: bool = False) -> None:
-        """Put ``message`` in the inbox; :class:`ChannelFull` if it is full (unless ``force``)."""
-        if not force and len(self._mail) >= self._capacity:
-            raise ChannelFull()
-        self._mail.put_nowait(message)
-        if self._task is None:
-            self._wake()
 
     @property
     def in_use(self) -> bool:
@@ -294,117 +248,6 @@ class SessionHost(Parking):
             logger.exception("MCP session %s failed", self.ref)
         await self._close_now(reason)
 
-    async def _serve(self) -> None:
-        """The MCP server loop; the session closes with it, unless it was parked."""
-        assert self.actor is not None
-        try:
-            with self._actor_scope:
-                await self.actor.run()
-            if self._actor_scope.cancel_called:
-                return  # stopped by _close_now: the session is closing already
-            if self.actor.parking:
-                self.actor.parked()
-                self._actor_task = None
-                return
-        except Exception:
-            logger.exception("MCP session %s failed", self.ref)
-            self.close_soon(CloseReason.SERVER_ERROR)
-        else:
-            self.close_soon(CloseReason.SERVER_ENDED)
-
-    async def _close_now(self, reason: str) -> None:
-        """Stop the server loop, end the streams, answer what waits in the inbox, and close the record."""
-        if self._ending or not self._site.runs(self):
-            return
-        self._ending = True
-        if self._loop is None:
-            self._loop = asyncio.get_running_loop()  # never started: the sweep of this loop retries a failed close
-        actor_task = self._actor_task
-        if actor_task is not None and not actor_task.done() and actor_task is not asyncio.current_task():
-            if reason == CloseReason.EVICTED and self.actor is not None:
-                # Evicted while busy after all: not refused (the record is closed and the new session counted),
-                # but what is in progress is answered first; nothing new is taken meanwhile (not accepting).
-                with anyio.move_on_after(EVICTION_GRACE):
-                    await self.actor.wait_settled()
-            # An anyio cancel scope, not task.cancel(): it keeps cancelling until the server loop has
-            # unwound, even if a handler catches one cancellation to answer its request.
-            self._actor_scope.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await actor_task
-        if self._deadline_timer is not None:
-            self._deadline_timer.cancel()
-        outlets = self.streams.close()
-        unread = self._mail.take_all()
-        try:
-            try:
-                for outlet in outlets:
-                    await outlet.end(reason)
-                for message in unread:  # nothing will read them now: answer whoever waits on one
-                    self._site.refuse(self.layer, message, "gone")
-            except Exception:
-                logger.exception("Could not end the streams of MCP session %s", self.ref)
-            await self._write_close(reason)
-        finally:
-            if self._unwritten is None and self._site.runs(self):
-                # Cancelled before the record's close was tried: the sweep writes it, as it does a failed one.
-                self._unwritten = reason
-                self._site.sweep_soon()
-            if self.actor is not None:
-                with contextlib.suppress(Exception):
-                    await self.actor.end()
-                # The actor's sink is the streams' router: without it, the session's objects (its buffered
-                # events first) are freed now by reference counting, not at the next full collection.
-                self.actor.release()
-            self._ended = True
-            if self._closed is not None:
-                self._closed.set_result(None)
-
-    async def _write_close(self, reason: str) -> None:
-        """Close the record, with all the activity, and audit it; then, and only then, unregister the host.
-
-        A write that fails leaves the host registered, closing and taking no
-        more messages, with the reason kept for the sweep to try again
-        (:meth:`retry_close`) until it is written: an unregistered host could
-        never close its record, which would hold one of the user's session
-        slots, open, for good.
-        """
-        try:
-            # Closed elsewhere already (revoked), the record keeps that time and reason but still learns
-            # all the activity: a sweep's write may have been refused because the record had just closed.
-            reason = await database_sync_to_async(McpSession.objects.close)(self.pk, reason, self.all_activity())
-        except Exception as exc:
-            self._unwritten = reason
-            logger.error(
-                "Could not record the end of MCP session %s (%s); retrying at the next sweep",
-                self.ref,
-                error_summary(exc),
-            )
-            self._site.sweep_soon()
-            return
-        except BaseException:
-            self._unwritten = reason  # cancelled: whether it was written is unknown, and writing it again is harmless
-            raise
-        self._site.forget(self)
-        audit.record(
-            AuditKind.SESSION_CLOSED,
-            user=self.credential.user,
-            remote_addr=self.remote_addr,
-            session_ref=self.ref,
-            detail=reason,
-        )
-
-    @property
-    def close_unwritten(self) -> bool:
-        """Closed, and the close of its record not written yet (the write failed)."""
-        return self._unwritten is not None
-
-    async def retry_close(self) -> None:
-        """Write the close that failed when the session closed, if it did (the sweep calls this)."""
-        if self._unwritten is None:
-            return
-        reason, self._unwritten = self._unwritten, None  # taken: a concurrent retry does not write it twice
-        await self._write_close(reason)
-
     def admits(self, fingerprint: str, *, server: str, transport: str) -> bool:
         """Whether a request presenting ``fingerprint`` may reach this session without the database.
 
@@ -414,68 +257,3 @@ class SessionHost(Parking):
         if not self.accepting or self.mount_prefix != server or self.transport != transport:
             return False
         return self.pin.admits(fingerprint)
-
-    # The inbox
-
-    async def _dispatch(self, message: Mapping[str, Any]) -> None:
-        kind = message.get("type")
-        if kind == "mcp.inbound":
-            await self.receive_message(message)
-        elif kind == "mcp.attach":
-            await self.streams.attach_remote(self.layer, message)
-        elif kind == "mcp.detach":
-            reason = str(message.get("reason") or CloseReason.CLIENT_DISCONNECT)
-            self.streams.detach(str(message.get("reply_to")), reason)
-        elif kind == "mcp.close":
-            asked = message.get("reason")
-            raise SessionClosing(asked if asked in CloseReason.values else CloseReason.REVOKED)
-        elif kind == "mcp.layer_lost":
-            raise SessionClosing(CloseReason.SERVER_ERROR)
-        else:
-            logger.warning("Session inbox ignoring a message of type %r", kind)
-
-    async def receive_message(self, message: Mapping[str, Any]) -> None:
-        """A client message (a :class:`~mcp_gateway.wire.InboundBody`); with ``reply_to``, a request and its stream."""
-        parsed = message.get("parsed")  # validated already by a POST handler in this worker
-        if parsed is None:
-            try:
-                parsed = jsonrpc_message_adapter.validate_json(message["body"], by_name=False)
-            except ValidationError:
-                return  # validated by the POST handler in its worker; nothing else sends here
-        actor = self._actor(parsed)
-        reply_to = message.get("reply_to")
-        if reply_to and isinstance(parsed, JSONRPCRequest):
-            if not await self.streams.open_request(parsed.id, reply_to, self._outlet_for):
-                return
-        self.last_seen = timezone.now()
-        await actor.deliver(parsed, message.get("headers") or {}, message.get("credential"))
-
-    def _outlet_for(self, channel: str) -> Outlet:
-        return self._site.outlet_for(self.layer, channel)
-
-    def _actor(self, first: JSONRPCMessage | None) -> SessionActor:
-        """The actor, its server loop running: started with the ``first`` message, or resumed if parked."""
-        if self.actor is not None:
-            if self._actor_task is not None:
-                return self.actor
-            self.actor.resume()
-        else:
-            context = GatewayRequestContext(
-                session_ref=self.ref,
-                transport=self.transport,
-                server=self.mount_prefix,
-                **credential_fields(self.credential),
-            )
-            self.actor = SessionActor(
-                self._server,
-                context=context,
-                sink=self.streams.route,
-                inbound_size=gateway_settings.INBOUND_QUEUE_SIZE,
-                outbound_size=gateway_settings.OUTBOUND_QUEUE_SIZE,
-                max_in_flight=gateway_settings.MAX_REQUESTS_IN_FLIGHT,
-            )
-            if first is not None:
-                self.actor.prepare(first, parkable=gateway_settings.PARK_AFTER is not None)
-        self._actor_scope = anyio.CancelScope()
-        self._actor_task = asyncio.get_running_loop().create_task(self._serve())
-        return self.actor
