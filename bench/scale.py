@@ -71,9 +71,24 @@ def install_gc_probe(path: str) -> None:
             cpu = (time.thread_time() - started[1]) * 1000
             log.write(f"gc {info['generation']} {pause:.2f} {info['collected']} {time.time():.3f} {cpu:.2f}\n")
 
+    statements: Counter[str] = Counter()  # SQL sent through Django, by its start (a health check is not)
+
+    def counted(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        statements[sql[:70]] += 1
+        return execute(sql, params, many, context)
+
+    def instrument(sender: Any, connection: Any, **kwargs: Any) -> None:
+        connection.execute_wrappers.append(counted)
+
+    from django.db.backends.signals import connection_created
+
+    connection_created.connect(instrument, weak=False)
+
     def census(signum: int, frame: Any) -> None:
         tracked = gc.get_objects()
         kinds = Counter(type(obj).__qualname__ for obj in tracked)
+        log.write(f"statements {statements.total()} {time.time():.3f}\n")
+        log.write(f"sql {json.dumps(dict(statements))}\n")
         log.write(f"objects {len(tracked)} {gc.get_freeze_count()} {time.time():.3f}\n")
         log.write(f"types {json.dumps(dict(kinds.most_common(300)))}\n")
         del tracked
@@ -90,15 +105,21 @@ class GcLog:
     pauses: list[tuple[float, int, float, float]] = field(default_factory=list)  # (time, generation, ms, cpu ms)
     censuses: list[tuple[float, int, int]] = field(default_factory=list)  # (time, tracked, frozen)
     kinds: list[dict[str, int]] = field(default_factory=list)  # tracked objects by type, at each census
+    statements: list[int] = field(default_factory=list)  # SQL statements sent so far, at each census
+    sql: list[dict[str, int]] = field(default_factory=list)  # the same by statement, at each census
 
     def read(self) -> None:
-        self.pauses, self.censuses, self.kinds = [], [], []
+        self.pauses, self.censuses, self.kinds, self.statements, self.sql = [], [], [], [], []
         for line in self.path.read_text().splitlines():
-            parts = line.split(maxsplit=1 if line.startswith("types") else -1)
+            parts = line.split(maxsplit=1 if line.startswith(("types", "sql")) else -1)
             if parts[0] == "gc":
                 self.pauses.append((float(parts[4]), int(parts[1]), float(parts[2]), float(parts[5])))
             elif parts[0] == "types":
                 self.kinds.append(json.loads(parts[1]))
+            elif parts[0] == "sql":
+                self.sql.append(json.loads(parts[1]))
+            elif parts[0] == "statements":
+                self.statements.append(int(parts[1]))
             elif parts[0] == "objects":
                 self.censuses.append((float(parts[3]), int(parts[1]), int(parts[2])))
 
@@ -433,6 +454,13 @@ async def measure(
             "seconds": round(opening.seconds, 1),
             "per_s": round(opening.opened / opening.seconds, 1),
             "server_cpu_ms_per_open": round(opening.server_cpu_s / max(opening.opened, 1) * 1000, 2),
+            # Between the census before the opens and the one once the server settled: with the sweep's writes.
+            "sql_statements_per_open": round((log.statements[1] - log.statements[0]) / max(opening.opened, 1), 1),
+            "sql_per_open": {
+                sql: round((n - log.sql[0].get(sql, 0)) / max(opening.opened, 1), 2)
+                for sql, n in sorted(log.sql[1].items(), key=lambda item: -item[1])
+                if n > log.sql[0].get(sql, 0)
+            },
             "gc": log.between(began, opened_at),
         },
         "new_client": {
