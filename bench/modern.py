@@ -33,14 +33,13 @@ import os
 import platform
 import re
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from bench.run import ROOT, Server, medians
+from bench.sides import bearer_headers
 
 VERSION = "2026-07-28"
 META = {
@@ -172,18 +171,6 @@ async def measure_round(
         loaded_p99_ms=under_load["p99"],
     )
     return result
-
-
-def bearer_headers(env: dict[str, str]) -> dict[str, str]:
-    """A fresh database with one user and an access token of theirs; the header that carries it."""
-    run = {"cwd": ROOT, "env": {**os.environ, **env}, "check": True}
-    subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], **run)  # type: ignore[call-overload]
-    script = (
-        "from django.contrib.auth import get_user_model; from mcp_sessions.models import AccessToken; "
-        "print(AccessToken.objects.issue(get_user_model().objects.create_user('bench', password='x'), 'bench')[1])"
-    )
-    out = subprocess.run([sys.executable, "manage.py", "shell", "-c", script], capture_output=True, text=True, **run)  # type: ignore[call-overload]
-    return {"Authorization": f"Bearer {out.stdout.strip().splitlines()[-1]}"}
 
 
 METRICS = (

@@ -35,7 +35,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.run import Server, gateway_headers
+from bench.run import Server
+from bench.sides import bearer_headers
 from tests.support.launcher import Launcher
 
 MODERN = "2026-07-28"
@@ -274,7 +275,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         env = {"DJANGO_SETTINGS_MODULE": "bench.settings", "BENCH_DB": str(Path(tmp) / "bench.sqlite3")}
-        headers = {} if args.app else gateway_headers(env)
+        headers = {} if args.app else bearer_headers(env)
         app = args.app or "demo.asgi:application"
         launch = ("-v", "0", "--access-log", "/dev/null")
         servers = {"this": Server("this", app, env, "mcp_gateway.daphne", launch)}
