@@ -121,6 +121,23 @@ async def serve_modern(server: Server[Any], read_stream: Any, write_stream: Any,
     await serve_modern_stream(server, read_stream, write_stream, lifespan_state=lifespan_state, raise_exceptions=False)
 
 
+_SET: list[anyio.Event] = []  # the one set event every parked, initialized connection shares
+
+
+def settle(connection: Connection) -> None:
+    """A parked ``connection``: once initialized, its own ``initialized`` event (set) gives way to a shared one.
+
+    A set event never clears, and whoever waited on it woke when it was set; each one holds an asyncio event
+    and its deque of waiters, about 760 bytes.
+    """
+    if connection.initialized.is_set():
+        if not _SET:
+            event = anyio.Event()
+            event.set()
+            _SET.append(event)
+        connection.initialized = _SET[0]
+
+
 async def end(connection: Connection) -> None:
     """The session is over: unwind its connection's ``exit_stack``, and send nothing more through it."""
     connection.outbound = _CLOSED
