@@ -57,11 +57,11 @@ from twisted.internet.interfaces import IAddress
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 from twisted.web import http
-from twisted.web.http_headers import Headers
 
 # The wrapper HTTPFactory puts each connection's HTTPChannel in (to switch to HTTP/2 after ALPN); Twisted has no
 # public way to choose the channel class.
 from twisted.web.http import _GenericHTTPChannelProtocol
+from twisted.web.http_headers import Headers
 
 from .collector import tune_collector
 from .conf import DEFAULTS, gateway_settings, settings_available
@@ -398,7 +398,7 @@ class GatewayWebRequest(WebRequest):  # type: ignore[misc]  # daphne publishes n
         self._headers_forgotten = True
         self.requestHeaders = Headers()
         self.responseHeaders = Headers()
-        self.received_cookies = {}
+        self.received_cookies: dict[bytes, bytes] = {}
 
     def handleContentChunk(self, data: bytes) -> None:
         channel = self.channel
