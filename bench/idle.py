@@ -189,12 +189,14 @@ def measure(
             sock.close()
 
 
-def gateway(tmp: str, park_after: str | None) -> tuple[Launcher, dict[str, str]]:
+def gateway(
+    tmp: str, park_after: str | None, *, settings: str = "bench.settings", env: dict[str, str] | None = None
+) -> tuple[Launcher, dict[str, str]]:
     """The demo gateway serving bench/servers.py on a throwaway SQLite database, and a bench user's headers."""
-    env: dict[str, str | None] = {"DJANGO_SETTINGS_MODULE": "bench.settings", "BENCH_DB": str(Path(tmp) / "b.db")}
+    env = {"DJANGO_SETTINGS_MODULE": settings, "BENCH_DB": str(Path(tmp) / "b.db"), **(env or {})}
     if park_after is not None:
         env["MCP_BENCH_PARK_AFTER"] = park_after
-    run_env = {**os.environ, **{k: v for k, v in env.items() if v is not None}}
+    run_env = {**os.environ, **env}
     subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=run_env, check=True)
     script = "from django.contrib.auth import get_user_model;get_user_model().objects.create_user('bench')"
     subprocess.run([sys.executable, "manage.py", "shell", "-c", script], cwd=ROOT, env=run_env, check=True)

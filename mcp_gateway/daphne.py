@@ -61,6 +61,7 @@ from twisted.web import http
 # The wrapper HTTPFactory puts each connection's HTTPChannel in (to switch to HTTP/2 after ALPN); Twisted has no
 # public way to choose the channel class.
 from twisted.web.http import _GenericHTTPChannelProtocol
+from twisted.web.http_headers import Headers
 
 from .collector import tune_collector
 from .conf import DEFAULTS, gateway_settings, settings_available
@@ -379,6 +380,25 @@ class GatewayWebRequest(WebRequest):  # type: ignore[misc]  # daphne publishes n
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         skip_form_parsing(self)
+
+    _headers_forgotten = False
+
+    def handle_reply(self, message: dict[str, Any]) -> None:
+        super().handle_reply(message)
+        if not self._headers_forgotten and self.startedWriting and self.method == b"GET":
+            self.forget_headers()  # daphne writes the body with http.Request.write: here, after the first chunk
+
+    def forget_headers(self) -> None:
+        """The headers of a GET whose response has started, let go of: a held stream keeps none of them.
+
+        Twisted reads the request's headers while the request arrives (its persistence, ``Expect``) and the
+        response's when it writes them, with the first body chunk; daphne reads them only to build the scope,
+        which the application keeps. About 2 KB per held event stream.
+        """
+        self._headers_forgotten = True
+        self.requestHeaders = Headers()
+        self.responseHeaders = Headers()
+        self.received_cookies: dict[bytes, bytes] = {}
 
     def handleContentChunk(self, data: bytes) -> None:
         channel = self.channel

@@ -182,3 +182,33 @@ async def test_the_official_client_goes_on_after_its_session_parked(
     closed = McpSession.objects.filter(server="/mcp-test/").exclude(close_reason="")
     record = await poll(closed.afirst, lambda record: record is not None)
     assert record is not None and record.messages_in >= 4, "the activity of every loop is counted"
+
+
+async def test_a_connection_holds_no_exit_stack_until_used_and_a_settled_one_shares_its_set_event() -> None:
+    from contextlib import AsyncExitStack
+
+    from mcp.server.runner import aclose_shielded
+
+    from mcp_gateway.sessions import parking
+
+    unused, used = parking.new_connection(), parking.new_connection()
+    assert not isinstance(unused.exit_stack, AsyncExitStack)
+    ran: list[str] = []
+
+    async def callback() -> None:
+        ran.append("unwound")
+
+    used.exit_stack.push_async_callback(callback)
+    assert isinstance(used.exit_stack, AsyncExitStack)
+    await aclose_shielded(used)
+    await aclose_shielded(unused)
+    assert ran == ["unwound"]
+
+    first, second = parking.new_connection(), parking.new_connection()
+    parking.settle(first)
+    assert not first.initialized.is_set()  # not initialized: its own event stays
+    first.initialized.set()
+    second.initialized.set()
+    parking.settle(first)
+    parking.settle(second)
+    assert first.initialized is second.initialized and first.initialized.is_set()

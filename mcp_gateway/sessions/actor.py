@@ -50,7 +50,7 @@ from . import parking
 Sink = Callable[[SessionMessage], Awaitable[None]]
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class Activity:
     """What the record should learn at the next flush."""
 
@@ -164,6 +164,8 @@ class SessionActor:
         self._dispatcher = None
         self._in_send, self._in_recv, self._out_send, self._out_recv = parking.CLOSED_QUEUES
         del self._started  # resume() makes a new one
+        if self.connection is not None:
+            parking.settle(self.connection)
 
     def resume(self) -> None:
         """Serve its parked connection again: :meth:`run` starts a new loop over new queues."""
@@ -344,6 +346,8 @@ class SessionActor:
 
 class InFlight(Counter[RequestId]):
     """The client requests in progress, by ID; what waits for none to be left is woken when none is."""
+
+    __slots__ = ("_settled",)  # every session keeps one, parked or not
 
     def __init__(self) -> None:
         super().__init__()

@@ -152,6 +152,7 @@ class Delivery(Parking):
             if self.actor.parking:
                 self.actor.parked()
                 self._actor_task = None
+                del self._actor_scope  # a spent scope holds two sets; _actor() makes the next loop's
                 return
         except Exception:
             logger.exception("MCP session %s failed", self.ref)

@@ -30,7 +30,8 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from contextlib import AsyncExitStack
+from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 from mcp.server.connection import Connection
@@ -72,8 +73,30 @@ def era_opened_by(message: JSONRPCMessage) -> str | None:
 
 
 def new_connection() -> Connection:
-    """A handshake-era connection, not initialized yet; each loop that serves it sets its ``outbound``."""
-    return Connection.for_loop(_CLOSED)
+    """A handshake-era connection, not initialized yet; each loop that serves it sets its ``outbound``.
+
+    Its ``exit_stack`` is made when a handler first uses it (:class:`_LazyExitStack`).
+    """
+    connection = Connection.for_loop(_CLOSED)
+    connection.exit_stack = cast("AsyncExitStack", _LazyExitStack(connection))
+    return connection
+
+
+class _LazyExitStack:
+    """A connection's ``exit_stack`` until it is used: then a real one takes its place on the connection.
+
+    Most sessions never push anything on it, and an empty ``AsyncExitStack`` holds a deque (about 750 bytes).
+    """
+
+    __slots__ = ("_connection",)
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+
+    def __getattr__(self, name: str) -> Any:
+        stack = AsyncExitStack()
+        self._connection.exit_stack = stack
+        return getattr(stack, name)
 
 
 def dispatcher_for(
@@ -119,6 +142,23 @@ async def serve_modern(server: Server[Any], read_stream: Any, write_stream: Any,
     lifespan_state = await lifespans.state(server)
     started.set()
     await serve_modern_stream(server, read_stream, write_stream, lifespan_state=lifespan_state, raise_exceptions=False)
+
+
+_SET: list[anyio.Event] = []  # the one set event every parked, initialized connection shares
+
+
+def settle(connection: Connection) -> None:
+    """A parked ``connection``: once initialized, its own ``initialized`` event (set) gives way to a shared one.
+
+    A set event never clears, and whoever waited on it woke when it was set; each one holds an asyncio event
+    and its deque of waiters, about 760 bytes.
+    """
+    if connection.initialized.is_set():
+        if not _SET:
+            event = anyio.Event()
+            event.set()
+            _SET.append(event)
+        connection.initialized = _SET[0]
 
 
 async def end(connection: Connection) -> None:
