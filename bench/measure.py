@@ -162,12 +162,15 @@ async def held(
     probes: int = 50,
     header_timeout: float = 30.0,
     concurrency: int = 32,
+    idle_for: float = 12.0,
 ) -> dict[str, float]:
     """Memory per idle initialized HTTP+SSE session with ``count`` held, and a new client's latency meanwhile.
 
     The sessions are opened closed-loop (``concurrency`` at a time), so every one is held; memory per session is
     the server's RSS growth over them (after a few opened and closed first, so what a process does once is not
-    counted). Then ``probes`` new clients one after another: open, initialize, call ``echo``, close.
+    counted), ``idle_for`` seconds after the last opened: idle as the sessions real clients leave behind are,
+    longer than the gateway's default ``MCP_GATEWAY_PARK_AFTER`` (10 s), so they are parked as they would be.
+    Then ``probes`` new clients one after another: open, initialize, call ``echo``, close.
     """
     pool = Pool(target.port, concurrency)
     opened: list[SseSession] = []
@@ -177,7 +180,7 @@ async def held(
         opened, figures = await open_held(
             target, count, pool, rate=None, concurrency=concurrency, header_timeout=header_timeout
         )
-        await asyncio.sleep(2)
+        await asyncio.sleep(idle_for)
         figures["idle_kib"] = (rss() - before) / max(len(opened), 1) / 1024
         samples = []
         for n in range(probes):
