@@ -35,7 +35,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -105,45 +104,18 @@ async def authenticate_cached(request: GatewayRequest) -> Credential:
     presented = presented_credential(request)
     if presented is None or not credential_cache.enabled():
         return await authenticate(request)
-    cached = _cached(request, presented.fingerprint, presented.ambient)
+    cached = credential_cache.get(presented.fingerprint)
+    if cached is not None and cached.audience and cached.audience != resource_url(request):
+        cached = None  # verified for another resource (RFC 8707): the full check refuses it here
     if cached is not None:
-        return cached
-    checking = _checking.get(presented.fingerprint)
-    if checking is not None:
-        # A burst of opens with one credential (a reconnect storm) waits for the check already under way rather
-        # than each queueing one of its own; if that check stored nothing, this request checks for itself.
-        await asyncio.wait([checking])
-        cached = _cached(request, presented.fingerprint, presented.ambient)
-        if cached is not None:
-            return cached
-    check = asyncio.ensure_future(_check_and_store(request, presented.fingerprint))
-    if checking is None:
-        _checking[presented.fingerprint] = check
-        check.add_done_callback(lambda _: _checking.pop(presented.fingerprint, None))
-    return await check
-
-
-async def _check_and_store(request: GatewayRequest, fingerprint: str) -> Credential:
-    """The full check, and the cache given its answer if nothing was revoked meanwhile."""
+        reuse(request, cached)
+        return cached if cached.ambient == presented.ambient else dataclasses.replace(cached, ambient=presented.ambient)
     epoch, started = credential_cache.epoch, time.monotonic()
     credential = await authenticate(request)
-    if credential.fingerprint == fingerprint and await worker.revocations.joined():
+    if credential.fingerprint == presented.fingerprint and await worker.revocations.joined():
         credential = dataclasses.replace(credential, checked_at=started)
         credential_cache.put(credential, epoch=epoch)
     return credential
-
-
-# The full checks under way for requests the cache could not answer, by the presented credential's fingerprint.
-_checking: dict[str, asyncio.Future[Credential]] = {}
-
-
-def _cached(request: GatewayRequest, fingerprint: str, ambient: bool) -> Credential | None:
-    """The cache's credential for ``fingerprint``, made this request's (its login attached, as presented)."""
-    cached = credential_cache.get(fingerprint)
-    if cached is None or (cached.audience and cached.audience != resource_url(request)):
-        return None  # a credential verified for another resource (RFC 8707): the full check refuses it here
-    reuse(request, cached)
-    return cached if cached.ambient == ambient else dataclasses.replace(cached, ambient=ambient)
 
 
 def pinned_session(request: GatewayRequest, session_id: str | None, *, server: str, transport: str) -> Caller | None:
@@ -154,13 +126,8 @@ def pinned_session(request: GatewayRequest, session_id: str | None, *, server: s
     if host is None:
         return None
     presented = presented_credential(request)
-    if presented is None:
+    if presented is None or not host.admits(presented.fingerprint, server=server, transport=transport):
         return None
-    if not host.admits(presented.fingerprint, server=server, transport=transport):
-        if not _confirm_from_cache(host, request, presented.fingerprint):
-            return None
-        if not host.admits(presented.fingerprint, server=server, transport=transport):
-            return None
     if host.pin.renewal_due():
         host.pin.renewing = True
         task = asyncio.get_running_loop().create_task(_renew(host, request, session_id, server, transport))
@@ -170,23 +137,6 @@ def pinned_session(request: GatewayRequest, session_id: str | None, *, server: s
     if credential.ambient != presented.ambient:
         credential = dataclasses.replace(credential, ambient=presented.ambient)
     return Caller(credential, BoundSession(pk=host.pk, ref=host.ref, channel_name=host.inbox))
-
-
-def _confirm_from_cache(host: Any, request: GatewayRequest, fingerprint: str) -> bool:
-    """Renew ``host``'s lapsed pin from the cache of verified credentials, if it holds a later check of that one.
-
-    Both say the same thing, "this credential passed the database less than ``RECHECK_INTERVAL`` ago", and both
-    forget a revoked one at once, so a change bypassing the signals is still seen within the interval: a session
-    opened from a cached credential (its pin as old as that entry) then takes no full check for its first POSTs
-    when another request has checked the credential since.
-    """
-    if not credential_cache.enabled() or host.pin.checked_at == -math.inf:
-        return False  # never pinned (a login ticket's session): only the database's check of the login pins it
-    cached = credential_cache.get(fingerprint)
-    if cached is None or (cached.audience and cached.audience != resource_url(request)):
-        return False
-    host.pin.confirm(cached)
-    return True
 
 
 # Renewals under way; referenced so that they are not collected before they finish.

@@ -24,11 +24,10 @@ from channels.db import database_sync_to_async
 
 from mcp_sessions.models import StreamTicket
 
-from .auth import Credential, login_fingerprint, token_fingerprint
+from .auth import Credential, authenticate, login_fingerprint, token_fingerprint
 from .conf import gateway_settings
 from .exceptions import InvalidTicket, TicketRequired
 from .http import GatewayRequest
-from .identity import authenticate_cached
 
 CHALLENGE = [(b"www-authenticate", b'Ticket realm="mcp", error="invalid_ticket"')]
 
@@ -51,9 +50,7 @@ async def stream_credential(request: GatewayRequest) -> Credential:
     if values is None:
         if gateway_settings.REQUIRE_TICKET_FOR_BROWSERS and request.origin is not None:
             raise TicketRequired(headers=CHALLENGE)
-        # A stream opening a session names none: like any such request, it may be answered from the worker's cache
-        # of verified credentials (a reconnect storm's opens would otherwise each query the credential).
-        return await authenticate_cached(request)
+        return await authenticate(request)
     ticket = None
     if len(values) == 1:
         ticket = await database_sync_to_async(StreamTicket.objects.redeem)(values[0], request.origin or "")

@@ -3,7 +3,6 @@ real launcher processes on Redis; the TTL bounds what bypasses the signals, the 
 
 from __future__ import annotations
 
-import asyncio
 import functools
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -124,25 +123,6 @@ async def refused(headers: dict[str, str]) -> bool:
     except AuthenticationRequired:
         return True
     return False
-
-
-@pytest.mark.parametrize("kind", ["token", "cookie"])
-async def test_concurrent_misses_share_one_check(kind: str, alice: Any, queries: list[str]) -> None:
-    """A burst of opens with one credential (a reconnect storm) costs one database check, not one each."""
-    if kind == "token":
-        _, headers = await sync_to_async(bearer)(alice)
-    else:
-        _, headers = await sync_to_async(login)(alice)
-    await authenticate_cached(post(headers))  # the first one's queries include the connection's setting up
-    credential_cache.clear()
-    queries.clear()
-    await authenticate_cached(post(headers))
-    checked_once = len(queries)
-    credential_cache.clear()
-    queries.clear()
-    burst = await asyncio.gather(*(authenticate_cached(post(headers)) for _ in range(20)))
-    assert len(queries) == checked_once
-    assert {credential.user.pk for credential in burst} == {alice.pk}
 
 
 @pytest.mark.parametrize("kind", ["token", "cookie"])
