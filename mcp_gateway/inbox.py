@@ -51,7 +51,7 @@ class WorkerInbox:
     async def address(self, layer: BaseChannelLayer) -> str:
         """The channel this worker receives on, listening from the first call (and again if the loop stopped)."""
         loop = asyncio.get_running_loop()
-        if self._loop is not loop or self._layer is not layer or self._channel is None:
+        if self._loop is not loop or self._layer is not layer or self._channel is None or self._channel.cancelled():
             if self._task is not None and self._loop is loop:
                 # The settings name another layer now: the old address is not this worker's any more.
                 self._task.cancel()
@@ -71,11 +71,17 @@ class WorkerInbox:
     async def _name_and_receive(self, layer: BaseChannelLayer, named: asyncio.Future[str]) -> None:
         try:
             channel = await layer.new_channel()
+            # Joined before the address is known: a listen stream acknowledged on this worker hears every
+            # event published after its acknowledgement.
+            await self._worker.listens.join(layer, channel)
         except Exception as exc:
             named.set_exception(exc)
             return
-        named.set_result(channel)
-        await self._worker.listens.join(layer, channel)
+        else:
+            named.set_result(channel)
+        finally:
+            if not named.done():
+                named.cancel()  # the task was cancelled meanwhile: nobody is left waiting on the address
         await self._receive(layer, channel)
 
     async def _receive(self, layer: BaseChannelLayer, channel: str) -> None:
