@@ -4,15 +4,15 @@ Split from :mod:`mcp_gateway.worker`, which holds the registries this reads:
 the inbox receives for every session and listen stream of the worker, and for
 the worker itself (revoked credentials, changed permissions, listen events,
 other workers announcing they send to a session here). It knows its worker
-only through the :class:`~mcp_gateway.worker.Worker` it is given, so this
-module imports nothing of the worker at run time.
+only as the :class:`~mcp_gateway.worker_parts.InboxWorker` it is given, so this
+module does not import :mod:`mcp_gateway.worker`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from channels.exceptions import ChannelFull
 from channels.layers import BaseChannelLayer
@@ -20,9 +20,7 @@ from channels.layers import BaseChannelLayer
 from .credcache import credential_cache
 from .permcache import permission_cache
 from .wire import SenderKnownMessage, send_quietly
-
-if TYPE_CHECKING:
-    from .worker import Worker
+from .worker_parts import InboxWorker
 
 logger = logging.getLogger("mcp_gateway")
 
@@ -41,7 +39,7 @@ class WorkerInbox:
     closed its session before: messages queued there may be gone.
     """
 
-    def __init__(self, worker: Worker) -> None:
+    def __init__(self, worker: InboxWorker) -> None:
         self._worker = worker
         self._loop: asyncio.AbstractEventLoop | None = None
         self._layer: BaseChannelLayer | None = None

@@ -3,8 +3,9 @@
 Split from :mod:`mcp_gateway.worker`, which starts it when a session opens
 and tells it what to sweep (:meth:`~mcp_gateway.worker.Worker.swept`): the
 session hosts and the listen streams, seen here only as
-:class:`~mcp_gateway.listeners.Swept`, so this module imports nothing of the
-worker at run time.
+:class:`~mcp_gateway.listeners.Swept`. It knows its worker only as the
+:class:`~mcp_gateway.worker_parts.SweptWorker` it is given, so this module
+does not import :mod:`mcp_gateway.worker`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from channels.db import database_sync_to_async
 from django.utils import timezone
@@ -21,9 +22,7 @@ from mcp_sessions.models import CloseReason, McpSession
 
 from .conf import gateway_settings
 from .listeners import Swept
-
-if TYPE_CHECKING:
-    from .worker import Worker
+from .worker_parts import SweptWorker
 
 logger = logging.getLogger("mcp_gateway")
 
@@ -44,7 +43,7 @@ class Sweeper:
     it closed is closed again (its host stays registered until it is).
     """
 
-    def __init__(self, worker: Worker) -> None:
+    def __init__(self, worker: SweptWorker) -> None:
         self._worker = worker
         self._task: asyncio.Task[None] | None = None
 

@@ -15,7 +15,6 @@ import contextlib
 import dataclasses
 import functools
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -24,7 +23,6 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 from django.utils import timezone
 from mcp.server.connection import Connection
 from mcp.server.lowlevel import Server
-from mcp.server.streamable_http import REQUEST_CANCELLED
 from mcp.shared.message import ServerMessageMetadata, SessionMessage
 from mcp_types import (
     CLIENT_INFO_META_KEY,
@@ -46,6 +44,7 @@ from ..caller import context_overrides
 from ..context import GatewayRequestContext
 from ..modern.sdk import awaits_answers, request_ids_used
 from . import parking
+from .inflight import InFlight, cancelled, settled
 
 Sink = Callable[[SessionMessage], Awaitable[None]]
 
@@ -244,9 +243,9 @@ class SessionActor:
                 return
             self._in_flight[message.id] += 1
             if self.context.transport == Transport.STREAMABLE_HTTP:
-                metadata.on_request_unanswered = functools.partial(_cancelled, self._out_send, message.id)
+                metadata.on_request_unanswered = functools.partial(cancelled, self._out_send, message.id)
             else:
-                metadata.on_request_unanswered = functools.partial(_settled, self._in_flight, message.id)
+                metadata.on_request_unanswered = functools.partial(settled, self._in_flight, message.id)
         try:
             await self._in_send.send(SessionMessage(message, metadata=metadata))
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
@@ -342,55 +341,6 @@ class SessionActor:
         self.activity.client_version = clean_field(McpSession, "client_version", info.get("version") or "")
         if isinstance(protocol_version, str):
             self.activity.protocol_version = clean_field(McpSession, "protocol_version", protocol_version)
-
-
-class InFlight(Counter[RequestId]):
-    """The client requests in progress, by ID; what waits for none to be left is woken when none is."""
-
-    __slots__ = ("_settled",)  # every session keeps one, parked or not
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._settled: anyio.Event | None = None
-
-    def release(self, request_id: RequestId) -> None:
-        """One request ``request_id`` is no longer in progress."""
-        if self[request_id] > 0:
-            self[request_id] -= 1
-            if not self[request_id]:
-                del self[request_id]
-        if not self and self._settled is not None:
-            self._settled.set()
-            self._settled = None
-
-    async def wait_settled(self) -> None:
-        """Return once no request is in progress."""
-        if self:
-            if self._settled is None:
-                self._settled = anyio.Event()
-            await self._settled.wait()
-
-
-async def _settled(in_flight: InFlight, request_id: RequestId) -> None:
-    """The server finished a request without answering it (the SDK's hook; refers to the count, not the actor).
-
-    HTTP+SSE: the reply would have gone to the session's one stream, so nothing waits for it.
-    """
-    in_flight.release(request_id)
-
-
-async def _cancelled(out_send: Any, request_id: RequestId) -> None:
-    """A Streamable HTTP request settled unanswered (cancelled): end its stream with ``REQUEST_CANCELLED``.
-
-    That era's wire ends a request's stream only with a response for its id,
-    so the SDK's own transport answers here, where the dispatcher stays
-    silent. The answer goes out through the ordered outbound queue, behind
-    whatever the request already sent; the pump then frees the request's
-    stream and its place among those in flight, as for any response.
-    """
-    error = ErrorData(code=REQUEST_CANCELLED, message="Request cancelled")
-    with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
-        await out_send.send(SessionMessage(JSONRPCError(jsonrpc="2.0", id=request_id, error=error)))
 
 
 async def _discard(session_message: SessionMessage) -> None:

@@ -31,7 +31,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import anyio
 from mcp.server.connection import Connection
@@ -49,7 +49,6 @@ from ..modern.lifespan import lifespans
 from ..modern.sdk import continue_request_ids, has_modern_envelope, serve_modern_stream
 
 if TYPE_CHECKING:
-    from .actor import SessionActor
     from .mailbox import Mailbox
 
 logger = logging.getLogger("mcp_gateway")
@@ -59,6 +58,20 @@ Resume = Callable[[], Awaitable[Outbound | None]]
 
 
 HANDSHAKE, MODERN = "handshake", "2026-07-28"
+
+
+class ParkableActor(Protocol):
+    """What :class:`Parking` uses of a session's actor (:class:`~.actor.SessionActor`, which imports this module)."""
+
+    @property
+    def last_active(self) -> float: ...  # time.monotonic() when it was last busy
+    @property
+    def parkable(self) -> bool: ...
+    @property
+    def parking(self) -> bool: ...  # parked, or being parked, until resumed
+
+    def park(self, resume: Resume) -> None: ...
+    async def serving(self) -> Any: ...
 
 
 def era_opened_by(message: JSONRPCMessage) -> str | None:
@@ -244,7 +257,7 @@ class Parking:
 
     __slots__ = ()
     # The host's, see SessionHost.
-    actor: SessionActor | None
+    actor: ParkableActor | None
     _actor_task: asyncio.Task[None] | None
     _loop: asyncio.AbstractEventLoop | None
     _mail: Mailbox
@@ -254,7 +267,7 @@ class Parking:
     def accepting(self) -> bool:
         raise NotImplementedError
 
-    def _actor(self, first: JSONRPCMessage | None) -> SessionActor:
+    def _actor(self, first: JSONRPCMessage | None) -> ParkableActor:
         raise NotImplementedError
 
     def _wake(self) -> None:
@@ -285,7 +298,7 @@ class Parking:
                 message = await self._mail.get()
                 return message
 
-    async def _park(self, actor: SessionActor, task: asyncio.Task[None]) -> None:
+    async def _park(self, actor: ParkableActor, task: asyncio.Task[None]) -> None:
         """Stop the idle server loop of ``actor`` (which ``task`` runs), keeping the session's state."""
         actor.park(self._resume_for_server)
         await asyncio.wait([task])
