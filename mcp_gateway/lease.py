@@ -38,7 +38,7 @@ from channels.db import database_sync_to_async
 from django.utils import timezone
 
 from mcp_sessions import audit
-from mcp_sessions.models import AuditKind, CloseReason, McpSession, Worker
+from mcp_sessions.models import CloseReason, McpSession, Worker
 from mcp_sessions.revocation import revoke
 
 from .conf import gateway_settings
@@ -115,12 +115,11 @@ class WorkerLease:
         lost = await database_sync_to_async(self._beat_once)(live, created_before)
         for record in lost:
             logger.warning("Closed MCP session %s: open on this worker, which no longer runs it", record.ref)
-            audit.record(
-                AuditKind.SESSION_CLOSED,
+            audit.session_closed(
                 user_id=record.user_id,
                 remote_addr=record.remote_addr,
                 session_ref=record.ref,
-                detail=CloseReason.HOST_LOST,
+                reason=CloseReason.HOST_LOST,
             )
 
     def _beat_once(

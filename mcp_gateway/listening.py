@@ -49,17 +49,16 @@ from mcp.server.subscriptions import ListenHandler
 from mcp.shared.exceptions import MCPError
 from mcp.shared.subscriptions import ServerEvent, event_matches
 from mcp_types import INTERNAL_ERROR, SubscriptionsListenRequestParams, SubscriptionsListenResult
-from pydantic import ValidationError
 
 from mcp_sessions import audit
 from mcp_sessions.ids import hash_session_id, new_session_id
 from mcp_sessions.models import AuditKind, CloseReason, McpSession, Transport, error_summary
-from mcp_sessions.subscriptions import stored_filter
 
 from .auth import Credential
 from .bus import ChannelLayerBus, UserBus, bus
 from .conf import gateway_settings
 from .http import GatewayRequest
+from .listen_request import client_field, listen_params, stored_filter_of
 from .modern.sdk import own_request_handlers
 from .opening import Mount, deadline_for, insert_record
 from .worker import Worker, worker
@@ -73,35 +72,6 @@ CLOSE_GRACE = 1.0
 
 # The stream the current request serves, for serve_listen (set by ``async with stream``).
 _current: contextvars.ContextVar[ListenStream | None] = contextvars.ContextVar("mcp_listen_stream", default=None)
-
-
-def listen_params(
-    params: Mapping[str, Any] | SubscriptionsListenRequestParams | None,
-) -> SubscriptionsListenRequestParams | None:
-    """The request's params as the SDK validates them, or None if they are not valid ones (the SDK refuses them)."""
-    if isinstance(params, SubscriptionsListenRequestParams):
-        return params
-    try:
-        return SubscriptionsListenRequestParams.model_validate(params or {}, by_name=False)
-    except ValidationError:
-        return None
-
-
-def _filter_of(params: SubscriptionsListenRequestParams | None) -> dict[str, Any] | None:
-    if params is None:
-        return None
-    wanted = params.notifications
-    return stored_filter(
-        tools=wanted.tools_list_changed is True,
-        prompts=wanted.prompts_list_changed is True,
-        resources=wanted.resources_list_changed is True,
-        uris=wanted.resource_subscriptions or (),
-    )
-
-
-def _client_field(client_info: Any, name: str) -> str:
-    value = client_info.get(name) if isinstance(client_info, Mapping) else getattr(client_info, name, None)
-    return value if isinstance(value, str) else ""
 
 
 async def open_listen_stream(
@@ -133,8 +103,8 @@ async def open_listen_stream(
         "transport": Transport.LISTEN,
         "channel_name": channel,
         "worker_id": await site.lease.ensure(),
-        "client_name": _client_field(client_info, "name"),
-        "client_version": _client_field(client_info, "version"),
+        "client_name": client_field(client_info, "name"),
+        "client_version": client_field(client_info, "version"),
         "protocol_version": protocol_version,
         "remote_addr": request.client_ip,
         "user_agent": request.user_agent,
@@ -142,7 +112,7 @@ async def open_listen_stream(
         "token_id": credential.token_id,
         "login_session_hash": credential.login_session_hash,
         "credential_ref": credential.credential_ref,  # an OAuth grant's: revoking it ends the stream
-        "listen_filter": _filter_of(validated),
+        "listen_filter": stored_filter_of(validated),
         "in_use": True,  # it holds its stream: never evicted to make room for another (mcp_sessions.eviction)
     }
     record = await insert_record(credential.user, fields)
@@ -351,12 +321,8 @@ class ListenStream:
             return
         self._unwritten = None
         self._site.listens.discard(self)
-        audit.record(
-            AuditKind.SESSION_CLOSED,
-            user=self.credential.user,
-            remote_addr=self.remote_addr,
-            session_ref=self.ref,
-            detail=reason,
+        audit.session_closed(
+            user=self.credential.user, remote_addr=self.remote_addr, session_ref=self.ref, reason=reason
         )
 
     # What the worker's sweep reads (see mcp_gateway.listeners.Swept)

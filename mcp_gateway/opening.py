@@ -139,13 +139,7 @@ async def _close_hostless(record: McpSession) -> None:
             "Could not close MCP session %s, whose opening request went away (%s)", record.ref, error_summary(exc)
         )
         return
-    audit.record(
-        AuditKind.SESSION_CLOSED,
-        user_id=record.user_id,
-        remote_addr=record.remote_addr,
-        session_ref=record.ref,
-        detail=reason,
-    )
+    audit.session_closed(user_id=record.user_id, remote_addr=record.remote_addr, session_ref=record.ref, reason=reason)
 
 
 def deadline_for(credential: Credential) -> datetime | None:

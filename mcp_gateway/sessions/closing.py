@@ -19,7 +19,7 @@ from channels.db import database_sync_to_async
 from channels.layers import BaseChannelLayer
 
 from mcp_sessions import audit
-from mcp_sessions.models import AuditKind, CloseReason, McpSession, error_summary
+from mcp_sessions.models import CloseReason, McpSession, error_summary
 
 from ..auth import Credential
 from .delivery import Delivery
@@ -150,12 +150,8 @@ class Closing(Delivery):
             self._unwritten = reason  # cancelled: whether it was written is unknown, and writing it again is harmless
             raise
         self._site.forget(self)
-        audit.record(
-            AuditKind.SESSION_CLOSED,
-            user=self.credential.user,
-            remote_addr=self.remote_addr,
-            session_ref=self.ref,
-            detail=reason,
+        audit.session_closed(
+            user=self.credential.user, remote_addr=self.remote_addr, session_ref=self.ref, reason=reason
         )
 
     @property
