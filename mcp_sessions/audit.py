@@ -1,9 +1,10 @@
 """The audit trail: security events to the ``mcp_gateway.security`` loggers and the database.
 
 It writes the model app's :class:`~mcp_sessions.models.AuditEvent` rows, so it
-lives here, below the models: it defines the events' kinds (:class:`AuditKind`)
-and column lengths that the model uses, and looks the model up when it writes,
-so that the models' own operations (a revocation) can record events. The gateway
+lives here, below the models: it looks the model up when it writes, so that the
+models' own operations (a revocation) can record events; the events' kinds
+(:class:`~mcp_sessions.choices.AuditKind`) and the columns' lengths
+(:mod:`mcp_sessions.lengths`) are the models' as well, in modules of their own. The gateway
 calls it for the refusals it answers and the sessions it
 opens and closes. A refusal logs on a logger of its own exception class,
 ``mcp_gateway.security.<ClassName>`` (as Django's own security events log on
@@ -46,12 +47,13 @@ from typing import TYPE_CHECKING, Any
 from channels.db import database_sync_to_async
 from django.apps import apps
 from django.contrib.auth import get_user_model
-from django.db import models, transaction
+from django.db import transaction
 from django.utils import timezone
-from django.utils.translation import gettext_lazy as _
 
 from mcp_gateway.conf import gateway_settings
 
+from .choices import AuditKind as AuditKind  # the events' kinds, named here by every caller
+from .lengths import DETAIL_LENGTH, USERNAME_LENGTH
 from .text import clean_address, escape
 
 if TYPE_CHECKING:
@@ -61,29 +63,6 @@ SECURITY_LOGGER = "mcp_gateway.security"
 security_logger = logging.getLogger(SECURITY_LOGGER)
 
 
-class AuditKind(models.TextChoices):
-    SESSION_OPENED = "session_opened", _("Session opened")
-    SESSION_CLOSED = "session_closed", _("Session closed")
-    SESSION_REVOKED = "session_revoked", _("Session revoked")
-    FOREIGN_SESSION = "foreign_session", _("Another user's session named")
-    ORIGIN_REFUSED = "origin_refused", _("Origin refused")
-    HOST_REFUSED = "host_refused", _("Host refused")
-    INVALID_TOKEN = "invalid_token", _("Invalid or revoked token")
-    INVALID_TICKET = "invalid_ticket", _("Invalid, used or expired stream ticket")
-    CSRF_FAILED = "csrf_failed", _("CSRF check failed")
-    RATE_LIMITED = "rate_limited", _("Rate limited")
-    SESSION_LIMIT = "session_limit", _("Session limit reached")
-    PAYLOAD_TOO_LARGE = "payload_too_large", _("Body too large")
-    REQUEST_STATE_REFUSED = "request_state_refused", _("Multi-round-trip request state refused")
-    INSUFFICIENT_SCOPE = "insufficient_scope", _("OAuth token lacks a needed scope")
-    TOKEN_CREATED = "token_created", _("Access token created")
-    TOKEN_REVOKED = "token_revoked", _("Access token revoked")
-    APP_REVOKED = "app_revoked", _("Connected app's access revoked")
-
-
-# The lengths of AuditEvent's columns that hold text of the caller's.
-DETAIL_LENGTH = 200
-USERNAME_LENGTH = 150
 # Events of what a user or the gateway did, not refusals: always stored, logged at INFO.
 LIFECYCLE = frozenset(
     {
@@ -218,6 +197,24 @@ def _write(events: list[AuditEvent]) -> None:
 
 trail = AuditTrail()
 record = trail.record
+
+
+def session_closed(
+    *, user: Any = None, user_id: int | None = None, remote_addr: str | None, session_ref: str, reason: str
+) -> None:
+    """Record that a session or listen stream closed for ``reason``, as its record's close wrote it.
+
+    The one row every close the gateway writes leaves: by its host, its
+    listen stream, a cancelled opening, or the lease of a worker that lost it.
+    """
+    record(
+        AuditKind.SESSION_CLOSED,
+        user=user,
+        user_id=user_id,
+        remote_addr=remote_addr,
+        session_ref=session_ref,
+        detail=reason,
+    )
 
 
 def refusal_logger(exc: BaseException) -> logging.Logger:

@@ -36,7 +36,7 @@ from django.utils.module_loading import import_string
 
 from mcp_gateway.conf import gateway_settings
 
-from .audit import USERNAME_LENGTH
+from .lengths import NAME_LENGTH, USERNAME_LENGTH
 from .managers import OwnedQuerySet
 from .signals import call_recorded
 from .text import escape
@@ -44,8 +44,6 @@ from .text import escape
 if TYPE_CHECKING:
     from .models import CallRecord
 
-NAME_LENGTH = 400
-ARGUMENTS_DIGEST_LENGTH = 64
 MAX_PENDING = 10_000
 FLUSH_DELAY = 0.2
 

@@ -63,3 +63,25 @@ class CallOutcome(models.TextChoices):
     TOOL_ERROR = "tool_error", _("Tool error")
     REFUSED = "refused", _("Refused")
     FAILED = "failed", _("Failed")
+
+
+class AuditKind(models.TextChoices):
+    """What an audit event records (:class:`~mcp_sessions.models.AuditEvent`'s kind): see :mod:`mcp_sessions.audit`."""
+
+    SESSION_OPENED = "session_opened", _("Session opened")
+    SESSION_CLOSED = "session_closed", _("Session closed")
+    SESSION_REVOKED = "session_revoked", _("Session revoked")
+    FOREIGN_SESSION = "foreign_session", _("Another user's session named")
+    ORIGIN_REFUSED = "origin_refused", _("Origin refused")
+    HOST_REFUSED = "host_refused", _("Host refused")
+    INVALID_TOKEN = "invalid_token", _("Invalid or revoked token")
+    INVALID_TICKET = "invalid_ticket", _("Invalid, used or expired stream ticket")
+    CSRF_FAILED = "csrf_failed", _("CSRF check failed")
+    RATE_LIMITED = "rate_limited", _("Rate limited")
+    SESSION_LIMIT = "session_limit", _("Session limit reached")
+    PAYLOAD_TOO_LARGE = "payload_too_large", _("Body too large")
+    REQUEST_STATE_REFUSED = "request_state_refused", _("Multi-round-trip request state refused")
+    INSUFFICIENT_SCOPE = "insufficient_scope", _("OAuth token lacks a needed scope")
+    TOKEN_CREATED = "token_created", _("Access token created")
+    TOKEN_REVOKED = "token_revoked", _("Access token revoked")
+    APP_REVOKED = "app_revoked", _("Connected app's access revoked")

@@ -16,15 +16,15 @@ from django.utils import timezone
 from django.utils.text import Truncator
 from django.utils.translation import gettext_lazy as _
 
-from .audit import DETAIL_LENGTH, USERNAME_LENGTH
-from .audit import AuditKind as AuditKind  # part of the models' API: the kind column's choices
-from .calls import ARGUMENTS_DIGEST_LENGTH, NAME_LENGTH, CallRecordManager
+from .calls import CallRecordManager
+from .choices import AuditKind as AuditKind  # part of the models' API: the kind column's choices
 from .choices import CallOutcome as CallOutcome
 from .choices import CloseReason as CloseReason
 from .choices import CredentialKind as CredentialKind
 from .choices import TokenState as TokenState
 from .choices import Transport as Transport
 from .ids import TOKEN_PREFIX_LENGTH, public_ref
+from .lengths import ARGUMENTS_DIGEST_LENGTH, DETAIL_LENGTH, NAME_LENGTH, USERNAME_LENGTH
 from .managers import AuditEventManager, McpSessionManager
 from .managers import McpSessionQuerySet as McpSessionQuerySet
 from .managers import SessionLimitReached as SessionLimitReached
