@@ -50,7 +50,8 @@ class StateFilter(admin.SimpleListFilter):
         return [("open", _("Open")), ("closed", _("Closed"))]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
-        sessions = cast(McpSessionQuerySet, queryset)  # the model's own queryset, as every admin queryset here
+        # The model's own queryset, as every admin queryset here.
+        sessions = cast(McpSessionQuerySet[McpSession], queryset)
         if self.value() == "open":
             return sessions.open()
         if self.value() == "closed":
@@ -146,7 +147,9 @@ class McpSessionAdmin(RevokeButtonMixin, ReadOnlyAdmin):
         return request.user.has_perm(f"{self.opts.app_label}.revoke_mcpsession")
 
     @admin.action(description=_("Revoke selected sessions"), permissions=["revoke"])
-    def revoke_sessions(self, request: HttpRequest, queryset: McpSessionQuerySet) -> TemplateResponse | None:
+    def revoke_sessions(
+        self, request: HttpRequest, queryset: McpSessionQuerySet[McpSession]
+    ) -> TemplateResponse | None:
         """Close the sessions and their live streams, after a confirmation page."""
         if request.POST.get("post") == "yes":
             count = queryset.revoke()

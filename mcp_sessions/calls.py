@@ -26,7 +26,7 @@ import time
 from collections import Counter
 from collections.abc import Mapping
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any, TypeVar
 
 from channels.db import database_sync_to_async
 from django.apps import apps
@@ -41,23 +41,23 @@ from .managers import OwnedQuerySet
 from .signals import call_recorded
 from .text import escape
 
-if TYPE_CHECKING:
-    from .models import CallRecord
-
 MAX_PENDING = 10_000
 FLUSH_DELAY = 0.2
 
 logger = logging.getLogger("mcp_gateway.calls")
 
+# The managers' model (CallRecord, which imports this module): generic in it rather than importing it back.
+_M = TypeVar("_M", bound=models.Model)
 
-class CallRecordQuerySet(OwnedQuerySet["CallRecord"]):
+
+class CallRecordQuerySet(OwnedQuerySet[_M]):
     """Call records; ``for_user`` gives one user's own (Your MCP access shows them their activity)."""
 
 
 _CallRecordBaseManager = models.Manager.from_queryset(CallRecordQuerySet)
 
 
-class CallRecordManager(_CallRecordBaseManager["CallRecord"]):
+class CallRecordManager(_CallRecordBaseManager[_M]):
     def clear_expired(self, days: float) -> int:
         """Delete the records older than ``days``; how many."""
         deleted, _ = self.filter(created_at__lt=timezone.now() - timedelta(days=days)).delete()
@@ -74,7 +74,7 @@ def arguments_digest(arguments: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical_json(arguments)).hexdigest()
 
 
-def _model() -> type[CallRecord]:
+def _model() -> type[models.Model]:
     """The CallRecord model, looked up when needed: the models import this module."""
     return apps.get_model("mcp_sessions", "CallRecord")
 

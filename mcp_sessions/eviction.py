@@ -47,24 +47,35 @@ and no session is evicted twice.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from .choices import CloseReason, Transport
 
-if TYPE_CHECKING:
-    from .managers import McpSessionQuerySet
+
+class Sessions(Protocol):
+    """What eviction uses of a queryset of sessions (a :class:`~mcp_sessions.managers.McpSessionQuerySet`).
+
+    A protocol: the managers call this module, and it must not import them back.
+    """
+
+    def count(self) -> int: ...
+    def filter(self, *args: Any, **kwargs: Any) -> Sessions: ...
+    def exclude(self, *args: Any, **kwargs: Any) -> Sessions: ...
+    def order_by(self, *field_names: str) -> Sessions: ...
+    def values_list(self, *fields: str, flat: bool = ..., named: bool = ...) -> Any: ...
+    def revoke(self, reason: str = ..., *, remote_addr: str | None = None) -> int: ...
 
 
 class SessionLimitReached(Exception):
     """The user already has as many open sessions as allowed, and every one of them is in use."""
 
 
-def evictable(sessions: McpSessionQuerySet) -> McpSessionQuerySet:
+def evictable(sessions: Sessions) -> Sessions:
     """Those of ``sessions`` that may be closed to make room: not in use, nor HTTP+SSE or listen (see the module)."""
     return sessions.filter(in_use=False).exclude(transport__in=(Transport.SSE, Transport.LISTEN))
 
 
-def make_room(open_sessions: McpSessionQuerySet, limit: int) -> int:
+def make_room(open_sessions: Sessions, limit: int) -> int:
     """Close enough of a user's ``open_sessions`` for one more to fit under ``limit``; how many were closed.
 
     The least recently active evictable ones go first (the oldest first among

@@ -6,8 +6,8 @@ management commands and the gateway call them (``for_user``, ``revoke``,
 Tokens' operations are in :mod:`mcp_sessions.tokens`, stream tickets' in
 :mod:`mcp_sessions.tickets`, client usage's in :mod:`mcp_sessions.usage`,
 call records' in :mod:`mcp_sessions.calls`. Models are looked up through the app registry where an
-operation reaches another model, so that this module and the models do not
-import each other.
+operation reaches another model, and the querysets and managers are generic in
+their own model, so that this module does not import the models, which import it.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import contextlib
 import logging
 from collections.abc import Collection
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Self, TypeVar
 
 from django.apps import apps
 from django.contrib.auth import get_user_model
@@ -33,12 +33,6 @@ from .ids import (
 )
 from .signals import credentials_revoked, sessions_revoked
 from .text import clean_fields
-
-if TYPE_CHECKING:
-    from .models import (
-        AuditEvent,  # noqa: F401  (named in a string: ``models.Manager["AuditEvent"]``)
-        McpSession,
-    )
 
 logger = logging.getLogger("mcp_gateway")
 
@@ -58,6 +52,7 @@ def error_summary(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first_line}" if first_line else type(exc).__name__
 
 
+# The model of a queryset or manager here: generic in it, as the models import this module and not the reverse.
 _M = TypeVar("_M", bound=models.Model)
 
 
@@ -69,19 +64,21 @@ class OwnedQuerySet(models.QuerySet[_M]):
         return self.filter(user=user)
 
 
-class McpSessionQuerySet(OwnedQuerySet["McpSession"]):
-    def open(self) -> McpSessionQuerySet:
+class McpSessionQuerySet(OwnedQuerySet[_M]):
+    """Sessions' operations; generic in its model (:class:`~mcp_sessions.models.McpSession`), which imports this."""
+
+    def open(self) -> Self:
         return self.filter(closed_at__isnull=True)
 
-    def closed(self) -> McpSessionQuerySet:
+    def closed(self) -> Self:
         return self.filter(closed_at__isnull=False)
 
-    def leased(self, lease: float) -> McpSessionQuerySet:
+    def leased(self, lease: float) -> Self:
         """Sessions whose worker has sent a heartbeat within ``lease`` seconds (or that have no worker)."""
         fresh = timezone.now() - timedelta(seconds=lease)
         return self.filter(models.Q(worker__isnull=True) | models.Q(worker__heartbeat_at__gte=fresh))
 
-    def orphaned(self, lease: float) -> McpSessionQuerySet:
+    def orphaned(self, lease: float) -> Self:
         """Open sessions whose worker has missed its lease: it crashed or hangs."""
         stale = timezone.now() - timedelta(seconds=lease)
         return self.open().filter(models.Q(worker__heartbeat_at__lt=stale))
@@ -155,10 +152,10 @@ def announce_credentials_revoked(
 _McpSessionBaseManager = models.Manager.from_queryset(McpSessionQuerySet)
 
 
-class McpSessionManager(_McpSessionBaseManager["McpSession"]):
+class McpSessionManager(_McpSessionBaseManager[_M]):
     """Every write of a session record cleans its values first (:mod:`mcp_sessions.text`): many are the client's."""
 
-    def open_for(self, user: Any, *, limit: int | None, lease: float, **fields: Any) -> McpSession:
+    def open_for(self, user: Any, *, limit: int | None, lease: float, **fields: Any) -> _M:
         """Record a new session for ``user``, closing one of theirs first if they already have ``limit`` open ones.
 
         The one closed (``evicted``) is the least recently active that is not
@@ -259,7 +256,7 @@ class McpSessionManager(_McpSessionBaseManager["McpSession"]):
             self.filter(pk=pk).update(**changes)
         return self.filter(pk=pk).values_list("close_reason", flat=True).first() or reason
 
-    def close_hostless(self, worker_id: str, live: Collection[int], created_before: datetime) -> list[McpSession]:
+    def close_hostless(self, worker_id: str, live: Collection[int], created_before: datetime) -> list[_M]:
         """Close (``host_lost``) the records open on ``worker_id`` created before ``created_before``, but ``live``.
 
         ``live`` are the pks of the sessions the worker runs. A record open on
@@ -269,7 +266,7 @@ class McpSessionManager(_McpSessionBaseManager["McpSession"]):
         """
         open_here = self.open().filter(worker_id=worker_id, created_at__lt=created_before)
         lost = [pk for pk in open_here.values_list("pk", flat=True) if pk not in live]
-        closed: list[McpSession] = []
+        closed: list[_M] = []
         now = timezone.now()
         for start in range(0, len(lost), 500):  # within every database's limit on query parameters
             for record in self.filter(pk__in=lost[start : start + 500]).only("pk", "id_hash", "user_id", "remote_addr"):
@@ -281,7 +278,7 @@ class McpSessionManager(_McpSessionBaseManager["McpSession"]):
         return closed
 
 
-class AuditEventManager(models.Manager["AuditEvent"]):
+class AuditEventManager(models.Manager[_M]):
     def clear_expired(self, days: float) -> int:
         """Delete the events older than ``days``; how many."""
         deleted, _ = self.filter(created_at__lt=timezone.now() - timedelta(days=days)).delete()

@@ -31,7 +31,7 @@ def login_session_hash(session_key: str) -> str:
     return hashlib.sha256(session_key.encode()).hexdigest()
 
 
-def revoke(sessions: McpSessionQuerySet, reason: str = CloseReason.REVOKED) -> int:
+def revoke(sessions: McpSessionQuerySet[McpSession], reason: str = CloseReason.REVOKED) -> int:
     """Close the open ones among ``sessions`` now; returns how many (see :meth:`McpSessionQuerySet.revoke`)."""
     return sessions.revoke(reason)
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any, TypeVar
 
 from django.db import models, transaction
 from django.db.models.functions import Greatest, Least
@@ -31,8 +31,8 @@ from django.utils import timezone
 from .managers import OwnedQuerySet
 from .text import clean_fields
 
-if TYPE_CHECKING:
-    from .models import ClientUsage  # noqa: F401  (named in a string: ``OwnedQuerySet["ClientUsage"]``)
+# The managers' model (ClientUsage, which imports this module): generic in it rather than importing it back.
+_M = TypeVar("_M", bound=models.Model)
 
 # The columns that name a row (its unique constraint), in the order batches are sorted by.
 KEY_FIELDS = ("user_id", "credential_ref", "client_name", "client_version", "protocol_version")
@@ -59,7 +59,7 @@ class UsageRow:
     refusals: int = 0
 
 
-class ClientUsageQuerySet(OwnedQuerySet["ClientUsage"]):
+class ClientUsageQuerySet(OwnedQuerySet[_M]):
     def clear_expired(self, days: float) -> int:
         """Delete the rows last seen more than ``days`` ago; how many."""
         deleted, _ = self.filter(last_seen__lt=timezone.now() - timedelta(days=days)).delete()
@@ -69,7 +69,7 @@ class ClientUsageQuerySet(OwnedQuerySet["ClientUsage"]):
 _ClientUsageBaseManager = models.Manager.from_queryset(ClientUsageQuerySet)
 
 
-class ClientUsageManager(_ClientUsageBaseManager["ClientUsage"]):
+class ClientUsageManager(_ClientUsageBaseManager[_M]):
     def record_batch(self, rows: Iterable[UsageRow]) -> int:
         """Add ``rows`` to the stored counts (see the module docstring); how many rows they touched.
 
