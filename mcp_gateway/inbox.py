@@ -19,6 +19,7 @@ from channels.layers import BaseChannelLayer
 
 from .credcache import credential_cache
 from .permcache import permission_cache
+from .tasks import stop_if_cancelled
 from .wire import SenderKnownMessage, send_quietly
 from .worker_parts import InboxWorker
 
@@ -84,6 +85,7 @@ class WorkerInbox:
 
     async def _receive(self, layer: BaseChannelLayer, channel: str) -> None:
         while True:
+            stop_if_cancelled()  # channels-redis's receive may swallow the cancellation and return (or fail)
             try:
                 message: dict[str, Any] = await layer.receive(channel)
             except TimeoutError:

@@ -42,6 +42,7 @@ from mcp_sessions.models import CloseReason, McpSession, Worker
 from mcp_sessions.revocation import revoke
 
 from .conf import gateway_settings
+from .tasks import stop_if_cancelled
 
 logger = logging.getLogger("mcp_gateway")
 
@@ -98,6 +99,7 @@ class WorkerLease:
             try:
                 await self.beat()
             except Exception:
+                stop_if_cancelled()
                 logger.exception("Worker heartbeat failed; retrying")
 
     async def beat(self) -> None:

@@ -22,6 +22,7 @@ from mcp_sessions.models import CloseReason, McpSession
 
 from .conf import gateway_settings
 from .listeners import Swept
+from .tasks import stop_if_cancelled
 from .worker_parts import SweptWorker
 
 logger = logging.getLogger("mcp_gateway")
@@ -59,6 +60,7 @@ class Sweeper:
             try:
                 await self.sweep()
             except Exception:
+                stop_if_cancelled()
                 logger.exception("Could not save the activity of this worker's sessions; retrying")
 
     async def sweep(self) -> None:

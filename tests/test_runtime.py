@@ -37,6 +37,7 @@ from mcp_sessions.revocation import revoke
 from . import servers
 from .asgi_helpers import http_scope
 from .clients import closed_session, until
+from .support.workers import stop
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -264,6 +265,7 @@ async def test_a_sessions_messages_keep_their_order_across_workers(alice: Any, r
         assert not worker.senders.direct(host.pk)
     finally:
         await host.close(CloseReason.SERVER_SHUTDOWN)
+        await stop(other)
         await layer.flush()
     assert worker.senders.direct(host.pk)  # forgotten with its host
 
@@ -293,11 +295,14 @@ async def test_a_worker_announcing_itself_to_a_session_gone_is_told_not_found(al
     layer = RedisChannelLayer(**redis_settings["CHANNEL_LAYERS"]["default"]["CONFIG"])
     host = await _host(alice, layer)
     await host.close(CloseReason.SERVER_SHUTDOWN)
+    other = Worker()
     try:
         with pytest.raises(SessionNotFound):
-            await Worker().send_to_session(layer, host.inbox, host.pk, {"type": "mcp.inbound", "body": "{}"})
+            await other.send_to_session(layer, host.inbox, host.pk, {"type": "mcp.inbound", "body": "{}"})
     finally:
+        await stop(other)
         await layer.flush()
+        await layer.close_pools()
 
 
 async def test_a_session_that_is_ending_takes_no_more_messages(alice: Any) -> None:
