@@ -27,7 +27,8 @@
    reached with that login's cookie, which needs the check.
 
 Streams (``GET``) authenticate with :func:`~mcp_gateway.tickets.stream_credential`
-instead: a GET changes nothing, so it is neither rate limited nor CSRF-checked.
+instead (a ticket, or :func:`authenticate_cached`): a GET changes nothing, so it
+is neither rate limited nor CSRF-checked.
 """
 
 from __future__ import annotations
@@ -94,12 +95,13 @@ async def _authenticate(request: GatewayRequest, session_id: str | None, *, serv
     return Caller(await authenticate(request))
 
 
-async def authenticate_cached(request: GatewayRequest) -> Credential:
+async def authenticate_cached(request: GatewayRequest, *, max_age: float | None = None) -> Credential:
     """:func:`~mcp_gateway.auth.authenticate`, answered from this worker's cache of verified credentials when it can.
 
     A miss is checked by the database and stored, if this worker hears of
     revocations (:meth:`~mcp_gateway.credcache.RevocationFeed.joined`) and no
-    revocation arrived while it was checked.
+    revocation arrived while it was checked. With ``max_age``, a cached
+    credential checked longer ago than that many seconds is checked again.
     """
     presented = presented_credential(request)
     if presented is None or not credential_cache.enabled():
@@ -107,6 +109,8 @@ async def authenticate_cached(request: GatewayRequest) -> Credential:
     cached = credential_cache.get(presented.fingerprint)
     if cached is not None and cached.audience and cached.audience != resource_url(request):
         cached = None  # verified for another resource (RFC 8707): the full check refuses it here
+    if cached is not None and max_age is not None and time.monotonic() - cached.checked_at > max_age:
+        cached = None
     if cached is not None:
         reuse(request, cached)
         return cached if cached.ambient == presented.ambient else dataclasses.replace(cached, ambient=presented.ambient)

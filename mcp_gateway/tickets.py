@@ -24,10 +24,11 @@ from channels.db import database_sync_to_async
 
 from mcp_sessions.models import StreamTicket
 
-from .auth import Credential, authenticate, login_fingerprint, token_fingerprint
+from .auth import Credential, login_fingerprint, token_fingerprint
 from .conf import gateway_settings
 from .exceptions import InvalidTicket, TicketRequired
 from .http import GatewayRequest
+from .identity import authenticate_cached
 
 CHALLENGE = [(b"www-authenticate", b'Ticket realm="mcp", error="invalid_ticket"')]
 
@@ -45,12 +46,20 @@ async def issue_ticket(request: GatewayRequest, credential: Credential) -> str:
 
 
 async def stream_credential(request: GatewayRequest) -> Credential:
-    """Who opens a stream: the ticket if the URL has one, else the usual authenticators."""
+    """Who opens a stream: the ticket if the URL has one, else the usual authenticators.
+
+    Those through the worker's cache of credentials it verified (:func:`~mcp_gateway.identity.authenticate_cached`),
+    as a request naming no session is: streams opened one after another with one credential (a client's many
+    sessions, a reconnecting client) cost the database a check now and then, not one each. Only one checked in the
+    first quarter of ``RECHECK_INTERVAL``: the session's pin counts from that check, and one renewed at once would
+    cost the database more than the check saved (:meth:`~mcp_gateway.sessions.pin.CredentialPin.renewal_due`).
+    A ticket is never cached: it is single-use.
+    """
     values = request.query.get("ticket")
     if values is None:
         if gateway_settings.REQUIRE_TICKET_FOR_BROWSERS and request.origin is not None:
             raise TicketRequired(headers=CHALLENGE)
-        return await authenticate(request)
+        return await authenticate_cached(request, max_age=gateway_settings.RECHECK_INTERVAL / 4)
     ticket = None
     if len(values) == 1:
         ticket = await database_sync_to_async(StreamTicket.objects.redeem)(values[0], request.origin or "")
