@@ -1,6 +1,6 @@
 """daphne with an access log that never prints secrets, a clean shutdown, request limits and lighter connections.
 
-This is daphne's own command line with five changes:
+This is daphne's own command line with six changes:
 
 - daphne writes its access log straight to a stream, whole request lines and
   query strings included, so session IDs and tickets would land in it; here
@@ -19,6 +19,9 @@ This is daphne's own command line with five changes:
   an ``asyncio.Queue``, which preallocates three deques and an event, about
   3 KB held for as long as the connection lives: most of the memory an idle
   event stream costs daphne;
+- each request's scope tells the application whether its client is gone
+  (:data:`~mcp_gateway.http.CLIENT_GONE`), so that work queued for a client
+  that gave up waiting (an open, under overload) is skipped;
 - once the application is loaded, what exists then (Django, the site's
   modules, the MCP server) is moved out of the garbage collector's reach
   (:func:`gc.freeze`): it lives as long as the process, and scanning it made
@@ -57,6 +60,7 @@ from twisted.web.http_headers import Headers
 
 from .arrival import GatewayChannel
 from .collector import tune_collector
+from .http import CLIENT_GONE
 from .redaction import redact
 from .sessions.mailbox import Mailbox
 from .webrequest import skip_form_parsing
@@ -120,6 +124,10 @@ class GatewayWebRequest(WebRequest):  # type: ignore[misc]  # daphne publishes n
         skip_form_parsing(self)
 
     _headers_forgotten = False
+
+    def client_gone(self) -> bool:
+        """Whether the client closed the connection (the scope's :data:`~mcp_gateway.http.CLIENT_GONE`)."""
+        return bool(self._disconnected)
 
     def handle_reply(self, message: dict[str, Any]) -> None:
         super().handle_reply(message)
@@ -185,6 +193,8 @@ class GatewayServer(Server):  # type: ignore[misc]  # daphne publishes no type i
         assert "application_instance" not in self.connections[protocol]
         queue = ApplicationQueue()
         scope.setdefault("asgi", {"version": "3.0"})
+        if isinstance(protocol, GatewayWebRequest):
+            scope["extensions"] = {**scope.get("extensions", {}), CLIENT_GONE: protocol.client_gone}
         instance = self.application(scope=scope, receive=queue.get, send=partial(self.handle_reply, protocol))
         if protocol not in self.connections:
             return None

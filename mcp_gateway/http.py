@@ -74,6 +74,10 @@ def body_refusal(limit: int) -> GatewayError:
     return PayloadTooLarge() if limit else BodyNotAllowed()
 
 
+# The scope extension through which a server says whether a request's client is gone: a callable returning a bool.
+CLIENT_GONE = "mcp_gateway.client_gone"
+
+
 class GatewayRequest:
     """What the gateway needs to know about one HTTP request."""
 
@@ -200,6 +204,15 @@ class GatewayRequest:
     @property
     def user_agent(self) -> str:
         return self.headers.get("user-agent", "")
+
+    def client_gone(self) -> bool:
+        """Whether the client has closed its connection already, where the server can tell (else False).
+
+        The gateway's launcher says so in the scope (:data:`CLIENT_GONE`), from any thread: work queued for a
+        request whose client gave up waiting is then skipped rather than done for nobody.
+        """
+        gone = self.scope.get("extensions", {}).get(CLIENT_GONE)
+        return bool(gone is not None and gone())
 
     def forwardable_headers(self) -> dict[str, str]:
         """The request's headers without credentials or session IDs, for tools to read."""

@@ -4,13 +4,17 @@ The record names this worker (its lease) and the worker's address on the
 channel layer, so that any worker can reach the session. A record must never
 be left open without a host: one written for a caller that went away
 meanwhile is closed at once (and, if that fails too, by the worker's lease
-heartbeat).
+heartbeat). Nor is one written for a client already gone when its turn for
+the database comes (:class:`ClientGone`): under more opens than the worker
+can take, the queue would otherwise be worked through for clients that gave
+up waiting, and every open would wait for all of them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -43,6 +47,10 @@ class Mount(Protocol):
     def session_server(self) -> Any: ...  # the MCP server as sessions run it: the SDK's servers share no base class
 
 
+class ClientGone(Exception):
+    """The client closed its connection before its session's record was written: none was, nothing to answer."""
+
+
 async def open_session(
     *,
     layer: BaseChannelLayer,
@@ -54,7 +62,8 @@ async def open_session(
     """Record a new session bound to the caller and create its host here; returns it and the secret ID.
 
     The host is not started: the caller attaches its connection first, so
-    that nothing the session sends can miss it.
+    that nothing the session sends can miss it. :class:`ClientGone` if the
+    client left before the record was written.
     """
     inbox = await worker.inbox.address(layer)
     session_id = new_session_id()
@@ -74,7 +83,7 @@ async def open_session(
         "credential_ref": credential.credential_ref,
         "in_use": transport == Transport.SSE,  # its stream, the caller's, is attached before anything else happens
     }
-    record = await insert_record(credential.user, fields)
+    record = await insert_record(credential.user, fields, gone=request.client_gone)
     audit.record(
         AuditKind.SESSION_OPENED,
         user=credential.user,
@@ -95,12 +104,13 @@ async def open_session(
     return host, session_id
 
 
-async def insert_record(user: Any, fields: dict[str, Any]) -> McpSession:
+async def insert_record(user: Any, fields: dict[str, Any], *, gone: Callable[[], bool] = lambda: False) -> McpSession:
     """Write the record of what ``user`` opens (``McpSessionManager.open_for``'s ``fields``), within their cap.
 
-    :class:`TooManySessions` when the cap is reached (counted in the database, exactly under concurrency).
+    :class:`TooManySessions` when the cap is reached (counted in the database, exactly under concurrency);
+    :class:`ClientGone`, and no record, if ``gone()`` says so when the database thread takes the write up.
     """
-    opening = asyncio.ensure_future(_write_record(user, fields))
+    opening = asyncio.ensure_future(_write_record(user, fields, gone))
     try:
         # Shielded: a cancelled caller (its client left, the server is stopping) cannot stop the insert in its
         # thread, only stop waiting for it; the record it writes is then closed here rather than left open.
@@ -112,8 +122,13 @@ async def insert_record(user: Any, fields: dict[str, Any]) -> McpSession:
         raise TooManySessions() from None
 
 
-async def _write_record(user: Any, fields: dict[str, Any]) -> McpSession:
-    open_for = database_sync_to_async(McpSession.objects.open_for)
+async def _write_record(user: Any, fields: dict[str, Any], gone: Callable[[], bool]) -> McpSession:
+    def write(user: Any, **fields: Any) -> McpSession:
+        if gone():  # checked in the thread: the wait for it is where an open spends its time under load
+            raise ClientGone()
+        return McpSession.objects.open_for(user, **fields)
+
+    open_for = database_sync_to_async(write)
     try:
         record: McpSession = await open_for(user, **fields)
     except IntegrityError:

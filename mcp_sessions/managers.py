@@ -162,12 +162,17 @@ class McpSessionManager(_McpSessionBaseManager[_M]):
         in use (:mod:`mcp_sessions.eviction`); :class:`SessionLimitReached` if
         every one is. Counting, evicting and inserting happen in one
         transaction with the user's row locked, so concurrent opens on several
-        workers cannot overshoot, nor evict one session twice.
+        workers cannot overshoot, nor evict one session twice. A database
+        without row locks (SQLite) is not asked for one: the ``SELECT`` would
+        lock nothing there, a query for nothing on every open, and SQLite
+        serializes writers itself (with ``IMMEDIATE`` transactions at their
+        ``BEGIN``; otherwise the second of two that counted cannot write).
         """
         fields = clean_fields(self.model, fields)
         with transaction.atomic():
             if limit is not None:
-                get_user_model()._default_manager.select_for_update().filter(pk=user.pk).exists()
+                if transaction.get_connection().features.has_select_for_update:
+                    get_user_model()._default_manager.select_for_update().filter(pk=user.pk).exists()
                 mine = self.filter(user=user).open()
                 # Under the cap counting every open record, it is under it counting the leased ones: nothing to
                 # evict. That count is the ``(user, closed_at)`` index's alone, and stops at ``limit``; the

@@ -72,11 +72,19 @@ class StreamConsumer(GatewayConsumer):
     async def open_session(self, credential: Credential, transport: str) -> tuple[SessionHost, str]:
         """Open a session bound to the caller in this worker, to be carried by this connection; it and its ID.
 
-        The host is not started: the caller attaches this connection first, then starts it.
+        The host is not started: the caller attaches this connection first, then starts it. A client gone
+        before its record was written ends the consumer: there is nobody to answer.
         """
-        host, session_id = await opening.open_session(
-            layer=self.channel_layer, mount=self.mount, request=self.request, credential=credential, transport=transport
-        )
+        try:
+            host, session_id = await opening.open_session(
+                layer=self.channel_layer,
+                mount=self.mount,
+                request=self.request,
+                credential=credential,
+                transport=transport,
+            )
+        except opening.ClientGone:
+            raise StopConsumer() from None
         self.host_channel, self.session_pk = host.inbox, host.pk
         return host, session_id
 
